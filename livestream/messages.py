@@ -1,0 +1,108 @@
+"""Parsing and validation of client messages.
+
+Pure functions, no I/O and no Twisted: everything a hostile or broken client can send is turned
+into either a typed message or a :class:`ProtocolError` carrying the code of the ``ERROR`` reply.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+from dataclasses import dataclass
+from enum import Enum
+
+MAX_ID_LENGTH = 256
+
+
+class MediaKind(Enum):
+    AUDIO = "AUDIO"
+    VIDEO = "VIDEO"
+
+
+@dataclass(frozen=True)
+class Connect:
+    id: str
+
+
+@dataclass(frozen=True)
+class Stream:
+    kind: MediaKind
+    chunk: bytes
+
+
+@dataclass(frozen=True)
+class Close:
+    pass
+
+
+Message = Connect | Stream | Close
+
+
+class ProtocolError(Exception):
+    """A message the server refuses; ``code`` is the snake_case code sent in the ``ERROR`` reply.
+
+    ``fatal`` errors end the connection with ``close_code`` (RFC 6455) after the reply.
+    """
+
+    def __init__(self, code: str, message: str, *, close_code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.close_code = close_code
+
+    @property
+    def fatal(self) -> bool:
+        return self.close_code is not None
+
+
+def parse_text(text: str) -> Message:
+    """Parse one JSON text message of the seed protocol."""
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ProtocolError("invalid_json", "message is not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise ProtocolError("invalid_message", "message must be a JSON object")
+    event = doc.get("eventType")
+    if event == "STREAM":
+        return _parse_stream(doc)
+    if event == "CONNECT":
+        return _parse_connect(doc)
+    if event == "CLOSE":
+        return Close()
+    if not isinstance(event, str):
+        raise ProtocolError("invalid_message", "eventType must be a string")
+    raise ProtocolError(
+        "unknown_event_type", f"unknown eventType {event[:40]!r}; expected CONNECT, STREAM or CLOSE"
+    )
+
+
+def _parse_connect(doc: dict[str, object]) -> Connect:
+    client_id = doc.get("id")
+    if not isinstance(client_id, str):
+        raise ProtocolError("invalid_id", "CONNECT needs an id that is a string")
+    if not client_id or len(client_id) > MAX_ID_LENGTH:
+        raise ProtocolError("invalid_id", f"id must be 1 to {MAX_ID_LENGTH} characters long")
+    if not client_id.isprintable():
+        raise ProtocolError("invalid_id", "id must not contain control characters")
+    return Connect(client_id)
+
+
+def _parse_stream(doc: dict[str, object]) -> Stream:
+    source = doc.get("mediaSourceType")
+    try:
+        kind = MediaKind(source)
+    except (ValueError, TypeError):
+        raise ProtocolError(
+            "invalid_media_source_type", "mediaSourceType must be AUDIO or VIDEO"
+        ) from None
+    encoded = doc.get("encodedMediaChunk")
+    if not isinstance(encoded, str):
+        raise ProtocolError("invalid_chunk", "encodedMediaChunk must be a base64 string")
+    try:
+        chunk = binascii.a2b_base64(encoded, strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError("invalid_base64", "encodedMediaChunk is not valid base64") from None
+    if not chunk:
+        raise ProtocolError("invalid_chunk", "encodedMediaChunk is empty")
+    return Stream(kind, chunk)

@@ -1,0 +1,162 @@
+"""The WebSocket side: bytes in, messages to a Session, replies out.
+
+Nothing a client sends may raise out of here: every refusal becomes an ``ERROR`` reply, and a
+reply to a connection that is already closing is dropped without stopping the processing of what
+that client sent before it left.
+"""
+
+from __future__ import annotations
+
+import json
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from livestream import messages
+from livestream.messages import Close, Connect, ProtocolError, Stream
+from livestream.registry import SessionRegistry
+from livestream.session import SHUTDOWN, Outcome, Session
+
+_log = Logger()
+
+GOING_AWAY = 1001
+INTERNAL_ERROR = 1011
+SERVICE_RESTART = 1012
+NORMAL = 1000
+
+
+@implementer(IPushProducer)
+class SocketValve:
+    """Lets an encoder's stdin pause and resume reading from the client's socket.
+
+    It stands between the two so that an encoder that dies (its pipe then calls
+    ``stopProducing``) only reopens the valve instead of dropping the client, and so the socket is
+    never left paused once the session stops feeding the encoder.
+    """
+
+    def __init__(self, transport) -> None:
+        self._transport = transport
+        self.paused = False
+
+    def pauseProducing(self) -> None:
+        if not self.paused:
+            self.paused = True
+            self._transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if self.paused:
+            self.paused = False
+            self._transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.resumeProducing()
+
+
+class RecordingProtocol(WebSocketServerProtocol):
+    factory: RecordingFactory
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._session: Session | None = None
+        self._valve: SocketValve | None = None
+        self._peer = "?"
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        # Twisted Web's channel registered itself as the producer of this transport before the
+        # upgrade; left there, it would resume reading whenever our replies drain and defeat the
+        # back-pressure of the encoder.
+        if getattr(self.transport, "producer", None) is not None:
+            self.transport.unregisterProducer()
+        self._valve = SocketValve(self.transport)
+
+    def onConnect(self, request) -> None:
+        self._peer = request.peer
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        try:
+            if isBinary:
+                raise ProtocolError(
+                    "unsupported_data", "binary messages are not accepted; send JSON text"
+                )
+            self._handle(messages.parse_text(payload.decode("utf-8")))
+        except ProtocolError as e:
+            self._refuse(e)
+        except Exception:
+            _log.failure("unexpected error handling a message from {peer}", peer=self._peer)
+            self._refuse(
+                ProtocolError("internal_error", "the server failed", close_code=INTERNAL_ERROR)
+            )
+
+    def _handle(self, msg: messages.Message) -> None:
+        if isinstance(msg, Stream):
+            if self._session is None:
+                raise ProtocolError("not_connected", "send CONNECT before STREAM")
+            self._session.stream(msg.kind, msg.chunk)
+        elif isinstance(msg, Connect):
+            if self._session is not None:
+                raise ProtocolError("already_connected", "this connection already sent CONNECT")
+            self._session = self.factory.registry.open(
+                msg.id, self._peer, self._valve, self._send_error
+            )
+            self._session.finished().addCallback(self._finished)
+            self._send({"eventType": "CONNECTED", "id": msg.id, "recording": self._session.name})
+        elif isinstance(msg, Close):
+            if self._session is None:
+                raise ProtocolError("not_connected", "send CONNECT before CLOSE")
+            if self._session.ending:
+                raise ProtocolError("session_closed", "this recording is already closing")
+            self._session.finish("close")
+
+    def _finished(self, outcome: Outcome) -> None:
+        self._valve.resumeProducing()
+        if self.state != self.STATE_OPEN:
+            return
+        self._send(
+            {"eventType": "CLOSED", "recordings": {"video": outcome.video, "audio": outcome.audio}}
+        )
+        if outcome.reason == SHUTDOWN:
+            self.sendClose(SERVICE_RESTART, "server restarting")
+        else:
+            self.sendClose(NORMAL)
+
+    def _refuse(self, error: ProtocolError) -> None:
+        _log.info(
+            "refused a message from {peer}: {code}: {message}",
+            peer=self._peer, code=error.code, message=error.message,
+        )  # fmt: skip
+        self._send_error(error.code, error.message)
+        if error.close_code is not None and self.state == self.STATE_OPEN:
+            self.sendClose(error.close_code, error.message[:120])
+
+    def _send_error(self, code: str, message: str) -> None:
+        self._send({"eventType": "ERROR", "code": code, "message": message})
+
+    def _send(self, event: dict[str, object]) -> None:
+        if self.state == self.STATE_OPEN:
+            self.sendMessage(json.dumps(event).encode("utf-8"), isBinary=False)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self._valve is not None:
+            self._valve.resumeProducing()
+        if self._session is not None:
+            self._session.connection_lost()
+
+
+class RecordingFactory(WebSocketServerFactory):
+    protocol = RecordingProtocol
+
+    def __init__(self, registry: SessionRegistry, max_message_size: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.registry = registry
+        self.setProtocolOptions(
+            maxMessagePayloadSize=max_message_size,
+            maxFramePayloadSize=max_message_size,
+            openHandshakeTimeout=10,
+            # Longer than any encoder stall: while reading is paused, pongs and close frames wait.
+            closeHandshakeTimeout=60,
+            autoPingInterval=30,
+            autoPingTimeout=90,
+        )

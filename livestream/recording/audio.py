@@ -1,0 +1,94 @@
+"""A session's audio: PCM s16le 44.1 kHz mono appended to a WAV in ``temp/`` as it arrives.
+
+Each chunk goes to the kernel at once (an unbuffered file), so a daemon killed mid-recording
+leaves every sample it received on disk; only the RIFF sizes are then wrong, and :func:`mend`
+rewrites them from the file's length.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+from twisted.logger import Logger
+
+from livestream.store import AUDIO, AUDIO_STREAM, MediaStore
+
+_log = Logger()
+
+SAMPLE_RATE = 44100
+CHANNELS = 1
+SAMPLE_BYTES = 2
+HEADER_SIZE = 44
+
+
+def wav_header(data_size: int) -> bytes:
+    """The canonical 44-byte PCM header for ``data_size`` bytes of samples."""
+    block = CHANNELS * SAMPLE_BYTES
+    return struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF", 36 + data_size, b"WAVE",
+        b"fmt ", 16, 1, CHANNELS, SAMPLE_RATE, SAMPLE_RATE * block, block, 8 * SAMPLE_BYTES,
+        b"data", data_size,
+    )  # fmt: skip
+
+
+class AudioRecorder:
+    """Writes whole samples only: an odd trailing byte waits for the next chunk's first byte."""
+
+    def __init__(self, store: MediaStore, name: str) -> None:
+        self._store = store
+        self._name = name
+        self._path = store.temp_path(name, AUDIO_STREAM)
+        self._file = None
+        self._carry = b""
+        self.bytes = 0
+
+    def write(self, pcm: bytes) -> None:
+        if self._file is None:
+            self._file = open(self._path, "xb", buffering=0)  # noqa: SIM115 - lives for the session
+            self._file.write(wav_header(0))
+        if self._carry:
+            pcm = self._carry + pcm
+        whole = len(pcm) & ~1
+        self._carry = pcm[whole:]
+        if whole:
+            self._file.write(pcm if whole == len(pcm) else pcm[:whole])
+            self.bytes += whole
+
+    def finish(self) -> str | None:
+        """Fix the header, flush to disk, publish; the file name, or None if nothing arrived."""
+        if self._file is None:
+            return None
+        if self._carry:
+            _log.warn(
+                "audio of {name} ended on half a sample; its last byte is dropped", name=self._name
+            )
+        f, self._file = self._file, None
+        try:
+            f.seek(0)
+            f.write(wav_header(self.bytes))
+            os.fsync(f.fileno())
+        finally:
+            f.close()
+        return self._store.publish(self._path, AUDIO, self._name)
+
+    @property
+    def samples(self) -> int:
+        return self.bytes // SAMPLE_BYTES
+
+
+def mend(store: MediaStore, name: str) -> str | None:
+    """Recovery: give a WAV its sizes from its length and publish it; None if it held no sample."""
+    path: Path = store.temp_path(name, AUDIO_STREAM)
+    size = path.stat().st_size
+    data = max(0, size - HEADER_SIZE) & ~1
+    if data == 0:
+        path.unlink()
+        return None
+    with open(path, "r+b") as f:
+        f.truncate(HEADER_SIZE + data)
+        f.write(wav_header(data))
+        os.fsync(f.fileno())
+    return store.publish(path, AUDIO, name)

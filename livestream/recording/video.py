@@ -1,0 +1,182 @@
+"""A session's video: JPEG frames piped into one ffmpeg as they arrive, published as faststart MP4.
+
+The encoder writes a fragmented MP4 with short fragments into ``temp/``, so a daemon killed
+mid-recording leaves a file that is playable up to its last fragment; at the end a stream copy
+(no re-encode, fast whatever the length) moves the index to the front for players and browsers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+
+from livestream import jpeg
+from livestream.recording import ffmpeg
+from livestream.recording.ffmpeg import FFmpegResult
+from livestream.store import VIDEO, VIDEO_PART, VIDEO_STREAM, MediaStore
+
+_log = Logger()
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """What every video recording of this daemon is encoded with."""
+
+    ffmpeg: str
+    fps: int
+    preset: str
+    # How long ffmpeg may take to finish after its input ends before it is signalled.
+    grace: float = 30.0
+
+
+def encoder_args(settings: EncoderSettings, width: int, height: int, out: str) -> list[str]:
+    """ffmpeg arguments: one output frame per input JPEG at the configured rate.
+
+    The output size is fixed by the first frame (rounded down to even, as yuv420p needs); later
+    frames of another size are fitted into it, so neither odd sizes nor a size change mid-stream
+    lose the recording.
+    """
+    w, h = max(2, width - width % 2), max(2, height - height % 2)
+    fit = (
+        f"scale={w}:{h}:force_original_aspect_ratio=decrease:force_divisible_by=2:out_range=tv,"
+        f"pad={w}:{h}:-1:-1,format=yuv420p"
+    )
+    return [
+        # A live pipe: don't wait to probe megabytes before encoding the first frame.
+        "-probesize", "32", "-analyzeduration", "0",
+        "-f", "image2pipe", "-c:v", "mjpeg", "-framerate", str(settings.fps), "-i", "pipe:0",
+        "-vf", fit, "-fps_mode", "passthrough",
+        "-c:v", "libx264", "-preset", settings.preset, "-tune", "zerolatency",
+        "-g", str(settings.fps * 2), "-pix_fmt", "yuv420p",
+        # Short fragments flushed as written: a killed daemon loses at most ~the last second.
+        "-movflags", "+frag_keyframe+empty_moov+default_base_moof",
+        "-frag_duration", "200000", "-flush_packets", "1",
+        "-f", "mp4", out,
+    ]  # fmt: skip
+
+
+class VideoRecorder:
+    """Owns one session's encoder. ``producer`` is paused while ffmpeg's stdin is backed up."""
+
+    def __init__(
+        self,
+        reactor,
+        settings: EncoderSettings,
+        store: MediaStore,
+        name: str,
+        producer: IPushProducer | None,
+        on_failure: Callable[[FFmpegResult], None],
+    ) -> None:
+        self._reactor = reactor
+        self._settings = settings
+        self._store = store
+        self._name = name
+        self._producer = producer
+        self._on_failure = on_failure
+        self._proc: ffmpeg.FFmpegProcess | None = None
+        self._ending = False
+        self.frames = 0
+        self.dropped = 0
+
+    def write(self, frame: bytes) -> None:
+        """Queue one JPEG for the encoder. Raises :class:`jpeg.NotAJPEG` for anything else."""
+        if self._proc is None:
+            width, height = jpeg.frame_size(frame)
+            self._start(width, height)
+        else:
+            jpeg.check_frame(frame)
+        if self._proc.exited:
+            self.dropped += 1
+            return
+        self._proc.transport.write(frame)
+        self.frames += 1
+
+    def _start(self, width: int, height: int) -> None:
+        out = self._store.temp_path(self._name, VIDEO_STREAM)
+        args = encoder_args(self._settings, width, height, os.fspath(out))
+        self._proc = ffmpeg.spawn(self._reactor, self._settings.ffmpeg, args, self._name)
+        if self._producer is not None:
+            self._proc.transport.registerProducer(self._producer, True)
+        self._proc.ended.addCallback(self._ended_early)
+        _log.info(
+            "encoding {name}: {width}x{height} at {fps} fps",
+            name=self._name, width=width, height=height, fps=self._settings.fps,
+        )  # fmt: skip
+
+    def _ended_early(self, result: FFmpegResult) -> FFmpegResult:
+        if not self._ending:
+            _log.error(
+                "encoder for {name} stopped mid-stream: {why}",
+                name=self._name,
+                why=result.describe(),
+            )
+            self._on_failure(result)
+        return result
+
+    @inlineCallbacks
+    def finish(self):
+        """End the input, wait for the encoder, publish; fire with the file name or None."""
+        if self._proc is None:
+            return None
+        self._ending = True
+        result = yield ffmpeg.end_input(self._reactor, self._proc, self._settings.grace)
+        if not result.ok:
+            _log.error("encoder for {name}: {why}", name=self._name, why=result.describe())
+        return (yield publish(self._reactor, self._settings.ffmpeg, self._store, self._name))
+
+
+def publish(reactor, executable: str, store: MediaStore, name: str) -> Deferred[str | None]:
+    """Turn ``temp/<name>`` fragmented MP4 into ``video/<name>.mp4`` (faststart) by stream copy.
+
+    Shared by a session's end and by recovery after a crash. Fires with the published file name,
+    or None when the encoder wrote no frame; temp files of ``name`` are gone either way. If the
+    copy fails, the fragmented file itself (playable, only slower to start) is published instead.
+    """
+    src = store.temp_path(name, VIDEO_STREAM)
+    part = store.temp_path(name, VIDEO_PART)
+    if not _has_fragments(src):
+        _unlink(src, part)
+        return succeed(None)
+    args = ["-i", os.fspath(src), "-map", "0:v", "-c", "copy", "-movflags", "+faststart",
+            "-f", "mp4", os.fspath(part)]  # fmt: skip
+    d = ffmpeg.run(reactor, executable, args, f"{name} (faststart)")
+
+    def published(result: FFmpegResult) -> str:
+        if result.ok and part.exists():
+            filename = store.publish(part, VIDEO, name)
+            _unlink(src)
+            return filename
+        _log.error(
+            "faststart copy of {name} failed, publishing its fragmented MP4 as it is: {why}",
+            name=name, why=result.describe(),
+        )  # fmt: skip
+        _unlink(part)
+        return store.publish(src, VIDEO, name)
+
+    return d.addCallback(published)
+
+
+def _has_fragments(path: Path) -> bool:
+    """True once the encoder has written a movie fragment, i.e. at least one frame.
+
+    With ``empty_moov`` the header is about a kilobyte, so the first ``moof`` is near the start.
+    """
+    try:
+        with open(path, "rb") as f:
+            return b"moof" in f.read(1 << 16)
+    except FileNotFoundError:
+        return False
+
+
+def _unlink(*paths: Path) -> None:
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,74 @@
+"""At start, turn what a killed daemon left in ``temp/`` into playable, listed recordings."""
+
+from __future__ import annotations
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.logger import Logger
+
+from livestream.recording import audio, video
+from livestream.store import (
+    AUDIO,
+    AUDIO_STREAM,
+    VIDEO,
+    VIDEO_PART,
+    VIDEO_STREAM,
+    Leftover,
+    MediaStore,
+)
+
+_log = Logger()
+
+
+class Recovery(Service):
+    """Scans ``temp/`` when started (before anything listens), then recovers in the background."""
+
+    def __init__(self, reactor, store: MediaStore, ffmpeg: str) -> None:
+        self._reactor = reactor
+        self._store = store
+        self._ffmpeg = ffmpeg
+        self.done: Deferred[None] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        leftovers, strangers = self._store.leftovers()
+        for path in strangers:
+            _log.warn("left alone in temp/: {path} (not a recording's file)", path=path)
+        if leftovers:
+            _log.info("recovering {count} interrupted recordings", count=len(leftovers))
+        self.done = ensureDeferred(self._recover_all(leftovers))
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        return self.done
+
+    async def _recover_all(self, leftovers: list[Leftover]) -> None:
+        for leftover in leftovers:
+            try:
+                await self._recover(leftover)
+            except Exception:
+                _log.failure("could not recover {name}; left in temp/", name=leftover.name)
+
+    async def _recover(self, leftover: Leftover) -> None:
+        name, paths = leftover.name, leftover.paths
+        found: dict[str, str | None] = {}
+        if VIDEO_STREAM in paths:
+            if self._store.final_path(VIDEO, name).exists():
+                for suffix in (VIDEO_STREAM, VIDEO_PART):
+                    paths.get(suffix, paths[VIDEO_STREAM]).unlink(missing_ok=True)
+            else:
+                found[VIDEO] = await video.publish(self._reactor, self._ffmpeg, self._store, name)
+        elif VIDEO_PART in paths:
+            _log.warn(
+                "dropping {path}: an unfinished copy without its source", path=paths[VIDEO_PART]
+            )
+            paths[VIDEO_PART].unlink()
+        if AUDIO_STREAM in paths:
+            if self._store.final_path(AUDIO, name).exists():
+                paths[AUDIO_STREAM].unlink()
+            else:
+                found[AUDIO] = audio.mend(self._store, name)
+        _log.info(
+            "recovered {name}: video={video} audio={audio}",
+            name=name, video=found.get(VIDEO), audio=found.get(AUDIO),
+        )  # fmt: skip

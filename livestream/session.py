@@ -1,0 +1,165 @@
+"""One client's recording: owns its video and audio recorders and finalizes them exactly once.
+
+However a session ends (CLOSE, the socket vanishing, the daemon stopping), the first ending wins
+and every later one waits for the same outcome; there is no second finalization to race.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+
+from livestream.jpeg import NotAJPEG
+from livestream.messages import MediaKind, ProtocolError
+from livestream.recording.audio import AudioRecorder
+from livestream.recording.ffmpeg import FFmpegResult
+from livestream.recording.video import EncoderSettings, VideoRecorder
+from livestream.store import MediaStore
+
+_log = Logger()
+
+CLOSE = "close"
+DISCONNECT = "disconnect"
+SHUTDOWN = "shutdown"
+
+ErrorSink = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a session ended and what it left in the media tree."""
+
+    reason: str
+    video: str | None
+    audio: str | None
+    frames: int
+    audio_bytes: int
+    failed: bool
+
+
+class Session:
+    def __init__(
+        self,
+        reactor,
+        settings: EncoderSettings,
+        store: MediaStore,
+        client_id: str,
+        name: str,
+        peer: str,
+        producer: IPushProducer | None,
+        report_error: ErrorSink,
+    ) -> None:
+        self.client_id = client_id
+        self.name = name
+        self.peer = peer
+        self.started = reactor.seconds()
+        self._reactor = reactor
+        self._store = store
+        self._report_error = report_error
+        self._video = VideoRecorder(reactor, settings, store, name, producer, self._encoder_failed)
+        self._audio = AudioRecorder(store, name)
+        self._reason: str | None = None
+        self._outcome: Outcome | None = None
+        self._waiting: list[Deferred[Outcome]] = []
+        self._gone: Deferred[None] = Deferred()
+        self._connected = True
+
+    @property
+    def ending(self) -> bool:
+        return self._reason is not None
+
+    def stream(self, kind: MediaKind, chunk: bytes) -> None:
+        """Hand one chunk to its recorder; refusals come back as :class:`ProtocolError`."""
+        if self._reason is not None:
+            raise ProtocolError("session_closed", "this recording is closing; STREAM is ignored")
+        try:
+            if kind is MediaKind.VIDEO:
+                self._video.write(chunk)
+            else:
+                self._audio.write(chunk)
+        except NotAJPEG as e:
+            raise ProtocolError("invalid_jpeg", str(e)) from None
+        except OSError as e:
+            _log.error("writing {name} failed: {error}", name=self.name, error=e)
+            raise ProtocolError("storage_error", "the server could not store this chunk") from None
+
+    def finish(self, reason: str) -> Deferred[Outcome]:
+        """Finalize (the first call decides the reason) and fire with the outcome."""
+        d = self.finished()
+        if self._reason is None:
+            self._reason = reason
+            ensureDeferred(self._finalize())
+        return d
+
+    def finished(self) -> Deferred[Outcome]:
+        """Fires with the outcome once the session is finalized, without causing it."""
+        d: Deferred[Outcome] = Deferred()
+        if self._outcome is not None:
+            d.callback(self._outcome)
+        else:
+            self._waiting.append(d)
+        return d
+
+    def connection_lost(self) -> None:
+        """The client's socket is gone: finalize if nothing else has, and let shutdown go on."""
+        self._connected = False
+        self.finish(DISCONNECT)
+        if not self._gone.called:
+            self._gone.callback(None)
+
+    def gone(self) -> Deferred[None]:
+        """Fires once the client's connection has closed."""
+        d: Deferred[None] = Deferred()
+        if self._connected:
+            self._gone.addBoth(lambda _: d.callback(None))
+        else:
+            d.callback(None)
+        return d
+
+    def _encoder_failed(self, result: FFmpegResult) -> None:
+        self._report_error(
+            "encoder_failed", "the video encoder stopped; frames received before it are kept"
+        )
+
+    async def _finalize(self) -> None:
+        failed = False
+        audio = video = None
+        try:
+            audio = self._audio.finish()
+        except OSError as e:
+            failed = True
+            _log.error("finishing audio of {name} failed: {error}", name=self.name, error=e)
+        try:
+            video = await self._video.finish()
+        except Exception:
+            failed = True
+            _log.failure("finishing video of {name} failed", name=self.name)
+        if failed:
+            self._report_error(
+                "finalize_failed",
+                "the recording could not be finished now; it is recovered at the next start",
+            )
+        outcome = Outcome(
+            self._reason or DISCONNECT,
+            video,
+            audio,
+            self._video.frames,
+            self._audio.bytes,
+            failed,
+        )
+        self._store.release(self.name)
+        _log.info(
+            "session {id!r} from {peer} ended ({reason}) after {seconds:.1f}s: {frames} frames, "
+            "{audio_bytes} audio bytes -> video={video} audio={audio}",
+            id=self.client_id, peer=self.peer, reason=outcome.reason,
+            seconds=self._reactor.seconds() - self.started, frames=outcome.frames,
+            audio_bytes=outcome.audio_bytes, video=video, audio=audio,
+        )  # fmt: skip
+        self._outcome = outcome
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(outcome)

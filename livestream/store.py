@@ -1,0 +1,130 @@
+"""The media tree: safe names, in-progress files in ``temp/``, one rename into ``video/``/``audio/``.
+
+Nothing here trusts a client id as a path: names are built from a sanitised stem and a timestamp,
+and every path handed out is a child of one of the three directories.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+VIDEO = "video"
+AUDIO = "audio"
+TEMP = "temp"
+KINDS = {VIDEO: ".mp4", AUDIO: ".wav"}
+
+# What a live session keeps in temp/: the encoder's fragmented MP4 (playable up to its last
+# fragment if the daemon dies), the faststart copy being made from it, and the growing WAV.
+VIDEO_STREAM = ".video.fmp4"
+VIDEO_PART = ".video.part.mp4"
+AUDIO_STREAM = ".audio.wav"
+TEMP_SUFFIXES = (VIDEO_STREAM, VIDEO_PART, AUDIO_STREAM)
+
+MAX_STEM_LENGTH = 64
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*_[0-9]+$")
+
+
+def safe_stem(client_id: str) -> str:
+    """A file-name stem for an id: a small safe alphabet, no leading dot, bounded length."""
+    stem = _UNSAFE.sub("_", client_id)[:MAX_STEM_LENGTH]
+    if stem.startswith("."):
+        stem = "_" + stem[1:]
+    return stem or "_"
+
+
+def is_recording_name(name: str) -> bool:
+    """True for a ``<stem>_<epoch-ms>`` name this store could have made."""
+    return len(name) <= MAX_STEM_LENGTH + 21 and _NAME.match(name) is not None
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """The files a session left in ``temp/`` when the daemon died, by their temp suffix."""
+
+    name: str
+    paths: dict[str, Path]
+
+
+class MediaStore:
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).absolute()
+        self._reserved: set[str] = set()
+
+    def dir(self, kind: str) -> Path:
+        return self.root / kind
+
+    def ensure(self) -> None:
+        """Create the tree; raise OSError with the path if it cannot be made writable."""
+        for kind in (VIDEO, AUDIO, TEMP):
+            self.dir(kind).mkdir(parents=True, exist_ok=True)
+            if not os.access(self.dir(kind), os.W_OK | os.X_OK):
+                raise PermissionError(f"{self.dir(kind)} is not writable")
+
+    def reserve(self, client_id: str, epoch_ms: int) -> str:
+        """A name no other session, live or finished, uses: the millisecond moves on if taken."""
+        stem = safe_stem(client_id)
+        while True:
+            name = f"{stem}_{epoch_ms}"
+            if name not in self._reserved and not self._exists(name):
+                self._reserved.add(name)
+                return name
+            epoch_ms += 1
+
+    def release(self, name: str) -> None:
+        self._reserved.discard(name)
+
+    def _exists(self, name: str) -> bool:
+        if any(self.final_path(kind, name).exists() for kind in KINDS):
+            return True
+        return any(self.temp_path(name, suffix).exists() for suffix in TEMP_SUFFIXES)
+
+    def temp_path(self, name: str, suffix: str) -> Path:
+        return self.dir(TEMP) / f"{name}{suffix}"
+
+    def final_path(self, kind: str, name: str) -> Path:
+        return self.dir(kind) / f"{name}{KINDS[kind]}"
+
+    def publish(self, src: Path, kind: str, name: str) -> str:
+        """Move a finished temp file into place in one rename; return the listed file name."""
+        dst = self.final_path(kind, name)
+        os.rename(src, dst)
+        return dst.name
+
+    def listing(self) -> dict[str, list[str]]:
+        """The seed's ``GET /recordings`` document: finished files only, oldest first."""
+        return {kind: sorted(self._names(kind), key=_by_time) for kind in KINDS}
+
+    def _names(self, kind: str) -> Iterator[str]:
+        suffix = KINDS[kind]
+        try:
+            entries = list(os.scandir(self.dir(kind)))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if entry.name.endswith(suffix) and not entry.name.startswith("."):
+                yield entry.name
+
+    def leftovers(self) -> tuple[list[Leftover], list[Path]]:
+        """What sessions left in ``temp/``, grouped by recording name, and any stranger files."""
+        groups: dict[str, dict[str, Path]] = {}
+        strangers: list[Path] = []
+        for entry in sorted(os.scandir(self.dir(TEMP)), key=lambda e: e.name):
+            suffix = next((s for s in TEMP_SUFFIXES if entry.name.endswith(s)), None)
+            name = entry.name[: -len(suffix)] if suffix else ""
+            if suffix is None or not is_recording_name(name) or not entry.is_file():
+                if not entry.name.startswith("."):
+                    strangers.append(Path(entry.path))
+                continue
+            groups.setdefault(name, {})[suffix] = Path(entry.path)
+        return [Leftover(name, paths) for name, paths in groups.items()], strangers
+
+
+def _by_time(filename: str) -> tuple[str, str]:
+    stem = filename.rsplit(".", 1)[0]
+    head, _, stamp = stem.rpartition("_")
+    return (stamp.rjust(16, "0"), head)
