@@ -118,9 +118,9 @@ class RecordingProtocol(WebSocketServerProtocol):
             {"eventType": "CLOSED", "recordings": {"video": outcome.video, "audio": outcome.audio}}
         )
         if outcome.reason == SHUTDOWN:
-            self.sendClose(SERVICE_RESTART, "server restarting")
+            self._close(SERVICE_RESTART, "server restarting")
         else:
-            self.sendClose(NORMAL)
+            self._close(NORMAL, "recording finished")
 
     def _refuse(self, error: ProtocolError) -> None:
         _log.info(
@@ -128,8 +128,17 @@ class RecordingProtocol(WebSocketServerProtocol):
             peer=self._peer, code=error.code, message=error.message,
         )  # fmt: skip
         self._send_error(error.code, error.message)
-        if error.close_code is not None and self.state == self.STATE_OPEN:
-            self.sendClose(error.close_code, error.message[:120])
+        if error.close_code is not None:
+            self._close(error.close_code, error.message)
+
+    def _close(self, code: int, reason: str) -> None:
+        """Start the close handshake with any RFC 6455 code.
+
+        Autobahn's ``sendClose`` admits only 1000 and 3000-4999 from applications, but the protocol
+        promises 1008, 1011 and 1012 too; ``sendCloseFrame`` is the same step without that check.
+        """
+        if self.state == self.STATE_OPEN:
+            self.sendCloseFrame(code, reason.encode("utf-8")[:123], isReply=False)
 
     def _send_error(self, code: str, message: str) -> None:
         self._send({"eventType": "ERROR", "code": code, "message": message})
@@ -159,4 +168,6 @@ class RecordingFactory(WebSocketServerFactory):
             closeHandshakeTimeout=60,
             autoPingInterval=30,
             autoPingTimeout=90,
+            # Tell a client why it is dropped (1009 too big, 1002 bad framing) with a close frame.
+            failByDrop=False,
         )

@@ -28,8 +28,10 @@ class SessionRegistry(Service):
         self._store = store
         self._live: set[Session] = set()
 
-    def __len__(self) -> int:
-        return len(self._live)
+    @property
+    def sessions(self) -> tuple[Session, ...]:
+        """The sessions whose client is still connected or whose files are still being finished."""
+        return tuple(self._live)
 
     def open(
         self,

@@ -43,6 +43,7 @@ def build(config: Config, reactor) -> MultiService:
 
     top = MultiService()
     Recovery(reactor, store, config.ffmpeg).setServiceParent(top)
+    registry.setName("sessions")
     registry.setServiceParent(top)
     for description in config.listen:
         try:

@@ -69,6 +69,10 @@ class Session:
         self._connected = True
 
     @property
+    def frames(self) -> int:
+        return self._video.frames
+
+    @property
     def ending(self) -> bool:
         return self._reason is not None
 

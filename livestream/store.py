@@ -1,4 +1,4 @@
-"""The media tree: safe names, in-progress files in ``temp/``, one rename into ``video/``/``audio/``.
+"""The media tree: safe names, in-progress files in ``temp/``, one rename into place.
 
 Nothing here trusts a client id as a path: names are built from a sanitised stem and a timestamp,
 and every path handed out is a child of one of the three directories.

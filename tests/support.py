@@ -23,6 +23,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectError
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
+from twisted.web.client import HTTPConnectionPool
 
 from livestream.recording import ffmpeg
 
@@ -132,8 +133,13 @@ class Client:
     def send_binary(self, data: bytes) -> None:
         self.proto.sendMessage(data, isBinary=True)
 
+    def vanish(self) -> None:
+        """Close the TCP connection (after what was sent) with neither CLOSE nor close handshake,
+        as a crashed client does."""
+        self.proto.transport.loseConnection()
+
     def drop(self) -> None:
-        """Vanish without CLOSE or close handshake, as a crashed client or lost network does."""
+        """Reset the connection at once, discarding whatever is still unsent."""
         self.proto.transport.abortConnection()
 
 
@@ -303,23 +309,31 @@ class Daemon:
     def signal(self, name: str) -> None:
         self.proto.transport.signalProcess(name)
 
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
 
 async def sleep(seconds: float) -> None:
     await deferLater(reactor, seconds)
 
 
-async def get_json(port: int, path: str) -> object:
-    """GET a JSON route; ConnectionError if nothing listens."""
+async def get(port: int, path: str):
+    """GET over a fresh connection that closes after the answer; ConnectionError if nothing
+    listens."""
     try:
-        response = await treq.get(f"http://127.0.0.1:{port}{path}", timeout=10)
+        return await treq.get(
+            f"http://127.0.0.1:{port}{path}",
+            timeout=10,
+            pool=HTTPConnectionPool(reactor, persistent=False),
+        )
     except (ConnectError, ConnectionRefusedError) as e:
         raise ConnectionError(str(e)) from None
+
+
+async def get_json(port: int, path: str) -> object:
+    response = await get(port, path)
     assert response.code == 200, response.code
     return await response.json()
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
 
 async def start_server(testcase, media: Path, *, fps: int = 15, **overrides):
     """The daemon's whole service tree in this process, on a free loopback port; stopped (which

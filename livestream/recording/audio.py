@@ -47,14 +47,14 @@ class AudioRecorder:
 
     def write(self, pcm: bytes) -> None:
         if self._file is None:
-            self._file = open(self._path, "xb", buffering=0)  # noqa: SIM115 - lives for the session
+            self._file = open(self._path, "xb", buffering=0)
             self._file.write(wav_header(0))
         if self._carry:
             pcm = self._carry + pcm
         whole = len(pcm) & ~1
         self._carry = pcm[whole:]
         if whole:
-            self._file.write(pcm if whole == len(pcm) else pcm[:whole])
+            _write_all(self._file, memoryview(pcm)[:whole])
             self.bytes += whole
 
     def finish(self) -> str | None:
@@ -67,16 +67,27 @@ class AudioRecorder:
             )
         f, self._file = self._file, None
         try:
-            f.seek(0)
-            f.write(wav_header(self.bytes))
-            os.fsync(f.fileno())
+            if self.bytes:
+                f.seek(0)
+                _write_all(f, wav_header(self.bytes))
+                os.fsync(f.fileno())
         finally:
             f.close()
+        if not self.bytes:
+            self._path.unlink()
+            return None
         return self._store.publish(self._path, AUDIO, self._name)
 
     @property
     def samples(self) -> int:
         return self.bytes // SAMPLE_BYTES
+
+
+def _write_all(f, data: bytes | memoryview) -> None:
+    """An unbuffered file may take less than asked; never let the rest go missing."""
+    view = memoryview(data)
+    while view:
+        view = view[f.write(view) :]
 
 
 def mend(store: MediaStore, name: str) -> str | None:

@@ -140,7 +140,10 @@ def find(explicit: str | None) -> str:
     if explicit:
         path = shutil.which(explicit)
         if path is None:
-            raise FFmpegUnusable(f"--ffmpeg {explicit}: no such executable")
+            raise FFmpegUnusable(
+                f"--ffmpeg {explicit}: no such executable; give the path of an ffmpeg with "
+                "libx264, or leave --ffmpeg out to use the one on PATH or imageio-ffmpeg's"
+            )
         _check(path)
         return path
     candidates = [p for p in (shutil.which("ffmpeg"), _bundled()) if p]

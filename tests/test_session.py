@@ -1,0 +1,303 @@
+"""One client's session against a memory reactor: ffmpeg is a fake process, the store is real.
+
+The encoder is never run here; each test plays its part (writing the fragmented MP4, ending with
+some status) through the fake transport, so the state machine is checked step by step.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from livestream.messages import MediaKind, ProtocolError
+from livestream.recording.video import EncoderSettings
+from livestream.session import CLOSE, DISCONNECT, SHUTDOWN, Session
+from livestream.store import AUDIO, AUDIO_STREAM, VIDEO, VIDEO_PART, VIDEO_STREAM, MediaStore
+from tests.support import jpeg_frames, pcm
+from tests.test_ffmpeg import ProcessReactor
+
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452")
+
+
+class Producer:
+    """The socket side of back-pressure, as the encoder's stdin sees it."""
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class SessionTestCase(SynchronousTestCase):
+    grace = 30.0
+
+    def setUp(self) -> None:
+        self.reactor = ProcessReactor()
+        self.store = MediaStore(self.mktemp())
+        self.store.ensure()
+        self.settings = EncoderSettings("/fake/ffmpeg", 15, "veryfast", grace=self.grace)
+        self.errors: list[tuple[str, str]] = []
+        self.producer = Producer()
+        self.session = self.open("alice", 1700000000000)
+
+    def open(self, client_id: str, ms: int) -> Session:
+        name = self.store.reserve(client_id, ms)
+        return Session(
+            self.reactor,
+            self.settings,
+            self.store,
+            client_id,
+            name,
+            "peer",
+            self.producer,
+            lambda code, msg: self.errors.append((code, msg)),
+        )
+
+    def encoder(self) -> dict:
+        """The one encoder spawned so far."""
+        self.assertEqual(len(self.reactor.spawned), 1)
+        return self.reactor.spawned[0]
+
+    def encoder_writes_fragments(self) -> None:
+        """What a working encoder leaves: a fragmented MP4 with a movie fragment in it."""
+        self.store.temp_path(self.session.name, VIDEO_STREAM).write_bytes(
+            b"\x00\x00\x00\x08ftyp....moof....mdat"
+        )
+
+    def end(self, call: dict, error: Exception) -> None:
+        call["transport"].exited = True
+        call["proto"].processEnded(Failure(error))
+
+    def temp_files(self) -> list[str]:
+        return sorted(p.name for p in self.store.dir("temp").iterdir())
+
+
+class AudioSessionTests(SessionTestCase):
+    def test_audio_only(self) -> None:
+        """A client that sends only audio gets its WAV and no video, and no ffmpeg is run."""
+        chunks = [pcm(441, seed=i) for i in range(5)]
+        for chunk in chunks:
+            self.session.stream(MediaKind.AUDIO, chunk)
+        outcome = self.successResultOf(self.session.finish(CLOSE))
+        name = self.session.name
+        self.assertEqual(
+            (outcome.reason, outcome.video, outcome.audio, outcome.failed),
+            (CLOSE, None, f"{name}.wav", False),
+        )
+        self.assertEqual((outcome.frames, outcome.audio_bytes), (0, 441 * 2 * 5))
+        self.assertEqual(self.reactor.spawned, [])
+        wav = self.store.final_path(AUDIO, name).read_bytes()
+        self.assertEqual(wav[44:], b"".join(chunks))
+        self.assertEqual(self.temp_files(), [])
+        self.assertEqual(self.store.listing(), {"video": [], "audio": [f"{name}.wav"]})
+
+    def test_nothing_received(self) -> None:
+        """A session that received nothing publishes nothing and frees its name."""
+        outcome = self.successResultOf(self.session.finish(DISCONNECT))
+        self.assertEqual((outcome.video, outcome.audio, outcome.failed), (None, None, False))
+        self.assertEqual(self.store.listing(), {"video": [], "audio": []})
+        self.assertEqual(self.store.reserve("alice", 1700000000000), self.session.name)
+
+    def test_finishes_once(self) -> None:
+        """CLOSE, then the socket dropping, then daemon shutdown: the first reason wins and all
+        callers see the same single outcome."""
+        self.session.stream(MediaKind.AUDIO, pcm(10))
+        waiting = self.session.finished()
+        first = self.session.finish(CLOSE)
+        second = self.session.finish(DISCONNECT)
+        third = self.session.finish(SHUTDOWN)
+        outcomes = [self.successResultOf(d) for d in (waiting, first, second, third)]
+        self.assertEqual(outcomes[0].reason, CLOSE)
+        for outcome in outcomes[1:]:
+            self.assertIs(outcome, outcomes[0])
+        self.assertEqual(outcomes[0].audio, f"{self.session.name}.wav")
+        self.assertIs(self.successResultOf(self.session.finished()), outcomes[0])
+
+    def test_stream_after_finish(self) -> None:
+        """Chunks after the end are refused with a code, not appended to a published file."""
+        self.session.stream(MediaKind.AUDIO, pcm(10))
+        outcome = self.successResultOf(self.session.finish(CLOSE))
+        for kind, chunk in ((MediaKind.AUDIO, pcm(10)), (MediaKind.VIDEO, jpeg_frames(1)[0])):
+            error = self.assertRaises(ProtocolError, self.session.stream, kind, chunk)
+            self.assertEqual(error.code, "session_closed")
+        self.assertEqual(self.reactor.spawned, [])
+        wav = self.store.final_path(AUDIO, self.session.name).read_bytes()
+        self.assertEqual(len(wav) - 44, outcome.audio_bytes)
+
+    def test_connection_lost(self) -> None:
+        """A dropped socket finalizes with reason disconnect and lets shutdown stop waiting."""
+        gone = self.session.gone()
+        self.assertNoResult(gone)
+        self.assertFalse(self.session.ending)
+        self.session.connection_lost()
+        self.assertTrue(self.session.ending)
+        self.successResultOf(gone)
+        self.successResultOf(self.session.gone())
+        self.assertEqual(self.successResultOf(self.session.finished()).reason, DISCONNECT)
+
+    def test_storage_error(self) -> None:
+        """A disk problem while writing is a coded refusal, not an exception out of the
+        protocol."""
+        self.store.dir("temp").rmdir()
+        error = self.assertRaises(ProtocolError, self.session.stream, MediaKind.AUDIO, pcm(10))
+        self.assertEqual(error.code, "storage_error")
+
+    def test_finalize_failure_keeps_temp(self) -> None:
+        """If the WAV cannot be published now, the session still ends (callers are not left
+        hanging), reports it, and leaves the temp file for recovery."""
+        self.session.stream(MediaKind.AUDIO, pcm(10))
+        self.store.dir(AUDIO).rmdir()
+        outcome = self.successResultOf(self.session.finish(CLOSE))
+        self.assertTrue(outcome.failed)
+        self.assertIsNone(outcome.audio)
+        self.assertEqual([code for code, _ in self.errors], ["finalize_failed"])
+        self.assertEqual(self.temp_files(), [f"{self.session.name}{AUDIO_STREAM}"])
+
+
+class VideoSessionTests(SessionTestCase):
+    grace = 2.0
+
+    def test_not_a_jpeg(self) -> None:
+        """A first chunk that is not a JPEG is refused and starts no encoder; a real frame
+        afterwards still does."""
+        for chunk in (PNG, b"\xff\xd8\xff\xd9", jpeg_frames(1)[0][:-2]):
+            error = self.assertRaises(ProtocolError, self.session.stream, MediaKind.VIDEO, chunk)
+            self.assertEqual(error.code, "invalid_jpeg")
+        self.assertEqual(self.reactor.spawned, [])
+        self.session.stream(MediaKind.VIDEO, jpeg_frames(1)[0])
+        self.assertEqual(len(self.reactor.spawned), 1)
+
+    def test_encoder_started_at_first_frame(self) -> None:
+        """The first frame starts one encoder at its size (odd sizes rounded down to even),
+        writing into temp/, with back-pressure to the socket registered."""
+        frames = jpeg_frames(3, "641x481")
+        for frame in frames:
+            self.session.stream(MediaKind.VIDEO, frame)
+        call = self.encoder()
+        args = call["args"]
+        self.assertEqual(call["executable"], "/fake/ffmpeg")
+        self.assertEqual(args[args.index("-framerate") + 1], "15")
+        self.assertEqual(args[args.index("-preset") + 1], "veryfast")
+        self.assertIn("scale=640:480:", args[args.index("-vf") + 1])
+        self.assertEqual(args[-1], str(self.store.temp_path(self.session.name, VIDEO_STREAM)))
+        self.assertEqual(call["transport"].written, list(frames))
+        self.assertIs(call["transport"].producer, self.producer)
+        self.assertEqual(self.session.frames, 3)
+
+    def test_bad_later_frame_not_piped(self) -> None:
+        """A broken frame mid-stream is refused and never reaches ffmpeg's pipe, where it
+        would corrupt its neighbours."""
+        good = jpeg_frames(2)
+        self.session.stream(MediaKind.VIDEO, good[0])
+        error = self.assertRaises(ProtocolError, self.session.stream, MediaKind.VIDEO, good[1][:-5])
+        self.assertEqual(error.code, "invalid_jpeg")
+        self.session.stream(MediaKind.VIDEO, good[1])
+        self.assertEqual(self.encoder()["transport"].written, list(good))
+
+    def test_close_waits_for_encoder_then_publishes(self) -> None:
+        """CLOSE ends ffmpeg's input, waits for it, makes the faststart copy, publishes the MP4
+        and leaves temp/ empty."""
+        self.session.stream(MediaKind.VIDEO, jpeg_frames(1)[0])
+        self.session.stream(MediaKind.AUDIO, pcm(100))
+        d = self.session.finish(CLOSE)
+        call = self.encoder()
+        self.assertEqual(call["transport"].calls[-2:], [("unregisterProducer",), ("closeStdin",)])
+        self.assertNoResult(d)
+        self.encoder_writes_fragments()
+        self.end(call, ProcessDone(0))
+        self.assertNoResult(d)
+        copy = self.reactor.spawned[1]
+        self.assertTrue(copy["transport"].stdin_closed)
+        self.assertIn("+faststart", copy["args"])
+        part = self.store.temp_path(self.session.name, VIDEO_PART)
+        self.assertEqual(copy["args"][-1], str(part))
+        part.write_bytes(b"faststart mp4")
+        self.end(copy, ProcessDone(0))
+        outcome = self.successResultOf(d)
+        name = self.session.name
+        self.assertEqual(
+            (outcome.video, outcome.audio, outcome.frames, outcome.failed),
+            (f"{name}.mp4", f"{name}.wav", 1, False),
+        )
+        self.assertEqual(self.store.final_path(VIDEO, name).read_bytes(), b"faststart mp4")
+        self.assertEqual(self.temp_files(), [])
+        self.assertEqual(self.errors, [])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_finish_three_times_while_encoding(self) -> None:
+        """Endings that arrive while the encoder is still finishing do not end its input again
+        or start a second finalization; they all get the first one's outcome."""
+        self.session.stream(MediaKind.VIDEO, jpeg_frames(1)[0])
+        first = self.session.finish(CLOSE)
+        self.session.connection_lost()
+        third = self.session.finish(SHUTDOWN)
+        call = self.encoder()
+        self.assertEqual(call["transport"].calls.count(("closeStdin",)), 1)
+        self.assertNoResult(first)
+        self.assertNoResult(third)
+        self.end(call, ProcessDone(0))  # no fragments written: nothing to publish
+        outcome = self.successResultOf(first)
+        self.assertIs(self.successResultOf(third), outcome)
+        self.assertEqual((outcome.reason, outcome.video), (CLOSE, None))
+        self.assertEqual(len(self.reactor.spawned), 1)
+        error = self.assertRaises(
+            ProtocolError, self.session.stream, MediaKind.VIDEO, jpeg_frames(1)[0]
+        )
+        self.assertEqual(error.code, "session_closed")
+
+    def test_stream_while_finishing(self) -> None:
+        """Between CLOSE and the outcome, chunks are refused: stdin is already closed."""
+        self.session.stream(MediaKind.VIDEO, jpeg_frames(1)[0])
+        self.session.finish(CLOSE)
+        error = self.assertRaises(
+            ProtocolError, self.session.stream, MediaKind.VIDEO, jpeg_frames(1)[0]
+        )
+        self.assertEqual(error.code, "session_closed")
+        self.assertEqual(len(self.encoder()["transport"].written), 1)
+
+    def test_encoder_dies_mid_stream(self) -> None:
+        """If ffmpeg dies, the client is told once, later frames are dropped (not piped into a
+        dead process), and the session still ends normally."""
+        frame = jpeg_frames(1)[0]
+        self.session.stream(MediaKind.VIDEO, frame)
+        call = self.encoder()
+        self.end(call, ProcessTerminated(exitCode=1))
+        self.assertEqual([code for code, _ in self.errors], ["encoder_failed"])
+        self.session.stream(MediaKind.VIDEO, frame)
+        self.assertEqual(call["transport"].written, [frame])
+        outcome = self.successResultOf(self.session.finish(CLOSE))
+        self.assertEqual((outcome.frames, outcome.video), (1, None))
+        self.assertEqual([code for code, _ in self.errors], ["encoder_failed"])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_hung_encoder_signalled(self) -> None:
+        """An encoder that does not finish after CLOSE is signalled after the grace period, and
+        the session ends once it does."""
+        self.session.stream(MediaKind.VIDEO, jpeg_frames(1)[0])
+        d = self.session.finish(SHUTDOWN)
+        call = self.encoder()
+        self.reactor.advance(self.grace)
+        self.assertEqual(call["transport"].signals(), ["TERM"])
+        self.assertNoResult(d)
+        self.end(call, ProcessTerminated(signal=15))
+        outcome = self.successResultOf(d)
+        self.assertEqual(outcome.reason, SHUTDOWN)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_faststart_failure_publishes_fragmented(self) -> None:
+        """If the faststart copy fails, the fragmented MP4 (playable) is published instead of
+        losing the recording."""
+        self.session.stream(MediaKind.VIDEO, jpeg_frames(1)[0])
+        d = self.session.finish(CLOSE)
+        self.encoder_writes_fragments()
+        self.end(self.encoder(), ProcessDone(0))
+        self.end(self.reactor.spawned[1], ProcessTerminated(exitCode=1))
+        outcome = self.successResultOf(d)
+        self.assertEqual(outcome.video, f"{self.session.name}.mp4")
+        self.assertIn(b"moof", self.store.final_path(VIDEO, self.session.name).read_bytes())
+        self.assertEqual(self.temp_files(), [])

@@ -1,0 +1,277 @@
+"""The media tree: safe names, unique reservations, listing, publishing, and what a crash left."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from livestream.store import (
+    AUDIO,
+    AUDIO_STREAM,
+    MAX_STEM_LENGTH,
+    TEMP,
+    TEMP_SUFFIXES,
+    VIDEO,
+    VIDEO_PART,
+    VIDEO_STREAM,
+    MediaStore,
+    is_recording_name,
+    safe_stem,
+)
+
+SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+class SafeStemTests(SynchronousTestCase):
+    def assertSafe(self, stem: str) -> None:
+        self.assertTrue(stem)
+        self.assertLessEqual(set(stem), SAFE)
+        self.assertFalse(stem.startswith("."))
+        self.assertLessEqual(len(stem), MAX_STEM_LENGTH)
+
+    def test_plain_id_unchanged(self) -> None:
+        """Ordinary ids stay recognisable in the file name."""
+        self.assertEqual(safe_stem("alice-01_cam.2"), "alice-01_cam.2")
+
+    def test_unsafe_characters_replaced(self) -> None:
+        """Characters outside the safe set (shell, URL and path specials) become underscores."""
+        self.assertEqual(safe_stem("user@example.com"), "user_example.com")
+        self.assertEqual(safe_stem('a b/c\\d:e*f?g"h<i>j|k%l'), "a_b_c_d_e_f_g_h_i_j_k_l")
+
+    def test_leading_dot(self) -> None:
+        """A leading dot would hide the file from listings (and from `ls`)."""
+        self.assertEqual(safe_stem(".hidden"), "_hidden")
+        self.assertSafe(safe_stem(".hidden"))
+
+    def test_path_traversal_stays_inside(self) -> None:
+        """An id is never a path: ../../etc/passwd gives a plain name inside the media tree."""
+        stem = safe_stem("../../etc/passwd")
+        self.assertSafe(stem)
+        self.assertNotIn("/", stem)
+        store = MediaStore(self.mktemp())
+        path = store.final_path(VIDEO, f"{stem}_1")
+        self.assertEqual(path.parent, store.dir(VIDEO))
+        self.assertEqual(os.path.normpath(path), os.fspath(path))
+
+    def test_length_bounded(self) -> None:
+        """Long ids (up to 256 characters) must not make names the file system refuses."""
+        self.assertEqual(len(safe_stem("x" * 1000)), MAX_STEM_LENGTH)
+        self.assertSafe(safe_stem("." + "y" * 1000))
+
+    def test_empty_and_dots(self) -> None:
+        """Ids that would sanitise to nothing or to '.'/'..' still give a usable, visible stem."""
+        for client_id in ("", ".", "..", "...", "/"):
+            stem = safe_stem(client_id)
+            self.assertSafe(stem)
+            self.assertNotIn(stem, (".", ".."))
+
+    def test_unicode(self) -> None:
+        """Non-ASCII letters are replaced (one underscore per character), not passed through."""
+        self.assertEqual(safe_stem("josé"), "jos_")
+        self.assertEqual(safe_stem("日本"), "__")
+        self.assertSafe(safe_stem("١٢٣"))  # Arabic-Indic digits are not [0-9]
+
+    def test_every_stem_makes_a_recording_name(self) -> None:
+        """Recovery only recognises names is_recording_name accepts; every stem must qualify."""
+        for client_id in ("alice", "", "...", ".x", "x" * 300, "user@example.com", "-rf", "日本"):
+            self.assertTrue(is_recording_name(f"{safe_stem(client_id)}_1700000000000"))
+
+
+class StoreTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.store = MediaStore(self.mktemp())
+        self.store.ensure()
+
+    def touch(self, kind: str, filename: str, data: bytes = b"x") -> Path:
+        path = self.store.dir(kind) / filename
+        path.write_bytes(data)
+        return path
+
+
+class ReserveTests(StoreTestCase):
+    def test_root_absolute(self) -> None:
+        """Paths handed to ffmpeg must not depend on the daemon's working directory."""
+        self.assertTrue(MediaStore("media").root.is_absolute())
+
+    def test_name_shape(self) -> None:
+        """Names are <stem>_<epoch-ms>, as the design and the CONNECTED reply promise."""
+        self.assertEqual(
+            self.store.reserve("user@example.com", 1700000000000), "user_example.com_1700000000000"
+        )
+
+    def test_same_id_same_millisecond(self) -> None:
+        """Two sessions of one id in one millisecond never share a file."""
+        first = self.store.reserve("alice", 1000)
+        second = self.store.reserve("alice", 1000)
+        self.assertNotEqual(first, second)
+        self.assertEqual(first, "alice_1000")
+
+    def test_ids_with_same_stem(self) -> None:
+        """Different ids that sanitise to the same stem are still kept apart."""
+        names = {self.store.reserve(i, 1000) for i in ("a@b", "a b", "a/b", "a_b")}
+        self.assertEqual(len(names), 4)
+
+    def test_skips_name_with_final_file(self) -> None:
+        """A finished recording from before a restart is never overwritten."""
+        self.touch(VIDEO, "alice_1000.mp4")
+        self.touch(AUDIO, "alice_1001.wav")
+        self.assertEqual(self.store.reserve("alice", 1000), "alice_1002")
+
+    def test_skips_name_with_temp_file(self) -> None:
+        """A temp file (of a crash not yet recovered) blocks its name too."""
+        for ms, suffix in enumerate(TEMP_SUFFIXES):
+            self.store.temp_path(f"bob_{ms}", suffix).write_bytes(b"x")
+        self.assertEqual(self.store.reserve("bob", 0), f"bob_{len(TEMP_SUFFIXES)}")
+
+    def test_release_allows_reuse(self) -> None:
+        """A released name whose session left no file may be handed out again."""
+        name = self.store.reserve("carol", 5)
+        self.store.release(name)
+        self.assertEqual(self.store.reserve("carol", 5), name)
+
+    def test_release_does_not_free_a_published_name(self) -> None:
+        """After release, a published file still keeps its name taken."""
+        name = self.store.reserve("carol", 5)
+        self.touch(AUDIO, f"{name}.wav")
+        self.store.release(name)
+        self.assertNotEqual(self.store.reserve("carol", 5), name)
+
+    def test_release_unknown_name(self) -> None:
+        """Releasing twice (or something never reserved) is harmless."""
+        self.store.release("nobody_1")
+        name = self.store.reserve("dave", 1)
+        self.store.release(name)
+        self.store.release(name)
+
+    def test_ensure_makes_tree(self) -> None:
+        """The three directories exist after ensure(), and it may run again."""
+        self.store.ensure()
+        for kind in (VIDEO, AUDIO, TEMP):
+            self.assertTrue(self.store.dir(kind).is_dir())
+
+
+class ListingTests(StoreTestCase):
+    def test_empty(self) -> None:
+        """The seed's shape, with empty lists, when nothing is recorded."""
+        self.assertEqual(self.store.listing(), {"video": [], "audio": []})
+
+    def test_missing_tree(self) -> None:
+        """A tree not yet made lists as empty instead of failing the HTTP route."""
+        self.assertEqual(MediaStore(self.mktemp()).listing(), {"video": [], "audio": []})
+
+    def test_only_own_suffix_and_visible(self) -> None:
+        """Only finished files of the right kind are listed: no hidden, foreign or temp files."""
+        self.touch(VIDEO, "a_1.mp4")
+        self.touch(VIDEO, ".b_2.mp4")
+        self.touch(VIDEO, "c_3.wav")
+        self.touch(VIDEO, "d_4.mp4.tmp")
+        self.touch(VIDEO, "e_5.MP4")
+        self.touch(AUDIO, "f_6.wav")
+        self.touch(AUDIO, ".g_7.wav")
+        self.touch(AUDIO, "h_8.mp4")
+        self.touch(AUDIO, "notes.txt")
+        self.store.temp_path("i_9", AUDIO_STREAM).write_bytes(b"x")
+        self.store.temp_path("j_10", VIDEO_PART).write_bytes(b"x")
+        self.assertEqual(self.store.listing(), {"video": ["a_1.mp4"], "audio": ["f_6.wav"]})
+
+    def test_sorted_by_time(self) -> None:
+        """Oldest first by the timestamp, not alphabetically (a shorter number is older)."""
+        for name in ("zed_1700000000002", "amy_1700000000003", "bob_999", "amy_1700000000001"):
+            self.touch(AUDIO, f"{name}.wav")
+        self.assertEqual(
+            self.store.listing()["audio"],
+            [
+                "bob_999.wav",
+                "amy_1700000000001.wav",
+                "zed_1700000000002.wav",
+                "amy_1700000000003.wav",
+            ],
+        )
+
+    def test_sorted_with_dotted_names(self) -> None:
+        """Dots in the stem do not confuse the timestamp used for ordering."""
+        self.touch(VIDEO, "user_example.com_20.mp4")
+        self.touch(VIDEO, "a.b.c_10.mp4")
+        self.assertEqual(self.store.listing()["video"], ["a.b.c_10.mp4", "user_example.com_20.mp4"])
+
+
+class PublishTests(StoreTestCase):
+    def test_publish_renames(self) -> None:
+        """Publishing is one rename: the temp file is gone, the content arrives whole."""
+        name = self.store.reserve("alice", 7)
+        src = self.store.temp_path(name, AUDIO_STREAM)
+        src.write_bytes(b"RIFF-data")
+        inode = src.stat().st_ino
+        filename = self.store.publish(src, AUDIO, name)
+        self.assertEqual(filename, "alice_7.wav")
+        self.assertFalse(src.exists())
+        final = self.store.final_path(AUDIO, name)
+        self.assertEqual(final.read_bytes(), b"RIFF-data")
+        self.assertEqual(final.stat().st_ino, inode)  # moved, not copied
+        self.assertEqual(self.store.listing()["audio"], ["alice_7.wav"])
+
+    def test_publish_missing_source(self) -> None:
+        """A missing temp file is an error the caller sees, not a silent empty listing entry."""
+        self.assertRaises(
+            OSError, self.store.publish, self.store.temp_path("x_1", VIDEO_PART), VIDEO, "x_1"
+        )
+        self.assertEqual(self.store.listing()["video"], [])
+
+
+class LeftoverTests(StoreTestCase):
+    def temp(self, filename: str) -> Path:
+        return self.touch(TEMP, filename)
+
+    def test_nothing_left(self) -> None:
+        """A clean temp/ needs no recovery."""
+        self.assertEqual(self.store.leftovers(), ([], []))
+
+    def test_grouped_by_name(self) -> None:
+        """All files of one session form one leftover, keyed by their temp suffix."""
+        a1 = self.temp("alice_1.video.fmp4")
+        a2 = self.temp("alice_1.video.part.mp4")
+        a3 = self.temp("alice_1.audio.wav")
+        b1 = self.temp("bob_2.audio.wav")
+        leftovers, strangers = self.store.leftovers()
+        self.assertEqual(strangers, [])
+        found = {left.name: left.paths for left in leftovers}
+        self.assertEqual(
+            found,
+            {
+                "alice_1": {VIDEO_STREAM: a1, VIDEO_PART: a2, AUDIO_STREAM: a3},
+                "bob_2": {AUDIO_STREAM: b1},
+            },
+        )
+
+    def test_names_with_dots(self) -> None:
+        """E-mail ids give stems with dots: a name is cut at its temp suffix, not the first dot."""
+        v = self.temp("user_example.com_1700000000000.video.fmp4")
+        a = self.temp("user_example.com_1700000000000.audio.wav")
+        d = self.temp("a.video_5.video.part.mp4")
+        leftovers, strangers = self.store.leftovers()
+        self.assertEqual(strangers, [])
+        found = {left.name: left.paths for left in leftovers}
+        self.assertEqual(
+            found,
+            {
+                "user_example.com_1700000000000": {VIDEO_STREAM: v, AUDIO_STREAM: a},
+                "a.video_5": {VIDEO_PART: d},
+            },
+        )
+
+    def test_strangers(self) -> None:
+        """Files this store did not make are reported (left alone), never recovered as a
+        recording; hidden files are ignored entirely."""
+        s1 = self.temp("notes.txt")
+        s2 = self.temp("alice.audio.wav")  # no timestamp
+        s3 = self.temp("alice_12x.video.fmp4")  # timestamp not digits
+        s4 = self.temp(".x_1.audio.wav")  # hidden: ignored
+        s5 = self.store.dir(TEMP) / "dir_1.audio.wav"
+        s5.mkdir()
+        self.temp("ok_3.audio.wav")
+        leftovers, strangers = self.store.leftovers()
+        self.assertEqual([left.name for left in leftovers], ["ok_3"])
+        self.assertEqual(sorted(strangers), sorted([s1, s2, s3, s5]))
+        self.assertNotIn(s4, strangers)
