@@ -26,6 +26,13 @@ class Config:
     max_message_size: int
 
 
+def _whole_number(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a whole number") from None
+
+
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
@@ -35,12 +42,12 @@ class Options(usage.Options):
     optParameters = [
         ["media", "m", "media", "Directory of the recordings (audio/, video/, temp/ are made)."],
         ["fps", None, 15, "Frame rate of recorded video: one output frame per received frame.",
-         int],
+         _whole_number],
         ["ffmpeg", None, None,
          "ffmpeg executable (default: ffmpeg on PATH if it has libx264, else imageio-ffmpeg's)."],
         ["preset", None, "veryfast", "x264 preset: " + ", ".join(X264_PRESETS) + "."],
         ["max-message-size", None, 16 * MiB,
-         "Largest WebSocket message (and frame) accepted, in bytes.", int],
+         "Largest WebSocket message (and frame) accepted, in bytes.", _whole_number],
     ]  # fmt: skip
 
     def __init__(self) -> None:
@@ -50,6 +57,13 @@ class Options(usage.Options):
     def opt_listen(self, description: str) -> None:
         """Twisted endpoint to listen on, repeatable (default tcp:8080); e.g. tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=key.pem:certKey=cert.pem, systemd:domain=INET:index=0"""  # noqa: E501
         self["listen"].append(description)
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """Refuse bad options with one line: twistd would print the whole usage text first."""
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            raise SystemExit(f"livestream: {e} (see: twistd livestream --help)") from None
 
     def postOptions(self) -> None:
         if not 1 <= self["fps"] <= 120:

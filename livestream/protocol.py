@@ -148,6 +148,10 @@ class RecordingProtocol(WebSocketServerProtocol):
             self.sendMessage(json.dumps(event).encode("utf-8"), isBinary=False)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        # Autobahn leaves this timer armed when the peer vanishes mid-handshake.
+        if self.closeHandshakeTimeoutCall is not None:
+            self.closeHandshakeTimeoutCall.cancel()
+            self.closeHandshakeTimeoutCall = None
         if self._valve is not None:
             self._valve.resumeProducing()
         if self._session is not None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from livestream.recording import audio, video
@@ -18,6 +22,12 @@ from livestream.store import (
 )
 
 _log = Logger()
+
+# A leftover file modified within SETTLE_QUIET seconds may still have a writer; wait for quiet,
+# in steps of SETTLE_STEP, for at most SETTLE_LIMIT seconds.
+SETTLE_QUIET = 2.0
+SETTLE_STEP = 0.25
+SETTLE_LIMIT = 60.0
 
 
 class Recovery(Service):
@@ -57,6 +67,7 @@ class Recovery(Service):
                 for suffix in (VIDEO_STREAM, VIDEO_PART):
                     paths.get(suffix, paths[VIDEO_STREAM]).unlink(missing_ok=True)
             else:
+                await self._settled(paths[VIDEO_STREAM])
                 found[VIDEO] = await video.publish(self._reactor, self._ffmpeg, self._store, name)
         elif VIDEO_PART in paths:
             _log.warn(
@@ -72,3 +83,14 @@ class Recovery(Service):
             "recovered {name}: video={video} audio={audio}",
             name=name, video=found.get(VIDEO), audio=found.get(AUDIO),
         )  # fmt: skip
+
+    async def _settled(self, path: Path) -> None:
+        """Wait while an encoder orphaned by the crash may still be finishing this file.
+
+        Killed alone, the daemon leaves its ffmpeg children running; they see their input end and
+        complete the file within moments. Copying it before then would lose their last frames.
+        """
+        waited = 0.0
+        while waited < SETTLE_LIMIT and time.time() - path.stat().st_mtime < SETTLE_QUIET:
+            await deferLater(self._reactor, SETTLE_STEP)
+            waited += SETTLE_STEP

@@ -11,6 +11,7 @@ import sys
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 
 from livestream.options import Config, Options
 from livestream.protocol import RecordingFactory
@@ -50,7 +51,22 @@ def build(config: Config, reactor) -> MultiService:
             endpoint = serverFromString(reactor, description)
         except (ValueError, KeyError, TypeError) as e:
             sys.exit(f"livestream: bad --listen {description!r}: {e}")
-        listener = StreamServerEndpointService(endpoint, site)
-        listener._raiseSynchronously = True
-        listener.setServiceParent(top)
+        _Listener(description, endpoint, site).setServiceParent(top)
     return top
+
+
+class _Listener(StreamServerEndpointService):
+    """A listener whose failure to listen stops the daemon at start with one line."""
+
+    def __init__(self, description: str, endpoint, factory) -> None:
+        super().__init__(endpoint, factory)
+        self.description = description
+        # Fail in startService, not later in the log, when the port cannot be had.
+        self._raiseSynchronously = True
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            reason = getattr(e.socketError, "strerror", None) or e.socketError
+            raise SystemExit(f"livestream: cannot listen on {self.description}: {reason}") from None

@@ -335,6 +335,7 @@ async def get_json(port: int, path: str) -> object:
     assert response.code == 200, response.code
     return await response.json()
 
+
 async def start_server(testcase, media: Path, *, fps: int = 15, **overrides):
     """The daemon's whole service tree in this process, on a free loopback port; stopped (which
     finalizes live sessions) when the test ends. Returns (service, port)."""

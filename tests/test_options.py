@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from livestream.options import DEFAULT_LISTEN, Options
@@ -77,7 +76,8 @@ class DefaultsTests(SynchronousTestCase):
 
 class RefusalTests(SynchronousTestCase):
     def assertUsageError(self, *argv: str) -> str:
-        return str(self.assertRaises(usage.UsageError, parse, *argv))
+        """A refusal is one line for twistd to print: SystemExit with the reason."""
+        return str(self.assertRaises(SystemExit, parse, *argv))
 
     def test_bad_fps(self) -> None:
         """A rate of 0, a silly rate, or not a number is refused before anything starts."""
@@ -107,9 +107,7 @@ class RefusalTests(SynchronousTestCase):
         means pointing at the alternatives (omit the option to use the bundled ffmpeg, or
         install one with libx264), not only stating that the path does not exist."""
         message = self.assertUsageError("--ffmpeg", "/nonexistent/ffmpeg").lower()
-        self.assertTrue(
-            any(hint in message for hint in ("leave --ffmpeg out", "install")), message
-        )
+        self.assertTrue(any(hint in message for hint in ("leave --ffmpeg out", "install")), message)
 
     def test_unknown_option(self) -> None:
         """Typos in option names are errors, not ignored."""

@@ -144,7 +144,10 @@ def find(explicit: str | None) -> str:
                 f"--ffmpeg {explicit}: no such executable; give the path of an ffmpeg with "
                 "libx264, or leave --ffmpeg out to use the one on PATH or imageio-ffmpeg's"
             )
-        _check(path)
+        try:
+            _check(path)
+        except FFmpegUnusable as e:
+            raise FFmpegUnusable(f"--ffmpeg {explicit} is not a usable ffmpeg: {e}") from None
         return path
     candidates = [p for p in (shutil.which("ffmpeg"), _bundled()) if p]
     problems = []
