@@ -9,6 +9,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from twisted.internet import reactor
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from tests.support import (
@@ -324,6 +325,29 @@ class EncoderTests(TestCase):
         self.assertLess(video.frames, 60)
         wav = wav_facts(tmp / "media" / "audio" / closed["recordings"]["audio"])
         self.assertEqual(wav.samples, 60 * 2940)
+
+    async def test_encoder_failing_at_the_end_is_reported_before_closed(self) -> None:
+        """A non-zero exit after the input ends is the client's business too."""
+        tmp = Path(self.mktemp()).absolute()
+        failing = stand_in(
+            tmp / "bin",
+            '"$REAL" "$@"; status=$?\ncase "$*" in *pipe:0*) echo "muxer: disk on fire" >&2; '
+            "exit 1;; esac\nexit $status",
+        )
+        _, port = await start_server(self, tmp / "media", ffmpeg=failing)
+        logged: list[str] = []
+        observer = lambda event: logged.append(formatEvent(event))  # noqa: E731
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        client, _, _ = await record(port, "unlucky", jpeg_frames(15), close=False)
+        client.send(CLOSE_MSG)
+        error = await client.event("ERROR")
+        closed = await client.event("CLOSED")
+        self.assertEqual(error["code"], "encoder_failed")
+        self.assertNotIn("disk on fire", error["message"])
+        self.assertTrue(any("exit status 1: muxer: disk on fire" in line for line in logged))
+        video = video_facts(tmp / "media" / "video" / closed["recordings"]["video"])
+        self.assertEqual(video.frames, 15)
 
 
 class HTTPTests(TestCase):

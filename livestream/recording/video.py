@@ -124,10 +124,12 @@ class VideoRecorder:
         """End the input, wait for the encoder, publish; fire with the file name or None."""
         if self._proc is None:
             return None
+        reported = self._proc.exited  # a mid-stream death was reported when it happened
         self._ending = True
         result = yield ffmpeg.end_input(self._reactor, self._proc, self._settings.grace)
-        if not result.ok:
+        if not result.ok and not reported:
             _log.error("encoder for {name}: {why}", name=self._name, why=result.describe())
+            self._on_failure(result)
         return (yield publish(self._reactor, self._settings.ffmpeg, self._store, self._name))
 
 
