@@ -19,6 +19,10 @@ class MediaKind(Enum):
     VIDEO = "VIDEO"
 
 
+# The binary form of STREAM: one kind byte, then the raw chunk (no base64, no JSON).
+BINARY_KINDS = {0x01: MediaKind.VIDEO, 0x02: MediaKind.AUDIO}
+
+
 @dataclass(frozen=True)
 class Connect:
     id: str
@@ -75,6 +79,19 @@ def parse_text(text: str) -> Message:
     raise ProtocolError(
         "unknown_event_type", f"unknown eventType {event[:40]!r}; expected CONNECT, STREAM or CLOSE"
     )
+
+
+def parse_binary(data: bytes) -> Stream:
+    """Parse a binary STREAM message: kind byte 0x01 (JPEG frame) or 0x02 (PCM), then the chunk."""
+    if len(data) < 2:
+        raise ProtocolError("invalid_chunk", "a binary message needs a kind byte and a chunk")
+    kind = BINARY_KINDS.get(data[0])
+    if kind is None:
+        raise ProtocolError(
+            "invalid_media_source_type",
+            f"unknown binary kind 0x{data[0]:02x}; 0x01 is a JPEG frame, 0x02 is PCM audio",
+        )
+    return Stream(kind, data[1:])
 
 
 def _parse_connect(doc: dict[str, object]) -> Connect:

@@ -78,10 +78,9 @@ class RecordingProtocol(WebSocketServerProtocol):
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         try:
             if isBinary:
-                raise ProtocolError(
-                    "unsupported_data", "binary messages are not accepted; send JSON text"
-                )
-            self._handle(messages.parse_text(payload.decode("utf-8")))
+                self._handle(messages.parse_binary(payload))
+            else:
+                self._handle(messages.parse_text(payload.decode("utf-8")))
         except ProtocolError as e:
             self._refuse(e)
         except Exception:

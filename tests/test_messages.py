@@ -14,6 +14,7 @@ from livestream.messages import (
     MediaKind,
     ProtocolError,
     Stream,
+    parse_binary,
     parse_text,
 )
 
@@ -172,3 +173,22 @@ class RejectTests(SynchronousTestCase):
         error = self.assertCode("nope", "invalid_json")
         self.assertFalse(error.fatal)
         self.assertIsNone(error.close_code)
+
+
+class BinaryTests(SynchronousTestCase):
+    """The binary STREAM form: one kind byte, then the raw chunk."""
+
+    def test_kinds(self) -> None:
+        self.assertEqual(parse_binary(b"\x01\xff\xd8"), Stream(MediaKind.VIDEO, b"\xff\xd8"))
+        self.assertEqual(parse_binary(b"\x02\x00\x01"), Stream(MediaKind.AUDIO, b"\x00\x01"))
+
+    def test_refusals(self) -> None:
+        for data, code in [
+            (b"", "invalid_chunk"),
+            (b"\x01", "invalid_chunk"),
+            (b"\x00abc", "invalid_media_source_type"),
+            (b"Vabc", "invalid_media_source_type"),
+        ]:
+            with self.assertRaises(ProtocolError) as caught:
+                parse_binary(data)
+            self.assertEqual(caught.exception.code, code, data)

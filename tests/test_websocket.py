@@ -100,6 +100,24 @@ class RecordingTests(TestCase):
         self.assertEqual(closed["recordings"], {"video": None, "audio": None})
         self.assertEqual(self.temp_files(), [])
 
+    async def test_binary_stream_records_the_same(self) -> None:
+        """The binary fast path (kind byte + raw chunk) gives what the JSON path gives."""
+        port = await self.serve()
+        frames = jpeg_frames(30)
+        audio = [pcm(1470, seed=i) for i in range(30)]
+        client = await open_client(port)
+        client.send(connect_msg("fast"))
+        await client.event("CONNECTED")
+        for frame, chunk in zip(frames, audio, strict=True):
+            client.send_binary(b"\x01" + frame)
+            client.send_binary(b"\x02" + chunk)
+        client.send(CLOSE_MSG)
+        closed = await client.event("CLOSED")
+        video = video_facts(self.media / "video" / closed["recordings"]["video"])
+        self.assertEqual((video.frames, video.codec, video.pix_fmt), (30, "h264", "yuv420p"))
+        wav = wav_facts(self.media / "audio" / closed["recordings"]["audio"])
+        self.assertEqual(wav.data, b"".join(audio))
+
     async def test_same_id_at_once_never_shares_a_file(self) -> None:
         port = await self.serve()
         clients = [await open_client(port) for _ in range(4)]
@@ -241,8 +259,10 @@ class BadInputTests(TestCase):
             client.send(stream_msg("VIDEO", frame))
             client.send(text)
             self.assertEqual((await client.event("ERROR"))["code"], code, text)
-        client.send_binary(b"\x00\x01")
-        self.assertEqual((await client.event("ERROR"))["code"], "unsupported_data")
+        client.send_binary(b"\x07\x01\x02")
+        self.assertEqual((await client.event("ERROR"))["code"], "invalid_media_source_type")
+        client.send_binary(b"\x01")
+        self.assertEqual((await client.event("ERROR"))["code"], "invalid_chunk")
         client.send(CLOSE_MSG)
         closed = await client.event("CLOSED")
         self.assertEqual(video_facts(media / "video" / closed["recordings"]["video"]).frames, 6)
