@@ -13,6 +13,11 @@ _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01}
 
 
+# Larger than any camera sends (8K is 7680x4320); a hostile header claiming 65535x65535 would
+# make the decoder allocate gigabytes.
+MAX_DIMENSION = 8192
+
+
 class NotAJPEG(ValueError):
     pass
 
@@ -48,6 +53,8 @@ def frame_size(data: bytes) -> tuple[int, int]:
             width = int.from_bytes(data[pos + 7 : pos + 9], "big")
             if width == 0 or height == 0:
                 raise NotAJPEG("JPEG has a zero dimension")
+            if width > MAX_DIMENSION or height > MAX_DIMENSION:
+                raise NotAJPEG(f"JPEG of {width}x{height} is larger than {MAX_DIMENSION} a side")
             return width, height
         if marker == 0xDA:
             break

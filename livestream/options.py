@@ -7,13 +7,13 @@ from pathlib import Path
 
 from twisted.python import usage
 
+from livestream.limits import Limits, MiB
 from livestream.recording import ffmpeg
 
 X264_PRESETS = (
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
 )  # fmt: skip
 DEFAULT_LISTEN = "tcp:8080"
-MiB = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Config:
     fps: int
     ffmpeg: str
     preset: str
-    max_message_size: int
+    limits: Limits = Limits()
 
 
 def _whole_number(value: str) -> int:
@@ -46,8 +46,32 @@ class Options(usage.Options):
         ["ffmpeg", None, None,
          "ffmpeg executable (default: ffmpeg on PATH if it has libx264, else imageio-ffmpeg's)."],
         ["preset", None, "veryfast", "x264 preset: " + ", ".join(X264_PRESETS) + "."],
-        ["max-message-size", None, 16 * MiB,
-         "Largest WebSocket message (and frame) accepted, in bytes.", _whole_number],
+        # Limits: what one client may take.
+        ["max-message-size", None, Limits.max_message_size,
+         "Largest WebSocket message (and frame) accepted, in bytes; larger ones are refused as "
+         "their header arrives, with close code 1009.", _whole_number],
+        ["max-sessions", None, Limits.max_sessions,
+         "Most recording sessions at once; CONNECT beyond it is refused (close 1013).",
+         _whole_number],
+        ["max-session-seconds", None, Limits.max_session_seconds,
+         "Longest session; then it is finished and closed (1008).", float],
+        ["max-session-bytes", None, Limits.max_session_bytes,
+         "Most media bytes one session may send; then it is finished and closed (1008).",
+         _whole_number],
+        ["idle-timeout", None, Limits.idle_timeout,
+         "Seconds without a message before a connection is closed (1008), finishing its "
+         "recording.", float],
+        ["handshake-timeout", None, Limits.handshake_timeout,
+         "Seconds a new connection has to send its HTTP request and finish the WebSocket "
+         "handshake.", float],
+        ["ping-interval", None, Limits.ping_interval,
+         "Seconds between WebSocket pings to idle clients (0: none).", float],
+        ["ping-timeout", None, Limits.ping_timeout,
+         "Seconds to wait for a pong before dropping a dead peer; longer than any encoder stall.",
+         float],
+        ["min-free-mb", None, Limits.min_free_bytes // MiB,
+         "Free space (MiB) the media tree must keep: below it new sessions are refused, below "
+         "half of it live ones are finished (0: no check).", _whole_number],
     ]  # fmt: skip
 
     def __init__(self) -> None:
@@ -75,6 +99,12 @@ class Options(usage.Options):
             )
         if self["max-message-size"] < 1024:
             raise usage.UsageError("--max-message-size must be at least 1024 bytes")
+        for name in ("max-sessions", "max-session-seconds", "max-session-bytes", "idle-timeout",
+                     "handshake-timeout", "ping-timeout"):  # fmt: skip
+            if self[name] <= 0:
+                raise usage.UsageError(f"--{name} must be more than 0")
+        if self["ping-interval"] < 0 or self["min-free-mb"] < 0:
+            raise usage.UsageError("--ping-interval and --min-free-mb cannot be negative")
         try:
             self["ffmpeg"] = ffmpeg.find(self["ffmpeg"])
         except ffmpeg.FFmpegUnusable as e:
@@ -87,5 +117,15 @@ class Options(usage.Options):
             fps=self["fps"],
             ffmpeg=self["ffmpeg"],
             preset=self["preset"],
-            max_message_size=self["max-message-size"],
+            limits=Limits(
+                max_message_size=self["max-message-size"],
+                max_sessions=self["max-sessions"],
+                max_session_seconds=self["max-session-seconds"],
+                max_session_bytes=self["max-session-bytes"],
+                idle_timeout=self["idle-timeout"],
+                handshake_timeout=self["handshake-timeout"],
+                ping_interval=self["ping-interval"],
+                ping_timeout=self["ping-timeout"],
+                min_free_bytes=self["min-free-mb"] * MiB,
+            ),
         )

@@ -8,23 +8,33 @@ that client sent before it left.
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from livestream import messages
+from livestream.limits import Limits
 from livestream.messages import Close, Connect, ProtocolError, Stream
 from livestream.registry import SessionRegistry
-from livestream.session import SHUTDOWN, Outcome, Session
+from livestream.session import CLOSE, IDLE, LIMIT, SHUTDOWN, STORAGE, Outcome, Session
 
 _log = Logger()
 
-GOING_AWAY = 1001
+NORMAL = 1000
+POLICY_VIOLATION = 1008
 INTERNAL_ERROR = 1011
 SERVICE_RESTART = 1012
-NORMAL = 1000
+
+# The close that follows CLOSED, by why the session ended.
+CLOSE_CODES = {
+    SHUTDOWN: (SERVICE_RESTART, "server restarting"),
+    LIMIT: (POLICY_VIOLATION, "session limit reached"),
+    IDLE: (POLICY_VIOLATION, "idle for too long"),
+    STORAGE: (INTERNAL_ERROR, "server out of storage"),
+}
 
 
 @implementer(IPushProducer)
@@ -62,20 +72,39 @@ class RecordingProtocol(WebSocketServerProtocol):
         self._session: Session | None = None
         self._valve: SocketValve | None = None
         self._peer = "?"
+        self._idle: IDelayedCall | None = None
+        self._refusals: Counter[str] = Counter()
 
     def connectionMade(self) -> None:
         super().connectionMade()
         # Twisted Web's channel registered itself as the producer of this transport before the
         # upgrade; left there, it would resume reading whenever our replies drain and defeat the
         # back-pressure of the encoder.
-        if getattr(self.transport, "producer", None) is not None:
-            self.transport.unregisterProducer()
+        self.transport.unregisterProducer()
         self._valve = SocketValve(self.transport)
 
     def onConnect(self, request) -> None:
         self._peer = request.peer
 
+    def onOpen(self) -> None:
+        self._idle = self.factory.clock.callLater(self.factory.idle_timeout, self._idle_expired)
+
+    def _idle_expired(self) -> None:
+        if self._valve.paused:
+            # Quiet because we stopped reading while the encoder catches up: not idle.
+            self._idle = self.factory.clock.callLater(self.factory.idle_timeout, self._idle_expired)
+            return
+        self._idle = None
+        if self._session is None:
+            self._refuse(
+                ProtocolError("idle_timeout", "no CONNECT in time", close_code=POLICY_VIOLATION)
+            )
+        else:
+            self._session.idle()
+
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self._idle is not None:
+            self._idle.reset(self.factory.idle_timeout)
         try:
             if isBinary:
                 self._handle(messages.parse_binary(payload))
@@ -107,7 +136,7 @@ class RecordingProtocol(WebSocketServerProtocol):
                 raise ProtocolError("not_connected", "send CONNECT before CLOSE")
             if self._session.ending:
                 raise ProtocolError("session_closed", "this recording is already closing")
-            self._session.finish("close")
+            self._session.finish(CLOSE)
 
     def _finished(self, outcome: Outcome) -> None:
         self._valve.resumeProducing()
@@ -116,16 +145,16 @@ class RecordingProtocol(WebSocketServerProtocol):
         self._send(
             {"eventType": "CLOSED", "recordings": {"video": outcome.video, "audio": outcome.audio}}
         )
-        if outcome.reason == SHUTDOWN:
-            self._close(SERVICE_RESTART, "server restarting")
-        else:
-            self._close(NORMAL, "recording finished")
+        self._close(*CLOSE_CODES.get(outcome.reason, (NORMAL, "recording finished")))
 
     def _refuse(self, error: ProtocolError) -> None:
-        _log.info(
-            "refused a message from {peer}: {code}: {message}",
-            peer=self._peer, code=error.code, message=error.message,
-        )  # fmt: skip
+        """Reply ERROR; log the first refusal of each kind per connection (a flood logs once)."""
+        self._refusals[error.code] += 1
+        if self._refusals[error.code] == 1:
+            _log.info(
+                "refused a message from {peer}: {code}: {message}",
+                peer=self._peer, code=error.code, message=error.message,
+            )  # fmt: skip
         self._send_error(error.code, error.message)
         if error.close_code is not None:
             self._close(error.close_code, error.message)
@@ -151,6 +180,13 @@ class RecordingProtocol(WebSocketServerProtocol):
         if self.closeHandshakeTimeoutCall is not None:
             self.closeHandshakeTimeoutCall.cancel()
             self.closeHandshakeTimeoutCall = None
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
+        repeated = {code: n - 1 for code, n in self._refusals.items() if n > 1}
+        if repeated:
+            _log.info("{peer} also had {repeated} further refusals", peer=self._peer,
+                      repeated=repeated)  # fmt: skip
         if self._valve is not None:
             self._valve.resumeProducing()
         if self._session is not None:
@@ -160,17 +196,20 @@ class RecordingProtocol(WebSocketServerProtocol):
 class RecordingFactory(WebSocketServerFactory):
     protocol = RecordingProtocol
 
-    def __init__(self, registry: SessionRegistry, max_message_size: int, **kwargs) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, clock: IReactorTime, registry: SessionRegistry, limits: Limits) -> None:
+        super().__init__()
+        self.clock = clock
         self.registry = registry
+        self.idle_timeout = limits.idle_timeout
         self.setProtocolOptions(
-            maxMessagePayloadSize=max_message_size,
-            maxFramePayloadSize=max_message_size,
-            openHandshakeTimeout=10,
+            # Refused when the frame header announces it, before any of it is buffered.
+            maxMessagePayloadSize=limits.max_message_size,
+            maxFramePayloadSize=limits.max_message_size,
+            openHandshakeTimeout=limits.handshake_timeout,
             # Longer than any encoder stall: while reading is paused, pongs and close frames wait.
-            closeHandshakeTimeout=60,
-            autoPingInterval=30,
-            autoPingTimeout=90,
+            closeHandshakeTimeout=max(60.0, limits.ping_timeout),
+            autoPingInterval=limits.ping_interval,
+            autoPingTimeout=limits.ping_timeout,
             # Tell a client why it is dropped (1009 too big, 1002 bad framing) with a close frame.
             failByDrop=False,
         )

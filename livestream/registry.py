@@ -5,11 +5,12 @@ from __future__ import annotations
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.interfaces import IPushProducer
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from livestream.messages import ProtocolError
 from livestream.recording.video import EncoderSettings
-from livestream.session import SHUTDOWN, ErrorSink, Session
+from livestream.session import SHUTDOWN, ErrorSink, Session, SessionLimits
 from livestream.store import MediaStore
 
 _log = Logger()
@@ -17,16 +18,38 @@ _log = Logger()
 # After its recordings are finished, how long a client may take to complete the close handshake
 # before the daemon stops anyway.
 CLOSE_WAIT = 5.0
+# How often free space is checked while sessions record.
+DISK_CHECK_INTERVAL = 2.0
+TRY_AGAIN_LATER = 1013
 
 
 class SessionRegistry(Service):
     """Opens sessions while running; on stop, finalizes every one and waits for its client."""
 
-    def __init__(self, reactor, settings: EncoderSettings, store: MediaStore) -> None:
+    def __init__(
+        self,
+        reactor,
+        settings: EncoderSettings,
+        store: MediaStore,
+        *,
+        max_sessions: int,
+        session_limits: SessionLimits,
+        min_free_bytes: int,
+    ) -> None:
         self._reactor = reactor
         self._settings = settings
         self._store = store
+        self._max_sessions = max_sessions
+        self._session_limits = session_limits
+        self._min_free = min_free_bytes
         self._live: set[Session] = set()
+        self._disk_watch = LoopingCall(self._check_disk)
+        self._disk_watch.clock = reactor
+
+    def startService(self) -> None:
+        super().startService()
+        if self._min_free:
+            self._disk_watch.start(DISK_CHECK_INTERVAL, now=False)
 
     @property
     def sessions(self) -> tuple[Session, ...]:
@@ -44,10 +67,23 @@ class SessionRegistry(Service):
             raise ProtocolError(
                 "shutting_down", "the server is restarting; connect again", close_code=1012
             )
+        if len(self._live) >= self._max_sessions:
+            raise ProtocolError(
+                "too_many_sessions",
+                "the server records as many sessions as it may; try again later",
+                close_code=TRY_AGAIN_LATER,
+            )
+        if self._min_free and self._store.free_bytes() < self._min_free:
+            _log.warn("refusing a session: less than {mib} MiB free", mib=self._min_free >> 20)
+            raise ProtocolError(
+                "insufficient_storage",
+                "the server is low on storage; try again later",
+                close_code=TRY_AGAIN_LATER,
+            )
         name = self._store.reserve(client_id, int(self._reactor.seconds() * 1000))
         session = Session(
             self._reactor, self._settings, self._store, client_id, name, peer, producer,
-            report_error,
+            report_error, self._session_limits,
         )  # fmt: skip
         self._live.add(session)
         ended = DeferredList([session.finished(), session.gone()], consumeErrors=True)
@@ -57,8 +93,24 @@ class SessionRegistry(Service):
         )
         return session
 
+    def _check_disk(self) -> None:
+        """Below half the reserve, finish live sessions before the disk fills under them: the
+        faststart copy at the end needs room too."""
+        if not self._live:
+            return
+        free = self._store.free_bytes()
+        if free < self._min_free // 2:
+            _log.error(
+                "{free} MiB free, under half the {mib} MiB reserve: finishing {count} sessions",
+                free=free >> 20, mib=self._min_free >> 20, count=len(self._live),
+            )  # fmt: skip
+            for session in list(self._live):
+                session.storage_full()
+
     def stopService(self) -> Deferred[None]:
         super().stopService()
+        if self._disk_watch.running:
+            self._disk_watch.stop()
         return ensureDeferred(self._finish_all())
 
     async def _finish_all(self) -> None:

@@ -13,11 +13,13 @@ from twisted.application.service import MultiService
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 
+from livestream.deadline import HeaderDeadlineFactory
 from livestream.options import Config, Options
 from livestream.protocol import RecordingFactory
 from livestream.recording.video import EncoderSettings
 from livestream.recovery import Recovery
 from livestream.registry import SessionRegistry
+from livestream.session import SessionLimits
 from livestream.store import MediaStore
 from livestream.web import make_site
 
@@ -38,9 +40,17 @@ def build(config: Config, reactor) -> MultiService:
     except OSError as e:
         sys.exit(f"livestream: cannot use --media {config.media}: {e}")
     settings = EncoderSettings(ffmpeg=config.ffmpeg, fps=config.fps, preset=config.preset)
-    registry = SessionRegistry(reactor, settings, store)
-    factory = RecordingFactory(registry, config.max_message_size)
-    site = make_site(store, factory)
+    limits = config.limits
+    registry = SessionRegistry(
+        reactor,
+        settings,
+        store,
+        max_sessions=limits.max_sessions,
+        session_limits=SessionLimits(limits.max_session_seconds, limits.max_session_bytes),
+        min_free_bytes=limits.min_free_bytes,
+    )
+    factory = RecordingFactory(reactor, registry, limits)
+    site = HeaderDeadlineFactory(make_site(store, factory), reactor, limits.handshake_timeout)
 
     top = MultiService()
     Recovery(reactor, store, config.ffmpeg).setServiceParent(top)

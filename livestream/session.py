@@ -22,11 +22,21 @@ from livestream.store import MediaStore
 
 _log = Logger()
 
+# Why a session ended; the protocol picks its close code from it.
 CLOSE = "close"
 DISCONNECT = "disconnect"
 SHUTDOWN = "shutdown"
+LIMIT = "limit"
+IDLE = "idle"
+STORAGE = "storage"
 
 ErrorSink = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    max_seconds: float
+    max_bytes: int
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,7 @@ class Session:
         peer: str,
         producer: IPushProducer | None,
         report_error: ErrorSink,
+        limits: SessionLimits,
     ) -> None:
         self.client_id = client_id
         self.name = name
@@ -67,6 +78,9 @@ class Session:
         self._waiting: list[Deferred[Outcome]] = []
         self._gone: Deferred[None] = Deferred()
         self._connected = True
+        self._max_bytes = limits.max_bytes
+        self.bytes = 0
+        self._time_up = reactor.callLater(limits.max_seconds, self._limit, "duration")
 
     @property
     def frames(self) -> int:
@@ -80,6 +94,9 @@ class Session:
         """Hand one chunk to its recorder; refusals come back as :class:`ProtocolError`."""
         if self._reason is not None:
             raise ProtocolError("session_closed", "this recording is closing; STREAM is ignored")
+        if self.bytes + len(chunk) > self._max_bytes:
+            self._limit("size")
+            return
         try:
             if kind is MediaKind.VIDEO:
                 self._video.write(chunk)
@@ -89,7 +106,30 @@ class Session:
             raise ProtocolError("invalid_jpeg", str(e)) from None
         except OSError as e:
             _log.error("writing {name} failed: {error}", name=self.name, error=e)
-            raise ProtocolError("storage_error", "the server could not store this chunk") from None
+            self.storage_full()
+            return
+        self.bytes += len(chunk)
+
+    def storage_full(self) -> None:
+        """The disk is (nearly) full: keep what was written, tell the client, stop."""
+        if self._reason is None:
+            self._report_error(
+                "storage_full", "the server is out of storage; what was received is kept"
+            )
+            self.finish(STORAGE)
+
+    def idle(self) -> None:
+        if self._reason is None:
+            self._report_error("idle_timeout", "no message for too long; the recording is kept")
+            self.finish(IDLE)
+
+    def _limit(self, which: str) -> None:
+        if self._reason is None:
+            _log.info("session {name} reached its {which} limit", name=self.name, which=which)
+            self._report_error(
+                "limit_reached", f"this session reached its {which} limit; the recording is kept"
+            )
+            self.finish(LIMIT)
 
     def finish(self, reason: str) -> Deferred[Outcome]:
         """Finalize (the first call decides the reason) and fire with the outcome."""
@@ -130,6 +170,8 @@ class Session:
         )
 
     async def _finalize(self) -> None:
+        if self._time_up.active():
+            self._time_up.cancel()
         failed = False
         audio = video = None
         try:

@@ -83,6 +83,11 @@ class MediaStore:
             return True
         return any(self.temp_path(name, suffix).exists() for suffix in TEMP_SUFFIXES)
 
+    def free_bytes(self) -> int:
+        """Space left for recordings (what an unprivileged writer may use)."""
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize
+
     def temp_path(self, name: str, suffix: str) -> Path:
         return self.dir(TEMP) / f"{name}{suffix}"
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from livestream.limits import Limits
 from livestream.options import DEFAULT_LISTEN, Options
 from livestream.recording import ffmpeg
 
@@ -25,7 +26,7 @@ class DefaultsTests(SynchronousTestCase):
         self.assertEqual(DEFAULT_LISTEN, "tcp:8080")
         self.assertEqual(config.media, Path(os.getcwd(), "media"))
         self.assertEqual((config.fps, config.preset), (15, "veryfast"))
-        self.assertEqual(config.max_message_size, 16 << 20)
+        self.assertEqual(config.limits, Limits(min_free_bytes=512 << 20))
 
     def test_ffmpeg_resolved(self) -> None:
         """The config carries the ffmpeg found at start, as an executable path."""
@@ -64,7 +65,7 @@ class DefaultsTests(SynchronousTestCase):
             "--fps", "30", "--preset", "ultrafast", "--max-message-size", "1024", "-m", "rec"
         ).config()
         self.assertEqual(
-            (config.fps, config.preset, config.max_message_size), (30, "ultrafast", 1024)
+            (config.fps, config.preset, config.limits.max_message_size), (30, "ultrafast", 1024)
         )
         self.assertEqual(config.media.name, "rec")
 

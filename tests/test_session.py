@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from livestream.messages import MediaKind, ProtocolError
 from livestream.recording.video import EncoderSettings
-from livestream.session import CLOSE, DISCONNECT, SHUTDOWN, Session
+from livestream.session import CLOSE, DISCONNECT, SHUTDOWN, Session, SessionLimits
 from livestream.store import AUDIO, AUDIO_STREAM, VIDEO, VIDEO_PART, VIDEO_STREAM, MediaStore
 from tests.support import jpeg_frames, pcm
 from tests.test_ffmpeg import ProcessReactor
@@ -45,6 +45,8 @@ class SessionTestCase(SynchronousTestCase):
         self.producer = Producer()
         self.session = self.open("alice", 1700000000000)
 
+    limits = SessionLimits(max_seconds=3600.0, max_bytes=1 << 30)
+
     def open(self, client_id: str, ms: int) -> Session:
         name = self.store.reserve(client_id, ms)
         return Session(
@@ -56,6 +58,7 @@ class SessionTestCase(SynchronousTestCase):
             "peer",
             self.producer,
             lambda code, msg: self.errors.append((code, msg)),
+            self.limits,
         )
 
     def encoder(self) -> dict:
@@ -141,11 +144,37 @@ class AudioSessionTests(SessionTestCase):
         self.assertEqual(self.successResultOf(self.session.finished()).reason, DISCONNECT)
 
     def test_storage_error(self) -> None:
-        """A disk problem while writing is a coded refusal, not an exception out of the
-        protocol."""
-        self.store.dir("temp").rmdir()
-        error = self.assertRaises(ProtocolError, self.session.stream, MediaKind.AUDIO, pcm(10))
-        self.assertEqual(error.code, "storage_error")
+        """A disk problem while writing ends the session with what it had, and says so; it is
+        not an exception out of the protocol."""
+        self.session.stream(MediaKind.AUDIO, pcm(10))
+        # Writes to /dev/full fail as a full disk does: ENOSPC.
+        self.session._audio._file.close()
+        self.session._audio._file = open("/dev/full", "wb", buffering=0)
+        self.session.stream(MediaKind.AUDIO, pcm(10))
+        self.assertEqual([code for code, _ in self.errors][:1], ["storage_full"])
+        self.assertTrue(self.session.ending)
+
+    def test_size_limit_finishes_with_what_fit(self) -> None:
+        """A session that reaches its byte limit is finished, keeping what came before."""
+        self.session = self.open("bob", 1700000000001)
+        self.limits = SessionLimits(max_seconds=3600.0, max_bytes=25)
+        session = self.open("carol", 1700000000002)
+        session.stream(MediaKind.AUDIO, pcm(10))
+        session.stream(MediaKind.AUDIO, pcm(10))
+        outcome = self.successResultOf(session.finished())
+        self.assertEqual((outcome.reason, outcome.audio_bytes), ("limit", 20))
+        self.assertEqual([code for code, _ in self.errors], ["limit_reached"])
+
+    def test_duration_limit(self) -> None:
+        self.limits = SessionLimits(max_seconds=5.0, max_bytes=1 << 30)
+        session = self.open("dave", 1700000000003)
+        session.stream(MediaKind.AUDIO, pcm(10))
+        self.reactor.advance(4.9)
+        self.assertFalse(session.ending)
+        self.reactor.advance(0.2)
+        outcome = self.successResultOf(session.finished())
+        self.assertEqual(outcome.reason, "limit")
+        self.assertEqual([code for code, _ in self.errors], ["limit_reached"])
 
     def test_finalize_failure_keeps_temp(self) -> None:
         """If the WAV cannot be published now, the session still ends (callers are not left

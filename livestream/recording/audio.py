@@ -68,6 +68,8 @@ class AudioRecorder:
         f, self._file = self._file, None
         try:
             if self.bytes:
+                # A write cut short by a full disk may have left part of a chunk: not counted.
+                f.truncate(HEADER_SIZE + self.bytes)
                 f.seek(0)
                 _write_all(f, wav_header(self.bytes))
                 os.fsync(f.fileno())
