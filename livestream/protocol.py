@@ -130,7 +130,7 @@ class RecordingProtocol(WebSocketServerProtocol):
                 msg.id, self._peer, self._valve, self._send_error
             )
             self._session.finished().addCallback(self._finished)
-            self._send({"eventType": "CONNECTED", "id": msg.id, "recording": self._session.name})
+            self._reply({"eventType": "CONNECTED", "id": msg.id, "recording": self._session.name})
         elif isinstance(msg, Close):
             if self._session is None:
                 raise ProtocolError("not_connected", "send CONNECT before CLOSE")
@@ -142,7 +142,7 @@ class RecordingProtocol(WebSocketServerProtocol):
         self._valve.resumeProducing()
         if self.state != self.STATE_OPEN:
             return
-        self._send(
+        self._reply(
             {"eventType": "CLOSED", "recordings": {"video": outcome.video, "audio": outcome.audio}}
         )
         self._close(*CLOSE_CODES.get(outcome.reason, (NORMAL, "recording finished")))
@@ -169,9 +169,9 @@ class RecordingProtocol(WebSocketServerProtocol):
             self.sendCloseFrame(code, reason.encode("utf-8")[:123], isReply=False)
 
     def _send_error(self, code: str, message: str) -> None:
-        self._send({"eventType": "ERROR", "code": code, "message": message})
+        self._reply({"eventType": "ERROR", "code": code, "message": message})
 
-    def _send(self, event: dict[str, object]) -> None:
+    def _reply(self, event: dict[str, object]) -> None:
         if self.state == self.STATE_OPEN:
             self.sendMessage(json.dumps(event).encode("utf-8"), isBinary=False)
 
