@@ -7,6 +7,7 @@ from pathlib import Path
 
 from twisted.python import usage
 
+from livestream.access import OPEN, Access, AccessOptions
 from livestream.recording import ffmpeg
 
 X264_PRESETS = (
@@ -24,6 +25,7 @@ class Config:
     ffmpeg: str
     preset: str
     max_message_size: int
+    access: Access = OPEN
 
 
 def _whole_number(value: str) -> int:
@@ -33,7 +35,7 @@ def _whole_number(value: str) -> int:
         raise ValueError(f"{value!r} is not a whole number") from None
 
 
-class Options(usage.Options):
+class Options(AccessOptions):
     synopsis = "[options]"
     longdesc = (
         "Record live audio/video sent over WebSocket (ws://host:8080/) into MP4 and WAV files, "
@@ -79,6 +81,7 @@ class Options(usage.Options):
             self["ffmpeg"] = ffmpeg.find(self["ffmpeg"])
         except ffmpeg.FFmpegUnusable as e:
             raise usage.UsageError(str(e)) from None
+        self["access"] = self.access()
 
     def config(self) -> Config:
         return Config(
@@ -88,4 +91,5 @@ class Options(usage.Options):
             ffmpeg=self["ffmpeg"],
             preset=self["preset"],
             max_message_size=self["max-message-size"],
+            access=self["access"],
         )

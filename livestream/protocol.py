@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from livestream import messages
+from livestream.access import OPEN, Access, Refused
 from livestream.messages import Close, Connect, ProtocolError, Stream
 from livestream.registry import SessionRegistry
 from livestream.session import SHUTDOWN, Outcome, Session
@@ -62,6 +64,7 @@ class RecordingProtocol(WebSocketServerProtocol):
         self._session: Session | None = None
         self._valve: SocketValve | None = None
         self._peer = "?"
+        self._token: str | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -72,8 +75,26 @@ class RecordingProtocol(WebSocketServerProtocol):
             self.transport.unregisterProducer()
         self._valve = SocketValve(self.transport)
 
-    def onConnect(self, request) -> None:
+    def onConnect(self, request) -> str | None:
         self._peer = request.peer
+        try:
+            self._token, subprotocol = self.factory.access.handshake(
+                request.origin or None, request.params, request.protocols
+            )
+        except Refused as e:
+            raise ConnectionDeny(e.status, e.message) from None
+        return subprotocol
+
+    def failHandshake(self, reason: str, code: int = 400, responseHeaders=None) -> None:
+        """Autobahn's own log line of a refused handshake does not say whose it was: log it once,
+        with the client's address, and answer as Autobahn does."""
+        _log.info(
+            "refused the WebSocket handshake of {peer}: {code} {reason}",
+            peer=self.peer, code=code, reason=reason,
+        )  # fmt: skip
+        self.wasNotCleanReason = reason
+        self.sendHttpErrorResponse(code, reason, responseHeaders)
+        self.dropConnection(abort=False)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         try:
@@ -97,8 +118,9 @@ class RecordingProtocol(WebSocketServerProtocol):
         elif isinstance(msg, Connect):
             if self._session is not None:
                 raise ProtocolError("already_connected", "this connection already sent CONNECT")
+            grant = self.factory.access.authorize_publish(msg.id, msg.token or self._token)
             self._session = self.factory.registry.open(
-                msg.id, self._peer, self._valve, self._send_error
+                msg.id, self._peer, self._valve, self._send_error, grant=grant
             )
             self._session.finished().addCallback(self._finished)
             self._send({"eventType": "CONNECTED", "id": msg.id, "recording": self._session.name})
@@ -160,9 +182,12 @@ class RecordingProtocol(WebSocketServerProtocol):
 class RecordingFactory(WebSocketServerFactory):
     protocol = RecordingProtocol
 
-    def __init__(self, registry: SessionRegistry, max_message_size: int, **kwargs) -> None:
+    def __init__(
+        self, registry: SessionRegistry, max_message_size: int, access: Access = OPEN, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self.registry = registry
+        self.access = access
         self.setProtocolOptions(
             maxMessagePayloadSize=max_message_size,
             maxFramePayloadSize=max_message_size,
@@ -173,4 +198,7 @@ class RecordingFactory(WebSocketServerFactory):
             autoPingTimeout=90,
             # Tell a client why it is dropped (1009 too big, 1002 bad framing) with a close frame.
             failByDrop=False,
+            # Setting any option resets this to False, refusing pages opened from a file; which
+            # origins may connect is the Access policy's call (onConnect).
+            allowNullOrigin=True,
         )

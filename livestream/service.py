@@ -9,9 +9,10 @@ from __future__ import annotations
 import sys
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
 
 from livestream.options import Config, Options
 from livestream.protocol import RecordingFactory
@@ -22,6 +23,8 @@ from livestream.store import MediaStore
 from livestream.web import make_site
 
 __all__ = ["Options", "makeService", "build"]
+
+_log = Logger()
 
 
 def makeService(options: Options) -> MultiService:
@@ -39,8 +42,8 @@ def build(config: Config, reactor) -> MultiService:
         sys.exit(f"livestream: cannot use --media {config.media}: {e}")
     settings = EncoderSettings(ffmpeg=config.ffmpeg, fps=config.fps, preset=config.preset)
     registry = SessionRegistry(reactor, settings, store)
-    factory = RecordingFactory(registry, config.max_message_size)
-    site = make_site(store, factory)
+    factory = RecordingFactory(registry, config.max_message_size, config.access)
+    site = make_site(store, factory, config.access)
 
     top = MultiService()
     Recovery(reactor, store, config.ffmpeg).setServiceParent(top)
@@ -52,7 +55,19 @@ def build(config: Config, reactor) -> MultiService:
         except (ValueError, KeyError, TypeError) as e:
             sys.exit(f"livestream: bad --listen {description!r}: {e}")
         _Listener(description, endpoint, site).setServiceParent(top)
+    _Announcement(config.access.describe()).setServiceParent(top)
     return top
+
+
+class _Announcement(Service):
+    """One line, once the daemon is up, saying who may connect: an open daemon is no surprise."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def startService(self) -> None:
+        super().startService()
+        _log.info("{message}", message=self.message)
 
 
 class _Listener(StreamServerEndpointService):

@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 
+from livestream.auth import Grant
 from livestream.jpeg import NotAJPEG
 from livestream.messages import MediaKind, ProtocolError
 from livestream.recording.audio import AudioRecorder
@@ -52,8 +53,12 @@ class Session:
         peer: str,
         producer: IPushProducer | None,
         report_error: ErrorSink,
+        *,
+        grant: Grant | None = None,
     ) -> None:
         self.client_id = client_id
+        # What the client's token allows (None: authentication off), max_seconds/max_bytes too.
+        self.grant = grant
         self.name = name
         self.peer = peer
         self.started = reactor.seconds()
