@@ -322,13 +322,14 @@ class Daemon:
         reactor.spawnProcess(self.proto, twistd, argv, env=env, path=os.fspath(self.workdir))
 
     async def listening(self, timeout: float = 30) -> None:
-        """Wait until the daemon answers ``GET /recordings``."""
+        """Wait until the daemon answers ``GET /recordings`` (a 401 of a daemon with
+        authentication on is an answer too)."""
         deadline = reactor.seconds() + timeout
         while True:
             if self.proto.ended.called:
                 raise AssertionError(f"daemon exited at start:\n{self.output()}")
             try:
-                await get_json(self.port, "/recordings")
+                await get(self.port, "/recordings")
                 return
             except ConnectionError:
                 if reactor.seconds() > deadline:
