@@ -149,6 +149,14 @@ class OptionTests(SynchronousTestCase):
             self.assertNotIn("\n", message)
             self.assertIn(argv[1], message)
 
+    def test_listed_in_help(self) -> None:
+        """``twistd livestream --help`` shows each option with what it defaults to."""
+        text = " ".join(str(Options()).split())
+        for option in ("--auth-secret-file", "--auth-jwks", "--allow-origin"):
+            self.assertIn(option, text)
+        self.assertIn("Turn authentication on (default: off)", text)
+        self.assertIn("repeatable (default: any)", text)
+
     def test_allow_origin(self) -> None:
         access = parse("--allow-origin", "https://App.example.com",
                        "--allow-origin", "null").config().access  # fmt: skip
