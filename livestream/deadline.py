@@ -1,65 +1,54 @@
-"""A deadline for a new connection's HTTP request headers, against slowloris clients.
+"""A deadline for each HTTP request's headers, against slowloris clients.
 
 Twisted Web's idle timeout restarts with every byte, so a client dripping its headers a byte at a
-time could hold a connection for days. Here the headers (the WebSocket upgrade request included)
-must be complete within a fixed time of the connection's start; what follows is untouched.
+time could hold a connection for days. Here a request's headers (the WebSocket upgrade request
+included) must be complete within a fixed time of the connection's start, or of the end of the
+previous request on a kept-alive connection; what follows the headers is untouched.
 """
 
 from __future__ import annotations
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.web.http import HTTPChannel
 
 _log = Logger()
 
-END_OF_HEADERS = b"\r\n\r\n"
 
+class HeaderDeadlineChannel(HTTPChannel):
+    """Twisted Web's HTTP/1.1 channel with a deadline; the site gives ``header_timeout``."""
 
-class _HeaderDeadline(ProtocolWrapper):
-    factory: HeaderDeadlineFactory
-
-    def __init__(self, factory: WrappingFactory, wrappedProtocol) -> None:
-        super().__init__(factory, wrappedProtocol)
-        self._deadline: IDelayedCall | None = None
-        self._tail = b""
+    _deadline: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
-        self._deadline = self.factory.clock.callLater(self.factory.timeout, self._expired)
         super().connectionMade()
+        self._arm()
 
-    def dataReceived(self, data: bytes) -> None:
-        if self._deadline is not None:
-            seen = self._tail + data
-            if END_OF_HEADERS in seen:
-                self._cancel()
-            else:
-                self._tail = seen[-3:]
-        super().dataReceived(data)
+    def _arm(self) -> None:
+        self._deadline = self.callLater(self.site.header_timeout, self._expired)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
 
     def _expired(self) -> None:
         self._deadline = None
         _log.info(
             "dropped {peer}: no complete request within {seconds}s",
-            peer=self.getPeer(), seconds=self.factory.timeout,
+            peer=self.transport.getPeer(), seconds=self.site.header_timeout,
         )  # fmt: skip
         self.transport.abortConnection()
 
-    def _cancel(self) -> None:
-        if self._deadline is not None and self._deadline.active():
-            self._deadline.cancel()
-        self._deadline = None
+    def allHeadersReceived(self) -> None:
+        self._disarm()
+        super().allHeadersReceived()
+
+    def requestDone(self, request) -> None:
+        super().requestDone(request)
+        if self.persistent and self.transport is not None:
+            self._arm()
 
     def connectionLost(self, reason) -> None:
-        self._cancel()
+        self._disarm()
         super().connectionLost(reason)
-
-
-class HeaderDeadlineFactory(WrappingFactory):
-    protocol = _HeaderDeadline
-
-    def __init__(self, wrapped: Factory, clock: IReactorTime, timeout: float) -> None:
-        super().__init__(wrapped)
-        self.clock = clock
-        self.timeout = timeout

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from enum import Enum
 
+from livestream.auth import MAX_TOKEN_LENGTH
+
 MAX_ID_LENGTH = 256
 
 
@@ -26,6 +28,8 @@ BINARY_KINDS = {0x01: MediaKind.VIDEO, 0x02: MediaKind.AUDIO}
 @dataclass(frozen=True)
 class Connect:
     id: str
+    # The access token, when the client sends it here rather than in the URL or a subprotocol.
+    token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,12 @@ def _parse_connect(doc: dict[str, object]) -> Connect:
         raise ProtocolError("invalid_id", f"id must be 1 to {MAX_ID_LENGTH} characters long")
     if not client_id.isprintable():
         raise ProtocolError("invalid_id", "id must not contain control characters")
-    return Connect(client_id)
+    token = doc.get("token")
+    if token is not None and not (isinstance(token, str) and 0 < len(token) <= MAX_TOKEN_LENGTH):
+        raise ProtocolError(
+            "invalid_token", f"token must be a string of 1 to {MAX_TOKEN_LENGTH} characters"
+        )
+    return Connect(client_id, token)
 
 
 def _parse_stream(doc: dict[str, object]) -> Stream:

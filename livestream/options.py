@@ -7,6 +7,7 @@ from pathlib import Path
 
 from twisted.python import usage
 
+from livestream.access import OPEN, Access, AccessOptions
 from livestream.limits import Limits, MiB
 from livestream.recording import ffmpeg
 
@@ -24,6 +25,7 @@ class Config:
     ffmpeg: str
     preset: str
     limits: Limits = Limits()
+    access: Access = OPEN
 
 
 def _whole_number(value: str) -> int:
@@ -33,7 +35,7 @@ def _whole_number(value: str) -> int:
         raise ValueError(f"{value!r} is not a whole number") from None
 
 
-class Options(usage.Options):
+class Options(AccessOptions):
     synopsis = "[options]"
     longdesc = (
         "Record live audio/video sent over WebSocket (ws://host:8080/) into MP4 and WAV files, "
@@ -109,6 +111,7 @@ class Options(usage.Options):
             self["ffmpeg"] = ffmpeg.find(self["ffmpeg"])
         except ffmpeg.FFmpegUnusable as e:
             raise usage.UsageError(str(e)) from None
+        self["access"] = self.access()
 
     def config(self) -> Config:
         return Config(
@@ -128,4 +131,5 @@ class Options(usage.Options):
                 ping_timeout=self["ping-timeout"],
                 min_free_bytes=self["min-free-mb"] * MiB,
             ),
+            access=self["access"],
         )

@@ -11,11 +11,13 @@ import json
 from collections import Counter
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from livestream import messages
+from livestream.access import OPEN, Access, Refused
 from livestream.limits import Limits
 from livestream.messages import Close, Connect, ProtocolError, Stream
 from livestream.registry import SessionRegistry
@@ -74,6 +76,7 @@ class RecordingProtocol(WebSocketServerProtocol):
         self._peer = "?"
         self._idle: IDelayedCall | None = None
         self._refusals: Counter[str] = Counter()
+        self._token: str | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -83,8 +86,26 @@ class RecordingProtocol(WebSocketServerProtocol):
         self.transport.unregisterProducer()
         self._valve = SocketValve(self.transport)
 
-    def onConnect(self, request) -> None:
+    def onConnect(self, request) -> str | None:
         self._peer = request.peer
+        try:
+            self._token, subprotocol = self.factory.access.handshake(
+                request.origin or None, request.params, request.protocols
+            )
+        except Refused as e:
+            raise ConnectionDeny(e.status, e.message) from None
+        return subprotocol
+
+    def failHandshake(self, reason: str, code: int = 400, responseHeaders=None) -> None:
+        """Autobahn's own log line of a refused handshake does not say whose it was: log it once,
+        with the client's address, and answer as Autobahn does."""
+        _log.info(
+            "refused the WebSocket handshake of {peer}: {code} {reason}",
+            peer=self.peer, code=code, reason=reason,
+        )  # fmt: skip
+        self.wasNotCleanReason = reason
+        self.sendHttpErrorResponse(code, reason, responseHeaders)
+        self.dropConnection(abort=False)
 
     def onOpen(self) -> None:
         self._idle = self.factory.clock.callLater(self.factory.idle_timeout, self._idle_expired)
@@ -126,8 +147,9 @@ class RecordingProtocol(WebSocketServerProtocol):
         elif isinstance(msg, Connect):
             if self._session is not None:
                 raise ProtocolError("already_connected", "this connection already sent CONNECT")
+            grant = self.factory.access.authorize_publish(msg.id, msg.token or self._token)
             self._session = self.factory.registry.open(
-                msg.id, self._peer, self._valve, self._send_error
+                msg.id, self._peer, self._valve, self._send_error, grant=grant
             )
             self._session.finished().addCallback(self._finished)
             self._reply({"eventType": "CONNECTED", "id": msg.id, "recording": self._session.name})
@@ -196,11 +218,14 @@ class RecordingProtocol(WebSocketServerProtocol):
 class RecordingFactory(WebSocketServerFactory):
     protocol = RecordingProtocol
 
-    def __init__(self, clock: IReactorTime, registry: SessionRegistry, limits: Limits) -> None:
+    def __init__(
+        self, clock: IReactorTime, registry: SessionRegistry, limits: Limits, access: Access = OPEN
+    ) -> None:
         super().__init__()
         self.clock = clock
         self.registry = registry
         self.idle_timeout = limits.idle_timeout
+        self.access = access
         self.setProtocolOptions(
             # Refused when the frame header announces it, before any of it is buffered.
             maxMessagePayloadSize=limits.max_message_size,
@@ -212,4 +237,7 @@ class RecordingFactory(WebSocketServerFactory):
             autoPingTimeout=limits.ping_timeout,
             # Tell a client why it is dropped (1009 too big, 1002 bad framing) with a close frame.
             failByDrop=False,
+            # Setting any option resets this to False, refusing pages opened from a file; which
+            # origins may connect is the Access policy's call (onConnect).
+            allowNullOrigin=True,
         )

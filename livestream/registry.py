@@ -8,6 +8,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from livestream.auth import Grant
 from livestream.messages import ProtocolError
 from livestream.recording.video import EncoderSettings
 from livestream.session import SHUTDOWN, ErrorSink, Session, SessionLimits
@@ -62,6 +63,8 @@ class SessionRegistry(Service):
         peer: str,
         producer: IPushProducer | None,
         report_error: ErrorSink,
+        *,
+        grant: Grant | None = None,
     ) -> Session:
         if not self.running:
             raise ProtocolError(
@@ -83,14 +86,15 @@ class SessionRegistry(Service):
         name = self._store.reserve(client_id, int(self._reactor.seconds() * 1000))
         session = Session(
             self._reactor, self._settings, self._store, client_id, name, peer, producer,
-            report_error, self._session_limits,
+            report_error, self._session_limits.within(grant), grant=grant,
         )  # fmt: skip
         self._live.add(session)
         ended = DeferredList([session.finished(), session.gone()], consumeErrors=True)
         ended.addBoth(lambda _: self._live.discard(session))
         _log.info(
-            "session {id!r} from {peer} records as {name}", id=client_id, peer=peer, name=name
-        )
+            "session {id!r} from {peer} records as {name}{by}", id=client_id, peer=peer, name=name,
+            by=f" (token of {grant.subject!r})" if grant is not None and grant.subject else "",
+        )  # fmt: skip
         return session
 
     def _check_disk(self) -> None:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import sys
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
 
-from livestream.deadline import HeaderDeadlineFactory
 from livestream.options import Config, Options
 from livestream.protocol import RecordingFactory
 from livestream.recording.video import EncoderSettings
@@ -24,6 +24,8 @@ from livestream.store import MediaStore
 from livestream.web import make_site
 
 __all__ = ["Options", "makeService", "build"]
+
+_log = Logger()
 
 
 def makeService(options: Options) -> MultiService:
@@ -49,8 +51,8 @@ def build(config: Config, reactor) -> MultiService:
         session_limits=SessionLimits(limits.max_session_seconds, limits.max_session_bytes),
         min_free_bytes=limits.min_free_bytes,
     )
-    factory = RecordingFactory(reactor, registry, limits)
-    site = HeaderDeadlineFactory(make_site(store, factory), reactor, limits.handshake_timeout)
+    factory = RecordingFactory(reactor, registry, limits, config.access)
+    site = make_site(store, factory, config.access, limits.handshake_timeout)
 
     top = MultiService()
     Recovery(reactor, store, config.ffmpeg).setServiceParent(top)
@@ -62,7 +64,19 @@ def build(config: Config, reactor) -> MultiService:
         except (ValueError, KeyError, TypeError) as e:
             sys.exit(f"livestream: bad --listen {description!r}: {e}")
         _Listener(description, endpoint, site).setServiceParent(top)
+    _Announcement(config.access.describe()).setServiceParent(top)
     return top
+
+
+class _Announcement(Service):
+    """One line, once the daemon is up, saying who may connect: an open daemon is no surprise."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def startService(self) -> None:
+        super().startService()
+        _log.info("{message}", message=self.message)
 
 
 class _Listener(StreamServerEndpointService):

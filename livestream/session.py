@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 
+from livestream.auth import Grant
 from livestream.jpeg import NotAJPEG
 from livestream.messages import MediaKind, ProtocolError
 from livestream.recording.audio import AudioRecorder
@@ -37,6 +38,15 @@ ErrorSink = Callable[[str, str], None]
 class SessionLimits:
     max_seconds: float
     max_bytes: int
+
+    def within(self, grant: Grant | None) -> SessionLimits:
+        """The daemon's limits, tightened by what the client's token allows."""
+        if grant is None:
+            return self
+        return SessionLimits(
+            min(self.max_seconds, grant.max_seconds or self.max_seconds),
+            min(self.max_bytes, grant.max_bytes or self.max_bytes),
+        )
 
 
 @dataclass(frozen=True)
@@ -63,8 +73,12 @@ class Session:
         producer: IPushProducer | None,
         report_error: ErrorSink,
         limits: SessionLimits,
+        *,
+        grant: Grant | None = None,
     ) -> None:
         self.client_id = client_id
+        # What the client's token allows (None: authentication off), max_seconds/max_bytes too.
+        self.grant = grant
         self.name = name
         self.peer = peer
         self.started = reactor.seconds()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import treq
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
@@ -68,6 +69,17 @@ def stream_msg(kind: str, chunk: bytes) -> str:
 
 
 CLOSE_MSG = json.dumps({"eventType": "CLOSE"})
+# How Autobahn's client reports a handshake the server answered with an HTTP error.
+_REFUSED = re.compile(r"upgrade failed \[(\d{3})\]: ([^\"]*)")
+
+
+class HandshakeRefused(ConnectionError):
+    """The server answered the WebSocket handshake with an HTTP error ``status``."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"handshake refused: {status} {reason}")
+        self.status = status
+        self.reason = reason
 
 
 class _ClientProtocol(WebSocketClientProtocol):
@@ -110,7 +122,12 @@ class Client:
 
     def _closed_with(self, clean: bool, code: int | None, reason: str | None) -> None:
         if not self.opened.called:
-            self.opened.errback(ConnectionError(f"WebSocket did not open: {code} {reason}"))
+            refused = _REFUSED.search(reason or "")
+            self.opened.errback(
+                HandshakeRefused(int(refused[1]), refused[2])
+                if refused
+                else ConnectionError(f"WebSocket did not open: {code} {reason}")
+            )
         if not self.closed.called:
             self.closed.callback((clean, code, reason))
         for _, d in self._waiters:
@@ -143,13 +160,25 @@ class Client:
         self.proto.transport.abortConnection()
 
 
-async def open_client(port: int, path: str = "/", timeout: float = 10) -> Client:
+async def open_client(
+    port: int,
+    path: str = "/",
+    timeout: float = 10,
+    *,
+    protocols: list[str] | None = None,
+    origin: str | None = None,
+    tls=None,
+) -> Client:
+    """A connected client; ``tls`` (client TLS options for "localhost") makes it wss://.
+    A refused handshake raises :class:`HandshakeRefused`."""
     client = Client()
-    factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}{path}")
+    url = f"wss://localhost:{port}{path}" if tls else f"ws://127.0.0.1:{port}{path}"
+    factory = WebSocketClientFactory(url, origin=origin, protocols=protocols)
     factory.protocol = _ClientProtocol
     factory.client = client
     factory.setProtocolOptions(openHandshakeTimeout=timeout)
-    await TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=timeout).connect(factory)
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=timeout)
+    await (wrapClientTLS(tls, endpoint) if tls else endpoint).connect(factory)
     return await client.opened.addTimeout(timeout, reactor)
 
 
@@ -295,13 +324,14 @@ class Daemon:
         reactor.spawnProcess(self.proto, twistd, argv, env=env, path=os.fspath(self.workdir))
 
     async def listening(self, timeout: float = 30) -> None:
-        """Wait until the daemon answers ``GET /recordings``."""
+        """Wait until the daemon answers ``GET /recordings`` (a 401 of a daemon with
+        authentication on is an answer too)."""
         deadline = reactor.seconds() + timeout
         while True:
             if self.proto.ended.called:
                 raise AssertionError(f"daemon exited at start:\n{self.output()}")
             try:
-                await get_json(self.port, "/recordings")
+                await get(self.port, "/recordings")
                 return
             except ConnectionError:
                 if reactor.seconds() > deadline:
@@ -319,12 +349,13 @@ async def sleep(seconds: float) -> None:
     await deferLater(reactor, seconds)
 
 
-async def get(port: int, path: str):
+async def get(port: int, path: str, headers: dict[str, str] | None = None):
     """GET over a fresh connection that closes after the answer; ConnectionError if nothing
     listens."""
     try:
         return await treq.get(
             f"http://127.0.0.1:{port}{path}",
+            headers=headers,
             timeout=10,
             pool=HTTPConnectionPool(reactor, persistent=False),
         )
@@ -338,16 +369,29 @@ async def get_json(port: int, path: str) -> object:
     return await response.json()
 
 
-async def start_server(testcase, media: Path, *, fps: int = 15, **overrides):
+async def start_server(
+    testcase,
+    media: Path,
+    *,
+    fps: int = 15,
+    access=None,
+    listen: str = "tcp:{port}:interface=127.0.0.1",
+    **overrides,
+):
     """The daemon's whole service tree in this process, on a free loopback port; stopped (which
-    finalizes live sessions) when the test ends. Returns (service, port)."""
+    finalizes live sessions) when the test ends. Returns (service, port).
+
+    ``access`` is the who-may-connect policy (default: open), ``listen`` the endpoint with the
+    port left as ``{port}``."""
+    from livestream.access import OPEN
     from livestream.limits import Limits
     from livestream.options import Config
     from livestream.service import build
 
     port = free_port()
     config = Config(
-        listen=(f"tcp:{port}:interface=127.0.0.1",),
+        listen=(listen.format(port=port),),
+        access=access or OPEN,
         media=media,
         fps=fps,
         ffmpeg=overrides.pop("ffmpeg", ffmpeg_exe()),

@@ -9,6 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from livestream.messages import (
     MAX_ID_LENGTH,
+    MAX_TOKEN_LENGTH,
     Close,
     Connect,
     MediaKind,
@@ -192,3 +193,28 @@ class BinaryTests(SynchronousTestCase):
             with self.assertRaises(ProtocolError) as caught:
                 parse_binary(data)
             self.assertEqual(caught.exception.code, code, data)
+
+
+class TokenFieldTests(SynchronousTestCase):
+    """CONNECT's optional ``token``: carried as given, checked only for shape here."""
+
+    def connect(self, **extra: object) -> str:
+        return json.dumps({"eventType": "CONNECT", "id": "cam", **extra})
+
+    def test_absent_or_null(self) -> None:
+        """Seed clients send no token; that parses as before."""
+        self.assertEqual(parse_text(self.connect()), Connect("cam", None))
+        self.assertEqual(parse_text(self.connect(token=None)), Connect("cam", None))
+
+    def test_carried(self) -> None:
+        self.assertEqual(parse_text(self.connect(token="a.b.c")), Connect("cam", "a.b.c"))
+        longest = "t" * MAX_TOKEN_LENGTH
+        self.assertEqual(parse_text(self.connect(token=longest)).token, longest)
+
+    def test_bad_shapes(self) -> None:
+        """Not a string, empty, or longer than any real token: refused before any verifying."""
+        for token in (5, "", ["a.b.c"], {"jwt": "a"}, "t" * (MAX_TOKEN_LENGTH + 1)):
+            with self.assertRaises(ProtocolError) as caught:
+                parse_text(self.connect(token=token))
+            self.assertEqual(caught.exception.code, "invalid_token", token)
+            self.assertFalse(caught.exception.fatal)

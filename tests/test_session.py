@@ -330,3 +330,17 @@ class VideoSessionTests(SessionTestCase):
         self.assertEqual(outcome.video, f"{self.session.name}.mp4")
         self.assertIn(b"moof", self.store.final_path(VIDEO, self.session.name).read_bytes())
         self.assertEqual(self.temp_files(), [])
+
+
+class GrantLimitTests(SynchronousTestCase):
+    """A token's max_seconds/max_bytes tighten the daemon's limits, never loosen them."""
+
+    def test_tighter_of_both(self) -> None:
+        from livestream.auth import Grant
+
+        daemon = SessionLimits(max_seconds=100.0, max_bytes=1000)
+        self.assertEqual(daemon.within(None), daemon)
+        tight = Grant("s", frozenset({"publish"}), max_seconds=10.0, max_bytes=5000)
+        self.assertEqual(daemon.within(tight), SessionLimits(10.0, 1000))
+        loose = Grant("s", frozenset({"publish"}))
+        self.assertEqual(daemon.within(loose), daemon)

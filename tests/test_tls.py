@@ -1,0 +1,199 @@
+"""TLS through a Twisted ``ssl:`` endpoint, end to end: clients that verify the certificate
+record and list over wss:// and https://, clients that cannot verify it get nothing, and a slow
+encoder still slows the sender when the socket is wrapped in TLS."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from functools import cache
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from treq.client import HTTPClient
+from twisted.internet import reactor
+from twisted.internet.ssl import Certificate, optionsForClientTLS
+from twisted.trial.unittest import TestCase
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+
+from livestream.access import Access
+from livestream.auth import Verifier, mint
+from tests.support import (
+    CLOSE_MSG,
+    HandshakeRefused,
+    connect_msg,
+    jpeg_frames,
+    open_client,
+    pcm,
+    sleep,
+    start_server,
+    stream_msg,
+    video_facts,
+    wav_facts,
+)
+from tests.test_websocket import stand_in
+
+SECRET = b"0123456789abcdef0123456789abcdef-tls!"
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+@cache
+def authority(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A self-signed certificate authority, as an operator's private CA."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(_name(common_name))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )  # fmt: skip
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def server_files(directory: Path) -> tuple[Path, Path]:
+    """A key and a certificate for ``localhost`` (and 127.0.0.1) signed by the test CA."""
+    ca_key, ca_cert = authority("livestream test CA")
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("localhost"))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    key_path, cert_path = directory / "key.pem", directory / "cert.pem"
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+def trusting(ca_common_name: str, hostname: str = "localhost"):
+    """Client TLS options that verify the server as ``hostname`` against one CA only."""
+    pem = authority(ca_common_name)[1].public_bytes(serialization.Encoding.PEM)
+    return optionsForClientTLS(hostname, trustRoot=Certificate.loadPEM(pem))
+
+
+class TLSTests(TestCase):
+    timeout = 120
+
+    async def serve(self, **options) -> int:
+        tmp = Path(self.mktemp()).absolute()
+        key, cert = server_files(tmp / "tls")
+        self.media = tmp / "media"
+        self.service, port = await start_server(
+            self,
+            self.media,
+            listen=f"ssl:{{port}}:interface=127.0.0.1:privateKey={key}:certKey={cert}",
+            **options,
+        )
+        return port
+
+    async def test_verified_wss_recording_and_https_listing(self) -> None:
+        """The deployment the README describes: TLS plus a token in the URL, a client that
+        checks the certificate, and a recording that decodes as sent."""
+        port = await self.serve(access=Access(Verifier(SECRET)))
+        token = mint(SECRET, ["publish", "read"], 300)
+        client = await open_client(port, f"/?token={token}", tls=trusting("livestream test CA"))
+        self.assertIsNotNone(client.proto.transport.getPeerCertificate())
+        client.send(connect_msg("secure"))
+        name = (await client.event("CONNECTED"))["recording"]
+        frames = jpeg_frames(30)
+        audio = [pcm(1470, seed=i) for i in range(30)]
+        for frame, chunk in zip(frames, audio, strict=True):
+            client.send(stream_msg("VIDEO", frame))
+            client.send(stream_msg("AUDIO", chunk))
+        client.send(CLOSE_MSG)
+        closed = await client.event("CLOSED")
+        self.assertEqual(closed["recordings"], {"video": f"{name}.mp4", "audio": f"{name}.wav"})
+        video = video_facts(self.media / "video" / f"{name}.mp4")
+        self.assertEqual((video.codec, video.frames, video.width), ("h264", 30, 320))
+        self.assertEqual(wav_facts(self.media / "audio" / f"{name}.wav").data, b"".join(audio))
+
+        ca = authority("livestream test CA")[1].public_bytes(serialization.Encoding.PEM)
+        agent = Agent(
+            reactor,
+            contextFactory=BrowserLikePolicyForHTTPS(Certificate.loadPEM(ca)),
+            pool=HTTPConnectionPool(reactor, persistent=False),
+        )
+        response = await HTTPClient(agent).get(
+            f"https://localhost:{port}/recordings", headers={"Authorization": f"Bearer {token}"}
+        )
+        self.assertEqual(
+            await response.json(), {"video": [f"{name}.mp4"], "audio": [f"{name}.wav"]}
+        )
+
+    async def test_clients_that_cannot_verify_get_nothing(self) -> None:
+        """A certificate from an unknown CA, or for another name, fails the TLS handshake:
+        no WebSocket, no HTTP answer."""
+        port = await self.serve()
+        for tls in (trusting("some other CA"), trusting("livestream test CA", "example.com")):
+            with self.assertRaises(ConnectionError) as caught:
+                await open_client(port, tls=tls)
+            self.assertNotIsInstance(caught.exception, HandshakeRefused)
+        good = await open_client(port, tls=trusting("livestream test CA"))
+        good.proto.sendClose(1000)
+        await good.closed
+
+    async def test_slow_encoder_pauses_a_tls_socket(self) -> None:
+        """Back-pressure reaches through TLS: while ffmpeg does not read, the daemon stops
+        reading the client (the TCP transport under TLS), and nothing is lost."""
+        tmp = Path(self.mktemp()).absolute()
+        slow = stand_in(tmp / "bin", 'case "$*" in *pipe:0*) sleep 3;; esac\nexec "$REAL" "$@"')
+        port = await self.serve(ffmpeg=slow)
+        client = await open_client(port, tls=trusting("livestream test CA"))
+        client.send(connect_msg("flood"))
+        await client.event("CONNECTED")
+        frames = jpeg_frames(120, "640x480", "mandelbrot")
+        for frame in frames:
+            client.send(stream_msg("VIDEO", frame))
+        await sleep(1.5)
+        (session,) = self.service.getServiceNamed("sessions").sessions
+        self.assertLess(session.frames, 30, f"{session.frames} of 120 frames taken in a stall")
+        client.send(CLOSE_MSG)
+        closed = await client.event("CLOSED", timeout=90)
+        self.assertEqual(video_facts(self.media / "video" / closed["recordings"]["video"]).frames,
+                         120)  # fmt: skip
