@@ -129,16 +129,24 @@ class TokenPlacesTests(AuthTestCase):
         client.send(CLOSE_MSG)
         await client.event("CLOSED")
 
-    async def test_grant_limits_reach_the_session(self) -> None:
-        """max_seconds/max_bytes travel with the session for the limits to apply."""
+    async def test_grant_limits_bound_the_session(self) -> None:
+        """A token's max_bytes ends the session as the daemon's own limit would."""
         port = await self.serve()
-        client = await open_client(port, f"/?token={token(max_seconds=60, max_bytes=5000)}")
+        frames = jpeg_frames(6)
+        allowed = sum(len(f) for f in frames[:4]) + 10
+        client = await open_client(port, f"/?token={token(max_seconds=60, max_bytes=allowed)}")
         client.send(connect_msg("bounded"))
         await client.event("CONNECTED")
         (session,) = self.service.getServiceNamed("sessions").sessions
-        self.assertEqual((session.grant.max_seconds, session.grant.max_bytes), (60, 5000))
-        client.send(CLOSE_MSG)
-        await client.event("CLOSED")
+        self.assertEqual((session.grant.max_seconds, session.grant.max_bytes), (60, allowed))
+        for frame in frames:
+            client.send(stream_msg("VIDEO", frame))
+        self.assertEqual((await client.event("ERROR"))["code"], "limit_reached")
+        closed = await client.event("CLOSED")
+        _, code, _ = await client.closed
+        self.assertEqual(code, 1008)
+        video = video_facts(self.media / "video" / closed["recordings"]["video"])
+        self.assertEqual(video.frames, 4)
 
     async def test_auth_off_ignores_tokens(self) -> None:
         """With authentication off (the default), the seed's clients and any token are let in."""
