@@ -8,6 +8,7 @@ that client sent before it left.
 from __future__ import annotations
 
 import json
+import socket
 from collections import Counter
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -26,6 +27,7 @@ from livestream.session import CLOSE, IDLE, LIMIT, SHUTDOWN, STORAGE, Outcome, S
 _log = Logger()
 
 NORMAL = 1000
+INVALID_PAYLOAD = 1007
 POLICY_VIOLATION = 1008
 INTERNAL_ERROR = 1011
 SERVICE_RESTART = 1012
@@ -37,6 +39,32 @@ CLOSE_CODES = {
     IDLE: (POLICY_VIOLATION, "idle for too long"),
     STORAGE: (INTERNAL_ERROR, "server out of storage"),
 }
+
+
+# What the kernel may hold unread for one client. Loopback and LAN autotuning grow it to several
+# MiB, which a paused (back-pressured) socket then fills: memory per session, and a backlog the
+# encoder must drain after CLOSE. 256 KiB (the kernel doubles it) still carries a 640x480 15 fps
+# stream over a 100 ms path.
+RECEIVE_BUFFER = 256 * 1024
+
+
+def _cap_receive_buffer(transport) -> None:
+    """Cap SO_RCVBUF of the TCP socket under ``transport`` (through TLS if need be)."""
+    while transport is not None and not hasattr(transport, "socket"):
+        transport = getattr(transport, "transport", None)
+    sock = getattr(transport, "socket", None)
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+
+
+def _utf8(payload: bytes) -> str:
+    """The text of a text message; Autobahn's own UTF-8 pass is off, this is the only one."""
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(
+            "invalid_utf8", "a text message must be UTF-8", close_code=INVALID_PAYLOAD
+        ) from None
 
 
 @implementer(IPushProducer)
@@ -85,6 +113,7 @@ class RecordingProtocol(WebSocketServerProtocol):
         # back-pressure of the encoder.
         self.transport.unregisterProducer()
         self._valve = SocketValve(self.transport)
+        _cap_receive_buffer(self.transport)
 
     def onConnect(self, request) -> str | None:
         self._peer = request.peer
@@ -130,7 +159,7 @@ class RecordingProtocol(WebSocketServerProtocol):
             if isBinary:
                 self._handle(messages.parse_binary(payload))
             else:
-                self._handle(messages.parse_text(payload.decode("utf-8")))
+                self._handle(messages.parse_text(_utf8(payload)))
         except ProtocolError as e:
             self._refuse(e)
         except Exception:
@@ -237,6 +266,8 @@ class RecordingFactory(WebSocketServerFactory):
             autoPingTimeout=limits.ping_timeout,
             # Tell a client why it is dropped (1009 too big, 1002 bad framing) with a close frame.
             failByDrop=False,
+            # Decoding the text validates it anyway (and answers 1007); no need to do it twice.
+            utf8validateIncoming=False,
             # Setting any option resets this to False, refusing pages opened from a file; which
             # origins may connect is the Access policy's call (onConnect).
             allowNullOrigin=True,

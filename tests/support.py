@@ -395,7 +395,7 @@ async def start_server(
         media=media,
         fps=fps,
         ffmpeg=overrides.pop("ffmpeg", ffmpeg_exe()),
-        preset=overrides.pop("preset", "veryfast"),
+        preset=overrides.pop("preset", "ultrafast"),
         # The suite's temp dir may sit on a fuller disk than any user's: no reserve unless asked.
         limits=Limits(**{"min_free_bytes": 0, **overrides}),
     )

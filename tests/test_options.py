@@ -25,7 +25,7 @@ class DefaultsTests(SynchronousTestCase):
         self.assertEqual(config.listen, (DEFAULT_LISTEN,))
         self.assertEqual(DEFAULT_LISTEN, "tcp:8080")
         self.assertEqual(config.media, Path(os.getcwd(), "media"))
-        self.assertEqual((config.fps, config.preset), (15, "veryfast"))
+        self.assertEqual((config.fps, config.preset), (15, "ultrafast"))
         self.assertEqual(config.limits, Limits(min_free_bytes=512 << 20))
 
     def test_ffmpeg_resolved(self) -> None:

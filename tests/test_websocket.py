@@ -273,6 +273,15 @@ class BadInputTests(TestCase):
         self.assertEqual(by_closed["recordings"]["video"], by_connected["recording"] + ".mp4")
         self.assertEqual(video_facts(media / "video" / by_closed["recordings"]["video"]).frames, 10)
 
+    async def test_invalid_utf8_text_closes_with_1007(self) -> None:
+        media = Path(self.mktemp()).absolute()
+        _, port = await start_server(self, media)
+        client = await open_client(port)
+        client.proto.sendMessage(b'{"eventType": "CONNECT", "id": "\xff\xfe"}', isBinary=False)
+        self.assertEqual((await client.event("ERROR"))["code"], "invalid_utf8")
+        _, code, _ = await client.closed
+        self.assertEqual(code, 1007)
+
     async def test_oversized_message_closes_with_1009(self) -> None:
         media = Path(self.mktemp()).absolute()
         _, port = await start_server(self, media, max_message_size=64 * 1024)
