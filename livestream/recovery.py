@@ -65,7 +65,7 @@ class Recovery(Service):
         if VIDEO_STREAM in paths:
             if self._store.final_path(VIDEO, name).exists():
                 for suffix in (VIDEO_STREAM, VIDEO_PART):
-                    paths.get(suffix, paths[VIDEO_STREAM]).unlink(missing_ok=True)
+                    self._store.temp_path(name, suffix).unlink(missing_ok=True)
             else:
                 await self._settled(paths[VIDEO_STREAM])
                 found[VIDEO] = await video.publish(self._reactor, self._ffmpeg, self._store, name)

@@ -91,7 +91,6 @@ class Session:
         self._outcome: Outcome | None = None
         self._waiting: list[Deferred[Outcome]] = []
         self._gone: Deferred[None] = Deferred()
-        self._connected = True
         self._max_bytes = limits.max_bytes
         self.bytes = 0
         self._time_up = reactor.callLater(limits.max_seconds, self._limit, "duration")
@@ -164,7 +163,6 @@ class Session:
 
     def connection_lost(self) -> None:
         """The client's socket is gone: finalize if nothing else has, and let shutdown go on."""
-        self._connected = False
         self.finish(DISCONNECT)
         if not self._gone.called:
             self._gone.callback(None)
@@ -172,7 +170,7 @@ class Session:
     def gone(self) -> Deferred[None]:
         """Fires once the client's connection has closed."""
         d: Deferred[None] = Deferred()
-        if self._connected:
+        if not self._gone.called:
             self._gone.addBoth(lambda _: d.callback(None))
         else:
             d.callback(None)
