@@ -17,7 +17,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 
 from livestream import jpeg
-from livestream.recording import ffmpeg
+from livestream.recording import ffmpeg, fragments
 from livestream.recording.ffmpeg import FFmpegResult
 from livestream.store import VIDEO, VIDEO_PART, VIDEO_STREAM, MediaStore
 
@@ -140,9 +140,15 @@ def publish(reactor, executable: str, store: MediaStore, name: str) -> Deferred[
     """
     src = store.temp_path(name, VIDEO_STREAM)
     part = store.temp_path(name, VIDEO_PART)
-    if not _has_fragments(src):
+    kept, cut = fragments.trim(src)
+    if not kept:
         _unlink(src, part)
         return succeed(None)
+    if cut:
+        _log.warn(
+            "{name}: encoder output ended mid-fragment; {cut} bytes cut, {kept} fragments kept",
+            name=name, cut=cut, kept=kept,
+        )  # fmt: skip
     args = ["-i", os.fspath(src), "-map", "0:v", "-c", "copy", "-movflags", "+faststart",
             "-f", "mp4", os.fspath(part)]  # fmt: skip
     d = ffmpeg.run(reactor, executable, args, f"{name} (faststart)")
@@ -160,18 +166,6 @@ def publish(reactor, executable: str, store: MediaStore, name: str) -> Deferred[
         return store.publish(src, VIDEO, name)
 
     return d.addCallback(published)
-
-
-def _has_fragments(path: Path) -> bool:
-    """True once the encoder has written a movie fragment, i.e. at least one frame.
-
-    With ``empty_moov`` the header is about a kilobyte, so the first ``moof`` is near the start.
-    """
-    try:
-        with open(path, "rb") as f:
-            return b"moof" in f.read(1 << 16)
-    except FileNotFoundError:
-        return False
 
 
 def _unlink(*paths: Path) -> None:
