@@ -68,9 +68,11 @@ class SessionTestCase(SynchronousTestCase):
 
     def encoder_writes_fragments(self) -> None:
         """What a working encoder leaves: a fragmented MP4 with a movie fragment in it."""
-        self.store.temp_path(self.session.name, VIDEO_STREAM).write_bytes(
-            b"\x00\x00\x00\x08ftyp....moof....mdat"
+        boxes = b"".join(
+            (8 + len(body)).to_bytes(4, "big") + kind + body
+            for kind, body in [(b"ftyp", b"isom"), (b"moof", b"...."), (b"mdat", b"frame")]
         )
+        self.store.temp_path(self.session.name, VIDEO_STREAM).write_bytes(boxes)
 
     def end(self, call: dict, error: Exception) -> None:
         call["transport"].exited = True
