@@ -19,6 +19,7 @@ from zope.interface import implementer
 
 from livestream import messages
 from livestream.access import OPEN, Access, Refused
+from livestream.events import ErrorSent
 from livestream.limits import Limits
 from livestream.messages import Close, Connect, ProtocolError, Stream
 from livestream.registry import SessionRegistry
@@ -220,6 +221,7 @@ class RecordingProtocol(WebSocketServerProtocol):
             self.sendCloseFrame(code, reason.encode("utf-8")[:123], isReply=False)
 
     def _send_error(self, code: str, message: str) -> None:
+        self.factory.registry.events.emit(ErrorSent(code, self._peer))
         self._reply({"eventType": "ERROR", "code": code, "message": message})
 
     def _reply(self, event: dict[str, object]) -> None:

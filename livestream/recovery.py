@@ -10,6 +10,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from livestream.events import Events, Recovered
 from livestream.recording import audio, video
 from livestream.store import (
     AUDIO,
@@ -33,8 +34,11 @@ SETTLE_LIMIT = 60.0
 class Recovery(Service):
     """Scans ``temp/`` when started (before anything listens), then recovers in the background."""
 
-    def __init__(self, reactor, store: MediaStore, ffmpeg: str) -> None:
+    def __init__(
+        self, reactor, store: MediaStore, ffmpeg: str, events: Events | None = None
+    ) -> None:
         self._reactor = reactor
+        self._events = events if events is not None else Events()
         self._store = store
         self._ffmpeg = ffmpeg
         self.done: Deferred[None] | None = None
@@ -83,6 +87,8 @@ class Recovery(Service):
             "recovered {name}: video={video} audio={audio}",
             name=name, video=found.get(VIDEO), audio=found.get(AUDIO),
         )  # fmt: skip
+        if any(found.values()):
+            self._events.emit(Recovered(name, found))
 
     async def _settled(self, path: Path) -> None:
         """Wait while an encoder orphaned by the crash may still be finishing this file.

@@ -9,6 +9,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from livestream.auth import Grant
+from livestream.events import Events, SessionStarted
 from livestream.messages import ProtocolError
 from livestream.recording.video import EncoderSettings
 from livestream.session import SHUTDOWN, ErrorSink, Session, SessionLimits
@@ -36,6 +37,7 @@ class SessionRegistry(Service):
         max_sessions: int,
         session_limits: SessionLimits,
         min_free_bytes: int,
+        events: Events | None = None,
     ) -> None:
         self._reactor = reactor
         self._settings = settings
@@ -43,6 +45,7 @@ class SessionRegistry(Service):
         self._max_sessions = max_sessions
         self._session_limits = session_limits
         self._min_free = min_free_bytes
+        self.events = events if events is not None else Events()
         self._live: set[Session] = set()
         self._disk_watch = LoopingCall(self._check_disk)
         self._disk_watch.clock = reactor
@@ -86,9 +89,10 @@ class SessionRegistry(Service):
         name = self._store.reserve(client_id, int(self._reactor.seconds() * 1000))
         session = Session(
             self._reactor, self._settings, self._store, client_id, name, peer, producer,
-            report_error, self._session_limits.within(grant), grant=grant,
+            report_error, self._session_limits.within(grant), grant=grant, events=self.events,
         )  # fmt: skip
         self._live.add(session)
+        self.events.emit(SessionStarted(name, client_id, peer))
         ended = DeferredList([session.finished(), session.gone()], consumeErrors=True)
         ended.addBoth(lambda _: self._live.discard(session))
         _log.info(

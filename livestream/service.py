@@ -14,6 +14,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
+from livestream.events import Events
 from livestream.options import Config, Options
 from livestream.protocol import RecordingFactory
 from livestream.recording.video import EncoderSettings
@@ -43,6 +44,7 @@ def build(config: Config, reactor) -> MultiService:
         sys.exit(f"livestream: cannot use --media {config.media}: {e}")
     settings = EncoderSettings(ffmpeg=config.ffmpeg, fps=config.fps, preset=config.preset)
     limits = config.limits
+    events = Events()
     registry = SessionRegistry(
         reactor,
         settings,
@@ -50,12 +52,13 @@ def build(config: Config, reactor) -> MultiService:
         max_sessions=limits.max_sessions,
         session_limits=SessionLimits(limits.max_session_seconds, limits.max_session_bytes),
         min_free_bytes=limits.min_free_bytes,
+        events=events,
     )
     factory = RecordingFactory(reactor, registry, limits, config.access)
     site = make_site(store, factory, config.access, limits.handshake_timeout)
 
     top = MultiService()
-    Recovery(reactor, store, config.ffmpeg).setServiceParent(top)
+    Recovery(reactor, store, config.ffmpeg, events).setServiceParent(top)
     registry.setName("sessions")
     registry.setServiceParent(top)
     for description in config.listen:

@@ -14,6 +14,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 
 from livestream.auth import Grant
+from livestream.events import EncoderFailed, Events, SessionEnded
 from livestream.jpeg import NotAJPEG
 from livestream.messages import MediaKind, ProtocolError
 from livestream.recording.audio import AudioRecorder
@@ -59,6 +60,8 @@ class Outcome:
     frames: int
     audio_bytes: int
     failed: bool
+    # Everything the client streamed that was accepted, video and audio.
+    bytes: int = 0
 
 
 class Session:
@@ -75,6 +78,7 @@ class Session:
         limits: SessionLimits,
         *,
         grant: Grant | None = None,
+        events: Events | None = None,
     ) -> None:
         self.client_id = client_id
         # What the client's token allows (None: authentication off), max_seconds/max_bytes too.
@@ -82,6 +86,8 @@ class Session:
         self.name = name
         self.peer = peer
         self.started = reactor.seconds()
+        self._events = events if events is not None else Events()
+        self._finishing_since: float | None = None
         self._reactor = reactor
         self._store = store
         self._report_error = report_error
@@ -149,6 +155,7 @@ class Session:
         d = self.finished()
         if self._reason is None:
             self._reason = reason
+            self._finishing_since = self._reactor.seconds()
             ensureDeferred(self._finalize())
         return d
 
@@ -177,6 +184,7 @@ class Session:
         return d
 
     def _encoder_failed(self, result: FFmpegResult) -> None:
+        self._events.emit(EncoderFailed(self.name, result))
         self._report_error(
             "encoder_failed", "the video encoder stopped; frames received before it are kept"
         )
@@ -208,6 +216,7 @@ class Session:
             self._video.frames,
             self._audio.bytes,
             failed,
+            self.bytes,
         )
         self._store.release(self.name)
         _log.info(
@@ -218,6 +227,11 @@ class Session:
             audio_bytes=outcome.audio_bytes, video=video, audio=audio,
         )  # fmt: skip
         self._outcome = outcome
+        now = self._reactor.seconds()
+        self._events.emit(SessionEnded(
+            self.name, self.client_id, self.peer, outcome, now - self.started,
+            now - (self._finishing_since or now),
+        ))  # fmt: skip
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             d.callback(outcome)
