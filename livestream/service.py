@@ -15,6 +15,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from livestream.events import Events
+from livestream.health import Health
 from livestream.options import Config, Options
 from livestream.protocol import RecordingFactory
 from livestream.recording.video import EncoderSettings
@@ -55,7 +56,10 @@ def build(config: Config, reactor) -> MultiService:
         events=events,
     )
     factory = RecordingFactory(reactor, registry, limits, config.access)
-    site = make_site(store, factory, config.access, limits.handshake_timeout)
+    health = Health(store, config.ffmpeg, limits.min_free_bytes)
+    site = make_site(
+        store, factory, config.access, limits.handshake_timeout, registry=registry, health=health
+    )
 
     top = MultiService()
     Recovery(reactor, store, config.ffmpeg, events).setServiceParent(top)

@@ -15,6 +15,8 @@ from pathlib import Path
 VIDEO = "video"
 AUDIO = "audio"
 TEMP = "temp"
+POSTERS = "posters"
+POSTER_SUFFIX = ".jpg"
 KINDS = {VIDEO: ".mp4", AUDIO: ".wav"}
 
 # What a live session keeps in temp/: the encoder's fragmented MP4 (playable up to its last
@@ -39,7 +41,7 @@ def safe_stem(client_id: str) -> str:
 
 def is_recording_name(name: str) -> bool:
     """True for a ``<stem>_<epoch-ms>`` name this store could have made."""
-    return len(name) <= MAX_STEM_LENGTH + 21 and _NAME.match(name) is not None
+    return len(name) <= MAX_STEM_LENGTH + 21 and _NAME.fullmatch(name) is not None
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ class MediaStore:
 
     def ensure(self) -> None:
         """Create the tree; raise OSError with the path if it cannot be made writable."""
-        for kind in (VIDEO, AUDIO, TEMP):
+        for kind in (VIDEO, AUDIO, TEMP, POSTERS):
             self.dir(kind).mkdir(parents=True, exist_ok=True)
             if not os.access(self.dir(kind), os.W_OK | os.X_OK):
                 raise PermissionError(f"{self.dir(kind)} is not writable")
@@ -93,6 +95,31 @@ class MediaStore:
 
     def final_path(self, kind: str, name: str) -> Path:
         return self.dir(kind) / f"{name}{KINDS[kind]}"
+
+    def poster_path(self, name: str) -> Path:
+        return self.dir(POSTERS) / f"{name}{POSTER_SUFFIX}"
+
+    def save_poster(self, name: str, jpeg: bytes) -> None:
+        """Write the poster of video ``name`` beside the other posters and rename it into place,
+        so a poster is whole or absent. The dot-name of the part is never served or listed."""
+        part = self.dir(POSTERS) / f".{name}{POSTER_SUFFIX}.part"
+        try:
+            with open(part, "wb") as f:
+                f.write(jpeg)
+            os.rename(part, self.poster_path(name))
+        except OSError:
+            part.unlink(missing_ok=True)
+            raise
+
+    def delete(self, kind: str, name: str) -> bool:
+        """Remove a finished recording (and a video's poster); False if there was none."""
+        try:
+            os.unlink(self.final_path(kind, name))
+        except FileNotFoundError:
+            return False
+        if kind == VIDEO:
+            self.poster_path(name).unlink(missing_ok=True)
+        return True
 
     def publish(self, src: Path, kind: str, name: str) -> str:
         """Move a finished temp file into place in one rename; return the listed file name."""

@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
+import os
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 from autobahn.twisted.resource import WebSocketResource
 from klein import Klein
 from twisted.logger import Logger
-from twisted.web.http import combinedLogFormatter
+from twisted.python.failure import Failure
+from twisted.web.http import CACHED, combinedLogFormatter
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
+from twisted.web.static import File
+from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from livestream.access import OPEN, Access, Refused
-from livestream.auth import READ
+from livestream.auth import DELETE, READ
+from livestream.catalog import Catalog, iso_utc, regular_file
 from livestream.deadline import HeaderDeadlineChannel
-from livestream.store import MediaStore
+from livestream.health import Health
+from livestream.registry import SessionRegistry
+from livestream.store import AUDIO, KINDS, POSTER_SUFFIX, VIDEO, MediaStore, is_recording_name
 
 _log = Logger()
 
@@ -73,13 +82,95 @@ def _refuse(request: Request, error: Refused, scope: str, had_token: bool) -> by
     return json.dumps({"error": error.code, "message": error.message}).encode("utf-8")
 
 
+def _json(request: Request, status: int, document: object) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader("content-type", "application/json")
+    request.setHeader("cache-control", "no-store")
+    return json.dumps(document).encode("utf-8")
+
+
+def _error(request: Request, status: int, code: str, message: str) -> bytes:
+    return _json(request, status, {"error": code, "message": message})
+
+
+def _not_found(request: Request) -> bytes:
+    return _error(request, 404, "not_found", "no such recording")
+
+
+CONTENT_TYPES = {VIDEO: "video/mp4", AUDIO: "audio/wav"}
+POSTER_TYPE = "image/jpeg"
+
+
+class MediaFile(File):
+    """One finished file, served by :class:`File` (Range, HEAD, Last-Modified) with a fixed
+    content type, an ETag, and never through a symlink: the route checked the name and that the
+    path is a regular file, and opening with ``O_NOFOLLOW`` keeps a symlink swapped in since
+    from being followed out of the media tree."""
+
+    isLeaf = True
+
+    def __init__(self, path: Path, content_type: str, st: os.stat_result) -> None:
+        super().__init__(os.fspath(path), defaultType=content_type)
+        self.type, self.encoding = content_type, None
+        self._etag = f'"{st.st_size:x}-{st.st_mtime_ns:x}"'.encode("ascii")
+
+    def render_GET(self, request: Request) -> bytes | int:
+        if request.setETag(self._etag) is CACHED:
+            return b""
+        return super().render_GET(request)
+
+    render_HEAD = render_GET
+
+    def openForReading(self):
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise PermissionError(errno.EACCES, "not a regular file", self.path) from None
+            raise
+        return os.fdopen(fd, "rb")
+
+
+def _name_of(filename: str, suffix: str, bare: bool = False) -> str | None:
+    """The recording name in a URL's file name, or None for anything this store could not have
+    made (``..``, separators, NUL, another suffix). ``bare`` also accepts the name alone."""
+    if filename.endswith(suffix):
+        name = filename[: -len(suffix)]
+    elif bare:
+        name = filename
+    else:
+        return None
+    return name if is_recording_name(name) else None
+
+
 class WebApp:
     app = Klein()
 
-    def __init__(self, store: MediaStore, websocket: IResource, access: Access = OPEN) -> None:
+    def __init__(
+        self,
+        store: MediaStore,
+        websocket: IResource,
+        access: Access = OPEN,
+        *,
+        registry: SessionRegistry | None = None,
+        health: Health,
+    ) -> None:
         self._store = store
         self._websocket = websocket
         self._access = access
+        self._registry = registry
+        self._health = health
+        self._catalog = Catalog(store)
+
+    @app.handle_errors(NotFound)
+    def not_found(self, request: Request, failure: Failure) -> bytes:
+        return _error(request, 404, "not_found", "no such resource")
+
+    @app.handle_errors(MethodNotAllowed)
+    def not_allowed(self, request: Request, failure: Failure) -> bytes:
+        allowed = failure.value.valid_methods or []
+        request.setHeader("allow", ", ".join(allowed))
+        return _error(request, 405, "method_not_allowed", "allowed: " + ", ".join(allowed))
 
     @app.route("/", branch=False)
     def root(self, request: Request) -> IResource | bytes:
@@ -99,6 +190,80 @@ class WebApp:
         request.setHeader("cache-control", "no-store")
         return json.dumps(self._store.listing()).encode("utf-8")
 
+    @app.route("/recordings/video/<filename>", methods=["GET", "HEAD"])
+    @requires(READ)
+    def video(self, request: Request, filename: str) -> IResource | bytes:
+        return self._serve(request, VIDEO, filename)
+
+    @app.route("/recordings/audio/<filename>", methods=["GET", "HEAD"])
+    @requires(READ)
+    def audio(self, request: Request, filename: str) -> IResource | bytes:
+        return self._serve(request, AUDIO, filename)
+
+    def _serve(self, request: Request, kind: str, filename: str) -> IResource | bytes:
+        name = _name_of(filename, KINDS[kind])
+        path = self._store.final_path(kind, name) if name else None
+        st = regular_file(path) if path else None
+        if st is None:
+            return _not_found(request)
+        return MediaFile(path, CONTENT_TYPES[kind], st)
+
+    @app.route("/recordings/posters/<filename>", methods=["GET", "HEAD"])
+    @requires(READ)
+    def poster(self, request: Request, filename: str) -> IResource | bytes:
+        name = _name_of(filename, POSTER_SUFFIX)
+        path = self._store.poster_path(name) if name else None
+        st = regular_file(path) if path else None
+        if st is None:
+            return _error(request, 404, "not_found", "no such poster")
+        return MediaFile(path, POSTER_TYPE, st)
+
+    @app.route("/recordings/video/<filename>", methods=["DELETE"])
+    @requires(DELETE)
+    def delete_video(self, request: Request, filename: str) -> bytes:
+        return self._delete(request, VIDEO, filename)
+
+    @app.route("/recordings/audio/<filename>", methods=["DELETE"])
+    @requires(DELETE)
+    def delete_audio(self, request: Request, filename: str) -> bytes:
+        return self._delete(request, AUDIO, filename)
+
+    def _delete(self, request: Request, kind: str, filename: str) -> bytes:
+        """A recording still being made is in ``temp/``, so it is not found here."""
+        name = _name_of(filename, KINDS[kind], bare=True)
+        if name is None or regular_file(self._store.final_path(kind, name)) is None:
+            return _not_found(request)
+        if not self._store.delete(kind, name):
+            return _not_found(request)
+        _log.info(
+            "deleted {kind} {name} for {peer}", kind=kind, name=name,
+            peer=getattr(request.getClientAddress(), "host", "?"),
+        )  # fmt: skip
+        request.setResponseCode(204)
+        return b""
+
+    @app.route("/api/recordings", methods=["GET"])
+    @requires(READ)
+    def details(self, request: Request) -> bytes:
+        return _json(request, 200, {"recordings": self._catalog.details()})
+
+    @app.route("/api/sessions", methods=["GET"])
+    @requires(READ)
+    def sessions(self, request: Request) -> bytes:
+        live = self._registry.sessions if self._registry is not None else ()
+        return _json(request, 200, {"sessions": [
+            {"id": s.client_id, "recording": s.name, "frames": s.frames, "bytes": s.bytes,
+             "since": iso_utc(s.started), "peer": s.peer}
+            for s in sorted(live, key=lambda s: (s.started, s.name))
+        ]})  # fmt: skip
+
+    @app.route("/healthz", methods=["GET"])
+    def healthz(self, request: Request) -> bytes:
+        """Open without a token: probes do not carry one, and it tells nothing about recordings."""
+        ok, checks = self._health.check()
+        document = {"status": "ok" if ok else "fail", "checks": checks}
+        return _json(request, 200 if ok else 503, document)
+
 
 class _WithoutToken:
     """A request as the access log sees it: the URI's ``token`` parameter is blanked, since a log
@@ -117,12 +282,24 @@ def _access_log_line(timestamp: str, request: Request) -> str:
 
 
 def make_site(
-    store: MediaStore, factory, access: Access = OPEN, header_timeout: float = 10.0
+    store: MediaStore,
+    factory,
+    access: Access = OPEN,
+    header_timeout: float = 10.0,
+    *,
+    registry: SessionRegistry | None = None,
+    health: Health | None = None,
 ) -> Site:
-    site = Site(
-        WebApp(store, WebSocketResource(factory), access).app.resource(),
-        logFormatter=_access_log_line,
+    """``registry`` is where ``/api/sessions`` finds live sessions (none without one);
+    ``health`` what ``/healthz`` checks (by default the media tree and an ``ffmpeg`` on PATH)."""
+    app = WebApp(
+        store,
+        WebSocketResource(factory),
+        access,
+        registry=registry,
+        health=health if health is not None else Health(store, "ffmpeg"),
     )
+    site = Site(app.app.resource(), logFormatter=_access_log_line)
     site.displayTracebacks = False
     # Plain HTTP/1.1 (a WebSocket upgrade needs no HTTP/2) with a deadline on request headers.
     site.protocol = HeaderDeadlineChannel

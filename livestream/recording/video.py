@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from livestream import jpeg
 from livestream.recording import ffmpeg, fragments
 from livestream.recording.ffmpeg import FFmpegResult
+from livestream.recording.poster import PosterPicker
 from livestream.store import VIDEO, VIDEO_PART, VIDEO_STREAM, MediaStore
 
 _log = Logger()
@@ -81,6 +82,7 @@ class VideoRecorder:
         self._on_failure = on_failure
         self._proc: ffmpeg.FFmpegProcess | None = None
         self._ending = False
+        self._poster = PosterPicker(settings.fps)
         self.frames = 0
         self.dropped = 0
 
@@ -93,6 +95,7 @@ class VideoRecorder:
             self.dropped += 1
             return
         self._proc.transport.write(frame)
+        self._poster.offer(frame)
         self.frames += 1
 
     def _start(self, width: int, height: int) -> None:
@@ -128,7 +131,10 @@ class VideoRecorder:
         if not result.ok and not reported:
             _log.error("encoder for {name}: {why}", name=self._name, why=result.describe())
             self._on_failure(result)
-        return (yield publish(self._reactor, self._settings.ffmpeg, self._store, self._name))
+        filename = yield publish(self._reactor, self._settings.ffmpeg, self._store, self._name)
+        if filename is not None:
+            self._poster.save(self._store, self._name)
+        return filename
 
 
 def publish(reactor, executable: str, store: MediaStore, name: str) -> Deferred[str | None]:
