@@ -54,16 +54,16 @@ class Catalog:
         found: list[tuple[float, str, dict[str, object]]] = []
         seen: set[Path] = set()
         for kind, suffix in KINDS.items():
-            for name, entry in self._files(kind, suffix):
-                path = Path(entry.path)
+            for name, dirent in self._files(kind, suffix):
+                path = Path(dirent.path)
                 try:
-                    st = entry.stat(follow_symlinks=False)
+                    st = dirent.stat(follow_symlinks=False)
                 except OSError:
                     continue  # deleted since the scan
                 seen.add(path)
                 info = self._info.get(path, st.st_mtime_ns, st.st_size)
                 created = _created(name, st)
-                entry: dict[str, object] = {
+                doc: dict[str, object] = {
                     "kind": kind,
                     "name": f"{name}{suffix}",
                     "size": st.st_size,
@@ -73,10 +73,10 @@ class Catalog:
                     "url": recording_url(kind, name),
                     "poster": poster_url(name) if kind == VIDEO and name in posters else None,
                 }
-                found.append((created, f"{name}{suffix}", entry))
+                found.append((created, f"{name}{suffix}", doc))
         self._info.prune(seen)
         found.sort(key=lambda item: (item[0], item[1]), reverse=True)
-        return [entry for _, _, entry in found]
+        return [doc for _, _, doc in found]
 
     def _files(self, kind: str, suffix: str) -> Iterator[tuple[str, os.DirEntry]]:
         """(name, entry) of the well-named regular files (not symlinks) of one directory."""

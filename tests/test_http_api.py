@@ -1,0 +1,269 @@
+"""The recordings API over real HTTP on 127.0.0.1: downloads with Range and HEAD, posters, details,
+delete, live sessions, health, and who may use each route."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import treq
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+from twisted.trial import unittest
+from twisted.web.client import HTTPConnectionPool
+
+from livestream.access import Access
+from livestream.auth import Verifier, mint
+from livestream.recording.audio import SAMPLE_RATE
+from livestream.store import TEMP, VIDEO_STREAM
+from tests.support import (
+    CLOSE_MSG,
+    connect_msg,
+    ffmpeg_exe,
+    get,
+    get_json,
+    jpeg_frames,
+    open_client,
+    pcm,
+    record,
+    sleep,
+    start_server,
+    stream_msg,
+    video_facts,
+    wav_facts,
+)
+
+FPS = 15
+SECRET = b"s" * 32
+
+
+async def http(port: int, method: str, path: str, headers: dict[str, str] | None = None):
+    """One request over a fresh connection; returns (response, body)."""
+    response = await treq.request(
+        method,
+        f"http://127.0.0.1:{port}{path}",
+        headers=headers,
+        timeout=10,
+        pool=HTTPConnectionPool(reactor, persistent=False),
+    )
+    return response, await response.content()
+
+
+class _Raw(Protocol):
+    def __init__(self, request: bytes) -> None:
+        self.request = request
+        self.received = b""
+        self.done: Deferred[bytes] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.request)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason) -> None:
+        self.done.callback(self.received)
+
+
+async def raw(port: int, method: str, target: str, headers: str = "") -> tuple[int, dict, bytes]:
+    """A request sent byte for byte (no client normalises the path); returns status, headers
+    (lower-case names) and the body exactly as received, until the server closes."""
+    proto = _Raw(
+        f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}\r\n"
+        .encode("latin-1")
+    )
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=10), proto)
+    data = await proto.done.addTimeout(10, reactor)
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    fields = dict(
+        (k.strip().lower(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])
+    )
+    if fields.get("transfer-encoding") == "chunked":
+        body = _dechunk(body)
+    return int(lines[0].split()[1]), fields, body
+
+
+def _dechunk(data: bytes) -> bytes:
+    body = b""
+    while True:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            return body
+        body, data = body + data[:size], data[size + 2 :]
+
+
+class _Recorded(unittest.TestCase):
+    """A server with one real recording of video (3 s) and audio."""
+
+    frames = jpeg_frames(45)
+    audio = tuple(pcm(4410, seed=i) for i in range(6))
+
+    async def serve_and_record(self, access=None, client_id: str = "cam") -> dict:
+        self.media = Path(self.mktemp())
+        self.service, self.port = await start_server(self, self.media, fps=FPS, access=access)
+        if access is None:
+            _, _, closed = await record(self.port, client_id, self.frames, self.audio)
+            return closed["recordings"]
+        return await self.record_with_token(client_id)
+
+    async def record_with_token(self, client_id: str) -> dict:
+        client = await open_client(self.port, "/?token=" + mint(SECRET, ["publish"], 60))
+        client.send(connect_msg(client_id))
+        await client.event("CONNECTED")
+        for frame, chunk in zip(self.frames, self.audio * 10, strict=False):
+            client.send(stream_msg("VIDEO", frame))
+            client.send(stream_msg("AUDIO", chunk))
+        client.send(CLOSE_MSG)
+        return (await client.event("CLOSED", timeout=60))["recordings"]
+
+
+class DownloadTests(_Recorded):
+    async def test_whole_files_are_the_files_on_disk(self) -> None:
+        files = await self.serve_and_record()
+        for kind, filename, ctype in (
+            ("video", files["video"], "video/mp4"),
+            ("audio", files["audio"], "audio/wav"),
+        ):
+            on_disk = (self.media / kind / filename).read_bytes()
+            response, body = await http(self.port, "GET", f"/recordings/{kind}/{filename}")
+            self.assertEqual(response.code, 200)
+            self.assertEqual(body, on_disk)
+            h = response.headers
+            self.assertEqual(h.getRawHeaders("content-type"), [ctype])
+            self.assertEqual(response.length, len(on_disk))
+            self.assertEqual(h.getRawHeaders("accept-ranges"), ["bytes"])
+            self.assertTrue(h.hasHeader("last-modified"))
+            etag = h.getRawHeaders("etag")[0]
+            again, body = await http(
+                self.port, "GET", f"/recordings/{kind}/{filename}", {"If-None-Match": etag}
+            )
+            self.assertEqual((again.code, body), (304, b""))
+
+    async def test_ranges(self) -> None:
+        files = await self.serve_and_record()
+        path = f"/recordings/video/{files['video']}"
+        data = (self.media / "video" / files["video"]).read_bytes()
+        size = len(data)
+        for spec, first, last in (
+            ("0-99", 0, 99),
+            ("1000-1999", 1000, 1999),
+            ("-500", size - 500, size - 1),
+            (f"{size - 10}-", size - 10, size - 1),
+            (f"{size - 5}-{size + 100}", size - 5, size - 1),
+        ):
+            response, body = await http(self.port, "GET", path, {"Range": f"bytes={spec}"})
+            self.assertEqual(response.code, 206, spec)
+            self.assertEqual(body, data[first : last + 1], spec)
+            self.assertEqual(
+                response.headers.getRawHeaders("content-range"), [f"bytes {first}-{last}/{size}"]
+            )
+            self.assertEqual(response.length, last - first + 1)
+        for spec in (f"{size}-", f"{size + 10}-{size + 20}"):
+            response, _ = await http(self.port, "GET", path, {"Range": f"bytes={spec}"})
+            self.assertEqual(response.code, 416, spec)
+            self.assertEqual(response.headers.getRawHeaders("content-range"), [f"bytes */{size}"])
+
+    async def test_head_has_the_headers_of_get_and_no_body(self) -> None:
+        files = await self.serve_and_record()
+        for target in (f"/recordings/video/{files['video']}", f"/recordings/audio/{files['audio']}"):
+            g_status, g_headers, g_body = await raw(self.port, "GET", target)
+            h_status, h_headers, h_body = await raw(self.port, "HEAD", target)
+            self.assertEqual((g_status, h_status), (200, 200))
+            self.assertEqual(h_body, b"")
+            self.assertGreater(len(g_body), 0)
+            for name in ("content-type", "content-length", "accept-ranges", "etag"):
+                self.assertEqual(h_headers[name], g_headers[name], name)
+            self.assertEqual(int(h_headers["content-length"]), len(g_body))
+
+    async def test_only_recordings_are_served(self) -> None:
+        """Traversal, encoded separators, NUL, other suffixes, temp/ and hidden files, directory
+        listings, and symlinks out of the tree: all a JSON 404 that reveals nothing."""
+        files = await self.serve_and_record()
+        outside = Path(self.mktemp())
+        outside.mkdir()
+        secret = outside / "secret_1.mp4"
+        secret.write_bytes(b"SECRET-BYTES")
+        (self.media / "video" / "link_1.mp4").symlink_to(secret)
+        (self.media / "audio" / "link_2.wav").symlink_to(secret)
+        (self.media / "posters" / "link_1.jpg").symlink_to(secret)
+        (self.media / "video" / "dirlink_1.mp4").symlink_to(outside)
+        (self.media / TEMP / f"live_5{VIDEO_STREAM}").write_bytes(b"SECRET-BYTES")
+        (self.media / "video" / ".hidden_3.mp4").write_bytes(b"SECRET-BYTES")
+        (self.media / "video" / "nl_4\n.mp4").write_bytes(b"SECRET-BYTES")
+        (self.media / "video" / "sub_6.mp4").mkdir()
+        video = files["video"]
+        targets = [
+            "/recordings/video/nothere_1.mp4",
+            "/recordings/video/link_1.mp4",
+            "/recordings/audio/link_2.wav",
+            "/recordings/posters/link_1.jpg",
+            "/recordings/video/dirlink_1.mp4",
+            "/recordings/video/sub_6.mp4",
+            "/recordings/video/.hidden_3.mp4",
+            "/recordings/video/nl_4%0a.mp4",
+            "/recordings/video/nl_4%0A.mp4",
+            f"/recordings/temp/live_5{VIDEO_STREAM}",
+            f"/recordings/video/..%2ftemp%2flive_5{VIDEO_STREAM}",
+            f"/recordings/video/%2e%2e%2ftemp%2flive_5{VIDEO_STREAM}",
+            f"/recordings/video/../temp/live_5{VIDEO_STREAM}",
+            "/recordings/video/..",
+            "/recordings/video/%2e%2e",
+            "/recordings/video/",
+            "/recordings/video",
+            "/recordings/posters/",
+            "/recordings/video//etc/passwd",
+            "/recordings/video/%2fetc%2fpasswd",
+            f"/recordings/video/{outside}/secret_1.mp4",
+            f"/recordings/video/{video}%00",
+            f"/recordings/video/{video[:-4]}%00.mp4",
+            f"/recordings/audio/{video}",
+            f"/recordings/video/{video[:-4]}.wav",
+            f"/recordings/video/{video}/",
+            f"/recordings/video/{video}/x",
+        ]
+        for target in targets:
+            for method in ("GET", "HEAD"):
+                status, headers, body = await raw(self.port, method, target)
+                self.assertEqual(status, 404, (method, target))
+                self.assertEqual(headers["content-type"], "application/json", target)
+                self.assertNotIn(b"SECRET", body)
+                if method == "GET":
+                    self.assertEqual(json.loads(body)["error"], "not_found", target)
+        self.assertEqual(secret.read_bytes(), b"SECRET-BYTES")
+
+
+class PosterTests(_Recorded):
+    async def test_poster_is_a_frame_the_client_sent(self) -> None:
+        files = await self.serve_and_record()
+        name = files["video"][:-4]
+        response, body = await http(self.port, "GET", f"/recordings/posters/{name}.jpg")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.headers.getRawHeaders("content-type"), ["image/jpeg"])
+        # One second in, at the recording's rate.
+        self.assertEqual(body, self.frames[FPS])
+        self.assertEqual([p.name for p in (self.media / "posters").iterdir()], [f"{name}.jpg"])
+
+    async def test_short_recording_has_its_first_frame(self) -> None:
+        self.media = Path(self.mktemp())
+        _, port = await start_server(self, self.media, fps=FPS)
+        frames = jpeg_frames(5)
+        _, _, closed = await record(port, "short", frames)
+        response, body = await http(port, "GET", f"/recordings/posters/{closed['recordings']['video'][:-4]}.jpg")
+        self.assertEqual((response.code, body), (200, frames[0]))
+
+    async def test_audio_only_has_no_poster(self) -> None:
+        self.media = Path(self.mktemp())
+        _, port = await start_server(self, self.media, fps=FPS)
+        _, _, closed = await record(port, "mic", audio=[pcm(100)])
+        name = closed["recordings"]["audio"][:-4]
+        response, _ = await http(port, "GET", f"/recordings/posters/{name}.jpg")
+        self.assertEqual(response.code, 404)
+        (entry,) = (await get_json(port, "/api/recordings"))["recordings"]
+        self.assertIsNone(entry["poster"])
