@@ -187,7 +187,7 @@ class DownloadTests(_Recorded):
         """Traversal, encoded separators, NUL, other suffixes, temp/ and hidden files, directory
         listings, and symlinks out of the tree: all a JSON 404 that reveals nothing."""
         files = await self.serve_and_record()
-        outside = Path(self.mktemp())
+        outside = Path(self.mktemp()).absolute()
         outside.mkdir()
         secret = outside / "secret_1.mp4"
         secret.write_bytes(b"SECRET-BYTES")
@@ -382,7 +382,7 @@ class DeleteTests(_Recorded):
     async def test_outside_the_tree_is_never_deleted(self) -> None:
         self.media = Path(self.mktemp())
         _, port = await start_server(self, self.media, fps=FPS)
-        outside = Path(self.mktemp())
+        outside = Path(self.mktemp()).absolute()
         outside.mkdir()
         target = outside / "keep_1.mp4"
         target.write_bytes(b"keep")
