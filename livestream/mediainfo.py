@@ -61,7 +61,7 @@ def wav_info(path: Path) -> Info:
                     samples = min(length, size - offset - 8) // block
                     return Info(samples / rate, samples)
                 offset += 8 + length + (length & 1)
-    except OSError:
+    except (OSError, struct.error):
         pass
     return UNKNOWN
 
@@ -148,19 +148,34 @@ def _video_track(moov: bytes) -> _Track | None:
     return None
 
 
+def _header(f, offset: int, size: int) -> tuple[int, bytes, int] | None:
+    """(box size, type, header length) of the box at ``offset``; None if it does not fit."""
+    f.seek(offset)
+    raw = f.read(16)
+    if len(raw) < 8:
+        return None
+    box_size, kind = _HEADER.unpack_from(raw)
+    head = 8
+    if box_size == 1:
+        if len(raw) < 16:
+            return None
+        (box_size,) = _U64.unpack_from(raw, 8)
+        head = 16
+    elif box_size == 0:
+        box_size = size - offset
+    if box_size < head or offset + box_size > size:
+        return None
+    return box_size, kind, head
+
+
 def _fragments(f, size: int, start: int, track: _Track) -> tuple[int, int | None]:
     """Samples and total duration (None if some sample's duration is not given) of ``track`` in
     the ``moof`` boxes from ``start`` on."""
     samples, total = 0, 0
     known = True
     offset = start
-    while offset + 8 <= size:
-        f.seek(offset)
-        box_size, kind = _HEADER.unpack(f.read(8))
-        if box_size == 1:
-            (box_size,) = _U64.unpack(f.read(8))
-        if box_size < 8 or offset + box_size > size:
-            break
+    while (found := _header(f, offset, size)) is not None:
+        box_size, kind, _ = found
         if kind == b"moof" and box_size <= MAX_MOOF:
             f.seek(offset)
             moof = f.read(box_size)
@@ -219,17 +234,8 @@ def mp4_info(path: Path) -> Info:
             offset = 0
             moov_end = None
             track = None
-            while offset + 8 <= size:
-                f.seek(offset)
-                box_size, kind = _HEADER.unpack(f.read(8))
-                head = 8
-                if box_size == 1:
-                    (box_size,) = _U64.unpack(f.read(8))
-                    head = 16
-                elif box_size == 0:
-                    box_size = size - offset
-                if box_size < head or offset + box_size > size:
-                    return UNKNOWN
+            while (found := _header(f, offset, size)) is not None:
+                box_size, kind, head = found
                 if kind == b"moov":
                     if box_size > MAX_MOOV:
                         return UNKNOWN
@@ -243,7 +249,7 @@ def mp4_info(path: Path) -> Info:
             if track.samples:
                 return Info(track.duration / track.timescale, track.samples)
             samples, duration = _fragments(f, size, moov_end, track)
-    except OSError:
+    except (OSError, struct.error):
         return UNKNOWN
     return Info(None if duration is None else duration / track.timescale, samples)
 

@@ -199,6 +199,8 @@ class DownloadTests(_Recorded):
         (self.media / "video" / ".hidden_3.mp4").write_bytes(b"SECRET-BYTES")
         (self.media / "video" / "nl_4\n.mp4").write_bytes(b"SECRET-BYTES")
         (self.media / "video" / "sub_6.mp4").mkdir()
+        # The links resolve: what they point at is readable through them.
+        self.assertEqual((self.media / "video" / "link_1.mp4").read_bytes(), b"SECRET-BYTES")
         video = files["video"]
         targets = [
             "/recordings/video/nothere_1.mp4",
@@ -387,6 +389,7 @@ class DeleteTests(_Recorded):
         target = outside / "keep_1.mp4"
         target.write_bytes(b"keep")
         (self.media / "video" / "link_1.mp4").symlink_to(target)
+        self.assertEqual((self.media / "video" / "link_1.mp4").read_bytes(), b"keep")
         for path in (
             "/recordings/video/link_1.mp4",
             "/recordings/video/..%2f..%2f" + str(target).lstrip("/").replace("/", "%2f"),

@@ -11,6 +11,7 @@ from livestream.store import (
     AUDIO,
     AUDIO_STREAM,
     MAX_STEM_LENGTH,
+    POSTERS,
     TEMP,
     TEMP_SUFFIXES,
     VIDEO,
@@ -77,6 +78,11 @@ class SafeStemTests(SynchronousTestCase):
         """Recovery only recognises names is_recording_name accepts; every stem must qualify."""
         for client_id in ("alice", "", "...", ".x", "x" * 300, "user@example.com", "-rf", "日本"):
             self.assertTrue(is_recording_name(f"{safe_stem(client_id)}_1700000000000"))
+
+    def test_not_recording_names(self) -> None:
+        """Whole-string checks: a trailing newline (which ``$`` lets through) is refused too."""
+        for name in ("a_1\n", "a_1\x00", "../a_1", "a/b_1", ".a_1", "a_", "a", "", "a_1.mp4"):
+            self.assertFalse(is_recording_name(name), repr(name))
 
 
 class StoreTestCase(SynchronousTestCase):
@@ -146,9 +152,9 @@ class ReserveTests(StoreTestCase):
         self.store.release(name)
 
     def test_ensure_makes_tree(self) -> None:
-        """The three directories exist after ensure(), and it may run again."""
+        """The four directories exist after ensure(), and it may run again."""
         self.store.ensure()
-        for kind in (VIDEO, AUDIO, TEMP):
+        for kind in (VIDEO, AUDIO, TEMP, POSTERS):
             self.assertTrue(self.store.dir(kind).is_dir())
 
 
