@@ -42,7 +42,8 @@ class Options(AccessOptions):
         "listed at http://host:8080/recordings."
     )
     optParameters = [
-        ["media", "m", "media", "Directory of the recordings (audio/, video/, temp/ are made)."],
+        ["media", "m", "media",
+         "Directory of the recordings (audio/, video/, posters/, temp/ are made)."],
         ["fps", None, 15, "Frame rate of recorded video: one output frame per received frame.",
          _whole_number],
         ["ffmpeg", None, None,
