@@ -15,8 +15,10 @@ from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
 from livestream.access import OPEN, Access, Refused
-from livestream.auth import READ
+from livestream.auth import METRICS, READ
 from livestream.deadline import HeaderDeadlineChannel
+from livestream.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from livestream.metrics import Metrics
 from livestream.store import MediaStore
 
 _log = Logger()
@@ -76,10 +78,17 @@ def _refuse(request: Request, error: Refused, scope: str, had_token: bool) -> by
 class WebApp:
     app = Klein()
 
-    def __init__(self, store: MediaStore, websocket: IResource, access: Access = OPEN) -> None:
+    def __init__(
+        self,
+        store: MediaStore,
+        websocket: IResource,
+        access: Access = OPEN,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._store = store
         self._websocket = websocket
         self._access = access
+        self._metrics = metrics
 
     @app.route("/", branch=False)
     def root(self, request: Request) -> IResource | bytes:
@@ -99,6 +108,17 @@ class WebApp:
         request.setHeader("cache-control", "no-store")
         return json.dumps(self._store.listing()).encode("utf-8")
 
+    @app.route("/metrics", methods=["GET"])
+    @requires(METRICS)
+    def metrics(self, request: Request) -> bytes:
+        if self._metrics is None:
+            request.setResponseCode(404)
+            request.setHeader("content-type", "application/json")
+            return b'{"error": "not_found", "message": "no metrics here"}'
+        request.setHeader("content-type", METRICS_CONTENT_TYPE)
+        request.setHeader("cache-control", "no-store")
+        return self._metrics.render()
+
 
 class _WithoutToken:
     """A request as the access log sees it: the URI's ``token`` parameter is blanked, since a log
@@ -117,10 +137,14 @@ def _access_log_line(timestamp: str, request: Request) -> str:
 
 
 def make_site(
-    store: MediaStore, factory, access: Access = OPEN, header_timeout: float = 10.0
+    store: MediaStore,
+    factory,
+    access: Access = OPEN,
+    header_timeout: float = 10.0,
+    metrics: Metrics | None = None,
 ) -> Site:
     site = Site(
-        WebApp(store, WebSocketResource(factory), access).app.resource(),
+        WebApp(store, WebSocketResource(factory), access, metrics).app.resource(),
         logFormatter=_access_log_line,
     )
     site.displayTracebacks = False
