@@ -93,7 +93,8 @@ class WebhookDeliveryTests(TestCase):
             self.assertEqual(headers["X-Livestream-Event"], json.loads(body)["id"])
             self.assertEqual(headers["Content-Type"], "application/json")
             self.assertFalse(verify(b"x" * 32, headers, body))
-        started, completed = sorted(receiver.events(), key=lambda e: e["type"] != "recording.started")
+        by_type = {e["type"]: e for e in receiver.events()}
+        started, completed = by_type["recording.started"], by_type["recording.completed"]
         name = connected["recording"]
         self.assertEqual(started["type"], "recording.started")
         self.assertEqual((started["recording"], started["client_id"]), (name, "cam-1"))
