@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from twisted.python import usage
 
 from livestream.access import OPEN, Access, AccessOptions
-from livestream.limits import Limits, MiB
+from livestream.auth import KeyFileError, read_secret
+from livestream.limits import Limits, MiB, parse_size
 from livestream.recording import ffmpeg
+from livestream.retention import RetentionPolicy
+from livestream.webhooks import WebhookSettings
 
 X264_PRESETS = (
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
@@ -26,6 +30,8 @@ class Config:
     preset: str
     limits: Limits = Limits()
     access: Access = OPEN
+    webhooks: WebhookSettings = WebhookSettings()
+    retention: RetentionPolicy = RetentionPolicy()
 
 
 def _whole_number(value: str) -> int:
@@ -33,6 +39,10 @@ def _whole_number(value: str) -> int:
         return int(value)
     except ValueError:
         raise ValueError(f"{value!r} is not a whole number") from None
+
+
+def _size_or_off(value: str) -> int:
+    return 0 if value in ("0", "off") else parse_size(value)
 
 
 class Options(AccessOptions):
@@ -79,11 +89,32 @@ class Options(AccessOptions):
         ["min-free-mb", None, Limits.min_free_bytes // MiB,
          "Free space (MiB) the media tree must keep: below it new sessions are refused, below "
          "half of it live ones are finished (0: no check).", _whole_number],
+        # Webhooks: a signed POST per recording event (see README, Webhooks).
+        ["webhook-secret-file", None, None,
+         "File holding the HMAC-SHA256 key that signs webhook requests (at least 32 bytes); "
+         "needed with --webhook."],
+        # Retention: which finished recordings are deleted, oldest first (all off by default).
+        ["retain-days", None, 0,
+         "Delete finished recordings older than this many days (0: keep any age).", float],
+        ["retain-total", None, 0,
+         "Delete the oldest finished recordings while all of them take more than this, e.g. "
+         "50GiB, 500GB (0: no bound).", _size_or_off],
+        ["retain-free", None, 0,
+         "Delete the oldest finished recordings while the disk has less than this free, e.g. "
+         "10GiB (0: no bound).", _size_or_off],
     ]  # fmt: skip
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["webhook"] = []
+
+    def opt_webhook(self, url: str) -> None:
+        """URL to POST recording events to (started, completed, failed, recovered), repeatable; signed with --webhook-secret-file, retried from a queue kept in the media tree"""  # noqa: E501
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise usage.UsageError(f"--webhook {url!r} is not an http:// or https:// URL")
+        self["webhook"].append(url)
 
     def opt_listen(self, description: str) -> None:
         """Twisted endpoint to listen on, repeatable (default tcp:8080); e.g. tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=key.pem:certKey=cert.pem, systemd:domain=INET:index=0"""  # noqa: E501
@@ -117,6 +148,21 @@ class Options(AccessOptions):
         except ffmpeg.FFmpegUnusable as e:
             raise usage.UsageError(str(e)) from None
         self["access"] = self.access()
+        if self["retain-days"] < 0:
+            raise usage.UsageError("--retain-days cannot be negative")
+        self["webhooks"] = self.webhooks()
+
+    def webhooks(self) -> WebhookSettings:
+        """Read the webhook secret now, so a missing or weak one stops the daemon at start."""
+        if not self["webhook"]:
+            return WebhookSettings()
+        if not self["webhook-secret-file"]:
+            raise usage.UsageError("--webhook needs --webhook-secret-file to sign its requests")
+        try:
+            secret = read_secret(self["webhook-secret-file"])
+        except KeyFileError as e:
+            raise usage.UsageError(str(e)) from None
+        return WebhookSettings(tuple(self["webhook"]), secret)
 
     def config(self) -> Config:
         return Config(
@@ -137,4 +183,10 @@ class Options(AccessOptions):
                 min_free_bytes=self["min-free-mb"] * MiB,
             ),
             access=self["access"],
+            webhooks=self["webhooks"],
+            retention=RetentionPolicy(
+                days=self["retain-days"],
+                total_bytes=self["retain-total"],
+                free_bytes=self["retain-free"],
+            ),
         )

@@ -95,9 +95,11 @@ class SessionRegistry(Service):
         self.events.emit(SessionStarted(name, client_id, peer))
         ended = DeferredList([session.finished(), session.gone()], consumeErrors=True)
         ended.addBoth(lambda _: self._live.discard(session))
+        subject = grant.subject if grant is not None else None
         _log.info(
-            "session {id!r} from {peer} records as {name}{by}", id=client_id, peer=peer, name=name,
-            by=f" (token of {grant.subject!r})" if grant is not None and grant.subject else "",
+            "session {id!r} from {peer} records as {name}{by}", session_event="started",
+            id=client_id, peer=peer, name=name, subject=subject,
+            by=f" (token of {subject!r})" if subject else "",
         )  # fmt: skip
         return session
 

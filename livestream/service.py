@@ -16,14 +16,17 @@ from twisted.logger import Logger
 
 from livestream.events import Events
 from livestream.health import Health
+from livestream.metrics import Metrics
 from livestream.options import Config, Options
 from livestream.protocol import RecordingFactory
 from livestream.recording.video import EncoderSettings
 from livestream.recovery import Recovery
 from livestream.registry import SessionRegistry
+from livestream.retention import Retention
 from livestream.session import SessionLimits
 from livestream.store import MediaStore
 from livestream.web import make_site
+from livestream.webhooks import Webhooks
 
 __all__ = ["Options", "makeService", "build"]
 
@@ -55,14 +58,29 @@ def build(config: Config, reactor) -> MultiService:
         min_free_bytes=limits.min_free_bytes,
         events=events,
     )
+    webhooks = None
+    if config.webhooks.urls:
+        webhooks = Webhooks(reactor, events, store, config.webhooks, config.fps)
+    metrics = Metrics(events, lambda: registry.sessions, webhooks)
     factory = RecordingFactory(reactor, registry, limits, config.access)
     health = Health(store, config.ffmpeg, limits.min_free_bytes)
     site = make_site(
-        store, factory, config.access, limits.handshake_timeout, registry=registry, health=health
+        store, factory, config.access, limits.handshake_timeout, registry=registry, health=health,
+        metrics=metrics,
     )
 
     top = MultiService()
+    if webhooks is not None:
+        # Before recovery (its events are queued) and before the sessions: stopped after them,
+        # it still queues the events of the sessions finished at shutdown.
+        webhooks.setName("webhooks")
+        webhooks.setServiceParent(top)
     Recovery(reactor, store, config.ffmpeg, events).setServiceParent(top)
+    retention = Retention(
+        reactor, store, config.retention, lambda: (s.name for s in registry.sessions)
+    )
+    retention.setName("retention")
+    retention.setServiceParent(top)
     registry.setName("sessions")
     registry.setServiceParent(top)
     for description in config.listen:

@@ -99,6 +99,7 @@ class Session:
         self._gone: Deferred[None] = Deferred()
         self._max_bytes = limits.max_bytes
         self.bytes = 0
+        self._encoder_broke = False
         self._time_up = reactor.callLater(limits.max_seconds, self._limit, "duration")
 
     @property
@@ -184,10 +185,17 @@ class Session:
         return d
 
     def _encoder_failed(self, result: FFmpegResult) -> None:
+        self._encoder_broke = True
         self._events.emit(EncoderFailed(self.name, result))
         self._report_error(
             "encoder_failed", "the video encoder stopped; frames received before it are kept"
         )
+
+    def _result(self, failed: bool) -> str:
+        """The session's result in one word, for the log line that ends it."""
+        if failed:
+            return "finalize_failed"
+        return "encoder_failed" if self._encoder_broke else "ok"
 
     async def _finalize(self) -> None:
         if self._time_up.active():
@@ -220,11 +228,13 @@ class Session:
         )
         self._store.release(self.name)
         _log.info(
-            "session {id!r} from {peer} ended ({reason}) after {seconds:.1f}s: {frames} frames, "
-            "{audio_bytes} audio bytes -> video={video} audio={audio}",
-            id=self.client_id, peer=self.peer, reason=outcome.reason,
+            "session {id!r} from {peer} ended ({reason}, {result}) after {seconds:.1f}s: "
+            "{frames} frames, {samples} samples, {bytes} bytes -> video={video} audio={audio}",
+            session_event="ended", id=self.client_id, peer=self.peer, name=self.name,
+            reason=outcome.reason, result=self._result(failed),
             seconds=self._reactor.seconds() - self.started, frames=outcome.frames,
-            audio_bytes=outcome.audio_bytes, video=video, audio=audio,
+            samples=outcome.audio_bytes // 2, audio_bytes=outcome.audio_bytes,
+            bytes=outcome.bytes, video=video, audio=audio,
         )  # fmt: skip
         self._outcome = outcome
         now = self._reactor.seconds()

@@ -21,10 +21,12 @@ from twisted.web.static import File
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from livestream.access import OPEN, Access, Refused
-from livestream.auth import DELETE, READ
+from livestream.auth import DELETE, METRICS, READ
 from livestream.catalog import Catalog, iso_utc, regular_file
 from livestream.deadline import HeaderDeadlineChannel
 from livestream.health import Health
+from livestream.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from livestream.metrics import Metrics
 from livestream.registry import SessionRegistry
 from livestream.store import AUDIO, KINDS, POSTER_SUFFIX, VIDEO, MediaStore, is_recording_name
 
@@ -154,6 +156,7 @@ class WebApp:
         *,
         registry: SessionRegistry | None = None,
         health: Health,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._websocket = websocket
@@ -161,6 +164,7 @@ class WebApp:
         self._registry = registry
         self._health = health
         self._catalog = Catalog(store)
+        self._metrics = metrics
 
     @app.handle_errors(NotFound)
     def not_found(self, request: Request, failure: Failure) -> bytes:
@@ -264,6 +268,15 @@ class WebApp:
         document = {"status": "ok" if ok else "fail", "checks": checks}
         return _json(request, 200 if ok else 503, document)
 
+    @app.route("/metrics", methods=["GET"])
+    @requires(METRICS)
+    def metrics(self, request: Request) -> bytes:
+        if self._metrics is None:
+            return _error(request, 404, "not_found", "no metrics here")
+        request.setHeader("content-type", METRICS_CONTENT_TYPE)
+        request.setHeader("cache-control", "no-store")
+        return self._metrics.render()
+
 
 class _WithoutToken:
     """A request as the access log sees it: the URI's ``token`` parameter is blanked, since a log
@@ -289,6 +302,7 @@ def make_site(
     *,
     registry: SessionRegistry | None = None,
     health: Health | None = None,
+    metrics: Metrics | None = None,
 ) -> Site:
     """``registry`` is where ``/api/sessions`` finds live sessions (none without one);
     ``health`` what ``/healthz`` checks (by default the media tree and an ``ffmpeg`` on PATH)."""
@@ -298,6 +312,7 @@ def make_site(
         access,
         registry=registry,
         health=health if health is not None else Health(store, "ffmpeg"),
+        metrics=metrics,
     )
     site = Site(app.app.resource(), logFormatter=_access_log_line)
     site.displayTracebacks = False

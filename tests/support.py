@@ -382,7 +382,8 @@ async def start_server(
     finalizes live sessions) when the test ends. Returns (service, port).
 
     ``access`` is the who-may-connect policy (default: open), ``listen`` the endpoint with the
-    port left as ``{port}``."""
+    port left as ``{port}``; ``webhooks`` and ``retention`` go to the Config, the other
+    overrides to its Limits."""
     from livestream.access import OPEN
     from livestream.limits import Limits
     from livestream.options import Config
@@ -396,6 +397,7 @@ async def start_server(
         fps=fps,
         ffmpeg=overrides.pop("ffmpeg", ffmpeg_exe()),
         preset=overrides.pop("preset", "ultrafast"),
+        **{key: overrides.pop(key) for key in ("webhooks", "retention") if key in overrides},
         # The suite's temp dir may sit on a fuller disk than any user's: no reserve unless asked.
         limits=Limits(**{"min_free_bytes": 0, **overrides}),
     )

@@ -10,6 +10,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from livestream.limits import Limits
 from livestream.options import DEFAULT_LISTEN, Options
 from livestream.recording import ffmpeg
+from livestream.retention import RetentionPolicy
+from livestream.webhooks import WebhookSettings
 
 
 def parse(*argv: str) -> Options:
@@ -113,3 +115,44 @@ class RefusalTests(SynchronousTestCase):
     def test_unknown_option(self) -> None:
         """Typos in option names are errors, not ignored."""
         self.assertUsageError("--fsp", "15")
+
+
+class OperationsOptionsTests(SynchronousTestCase):
+    """Webhooks and retention: off by default, sizes in any unit, a bad value stops the start."""
+
+    def refused(self, *argv: str) -> str:
+        return str(self.assertRaises(SystemExit, parse, *argv).code)
+
+    def test_off_by_default(self) -> None:
+        config = parse().config()
+        self.assertEqual(config.webhooks, WebhookSettings())
+        self.assertFalse(config.retention.on)
+
+    def test_retention_sizes_and_days(self) -> None:
+        config = parse("--retain-days", "30", "--retain-total", "50GiB", "--retain-free", "500MB")
+        self.assertEqual(
+            config.config().retention,
+            RetentionPolicy(days=30, total_bytes=50 << 30, free_bytes=500 * 10**6),
+        )
+        self.assertIn("not a size", self.refused("--retain-total", "lots"))
+        self.assertIn("--retain-days", self.refused("--retain-days", "-1"))
+
+    def test_webhooks_need_a_secret_file(self) -> None:
+        secret = Path(self.mktemp())
+        secret.write_bytes(b"s" * 32 + b"\n")
+        config = parse("--webhook", "https://a.example/h", "--webhook", "http://b:81/",
+                       "--webhook-secret-file", str(secret)).config()  # fmt: skip
+        self.assertEqual(config.webhooks.urls, ("https://a.example/h", "http://b:81/"))
+        self.assertEqual(config.webhooks.secret, b"s" * 32)
+        self.assertNotIn("sss", repr(config))
+        self.assertIn("--webhook-secret-file", self.refused("--webhook", "http://a/"))
+        self.assertIn("not an http", self.refused("--webhook", "ftp://a/"))
+        secret.write_bytes(b"short")
+        short = self.refused("--webhook", "http://a/", "--webhook-secret-file", str(secret))
+        self.assertIn("at least 32", short)
+
+    def test_in_help(self) -> None:
+        text = str(Options())
+        for name in ("--webhook=", "--webhook-secret-file=", "--retain-days=", "--retain-total=",
+                     "--retain-free="):  # fmt: skip
+            self.assertIn(name, text)
