@@ -15,6 +15,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from livestream.events import Events
+from livestream.objectstore import ObjectStore
 from livestream.options import Config, Options
 from livestream.protocol import RecordingFactory
 from livestream.recording.video import EncoderSettings
@@ -22,6 +23,7 @@ from livestream.recovery import Recovery
 from livestream.registry import SessionRegistry
 from livestream.session import SessionLimits
 from livestream.store import MediaStore
+from livestream.uploader import Uploader
 from livestream.web import make_site
 
 __all__ = ["Options", "makeService", "build"]
@@ -58,6 +60,16 @@ def build(config: Config, reactor) -> MultiService:
     site = make_site(store, factory, config.access, limits.handshake_timeout)
 
     top = MultiService()
+    if config.store is not None:
+        # Before recovery and the sessions: started first, stopped last, so the uploads of the
+        # recordings finished at stop get their chance, and the thread pool outlives them.
+        objects = ObjectStore(reactor, config.store)
+        objects.setName("objectstore")
+        objects.setServiceParent(top)
+        uploader = Uploader(reactor, store, objects, events, config.node, fps=config.fps,
+                            retry_max=config.upload_retry_max)  # fmt: skip
+        uploader.setName("uploader")
+        uploader.setServiceParent(top)
     Recovery(reactor, store, config.ffmpeg, events).setServiceParent(top)
     registry.setName("sessions")
     registry.setServiceParent(top)

@@ -376,13 +376,16 @@ async def start_server(
     fps: int = 15,
     access=None,
     listen: str = "tcp:{port}:interface=127.0.0.1",
+    store=None,
+    node: str = "test-node",
+    upload_retry_max: float = 60.0,
     **overrides,
 ):
     """The daemon's whole service tree in this process, on a free loopback port; stopped (which
     finalizes live sessions) when the test ends. Returns (service, port).
 
     ``access`` is the who-may-connect policy (default: open), ``listen`` the endpoint with the
-    port left as ``{port}``."""
+    port left as ``{port}``; ``store`` an objectstore.Location to upload recordings to."""
     from livestream.access import OPEN
     from livestream.limits import Limits
     from livestream.options import Config
@@ -398,6 +401,9 @@ async def start_server(
         preset=overrides.pop("preset", "ultrafast"),
         # The suite's temp dir may sit on a fuller disk than any user's: no reserve unless asked.
         limits=Limits(**{"min_free_bytes": 0, **overrides}),
+        store=store,
+        node=node,
+        upload_retry_max=upload_retry_max,
     )
     service = build(config, reactor)
     service.startService()
