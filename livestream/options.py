@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -11,6 +11,7 @@ from twisted.python import usage
 from livestream.access import OPEN, Access, AccessOptions
 from livestream.auth import KeyFileError, read_secret
 from livestream.limits import Limits, MiB, parse_size
+from livestream.objectstore import Location, default_node, is_node_name, parse_location
 from livestream.recording import ffmpeg
 from livestream.retention import RetentionPolicy
 from livestream.webhooks import WebhookSettings
@@ -32,6 +33,10 @@ class Config:
     access: Access = OPEN
     webhooks: WebhookSettings = WebhookSettings()
     retention: RetentionPolicy = RetentionPolicy()
+    # None: recordings stay in the media tree; else the bucket every node's recordings go to.
+    store: Location | None = None
+    node: str = field(default_factory=default_node)
+    upload_retry_max: float = 60.0
 
 
 def _whole_number(value: str) -> int:
@@ -86,6 +91,17 @@ class Options(AccessOptions):
         ["ping-timeout", None, Limits.ping_timeout,
          "Seconds to wait for a pong before dropping a dead peer; longer than any encoder stall.",
          float],
+        # The library: the media tree, or a bucket shared by every node.
+        ["store", None, "local",
+         "Where finished recordings go: 'local' (the media tree) or s3://bucket/prefix (uploaded, "
+         "then removed from disk); credentials and region from the AWS environment or config."],
+        ["s3-endpoint", None, None,
+         "URL of an S3-compatible store (MinIO, Ceph RGW); default: AWS, or AWS_ENDPOINT_URL."],
+        ["node", None, None,
+         "This daemon's name among those sharing a bucket (A-Z a-z 0-9 -, at most 32; default: "
+         "the host name)."],
+        ["upload-retry-max", None, 60.0,
+         "Longest wait (s) between retries of a failed upload; waits double from 1 s.", float],
         ["min-free-mb", None, Limits.min_free_bytes // MiB,
          "Free space (MiB) the media tree must keep: below it new sessions are refused, below "
          "half of it live ones are finished (0: no check).", _whole_number],
@@ -143,6 +159,7 @@ class Options(AccessOptions):
                 raise usage.UsageError(f"--{name} must be more than 0")
         if self["ping-interval"] < 0 or self["min-free-mb"] < 0:
             raise usage.UsageError("--ping-interval and --min-free-mb cannot be negative")
+        self._check_store()
         try:
             self["ffmpeg"] = ffmpeg.find(self["ffmpeg"])
         except ffmpeg.FFmpegUnusable as e:
@@ -163,6 +180,26 @@ class Options(AccessOptions):
         except KeyFileError as e:
             raise usage.UsageError(str(e)) from None
         return WebhookSettings(tuple(self["webhook"]), secret)
+
+    def _check_store(self) -> None:
+        if self["node"] is None:
+            self["node"] = default_node()
+        elif not is_node_name(self["node"]):
+            raise usage.UsageError(
+                f"--node {self['node']!r}: use 1-32 of A-Z a-z 0-9 -, starting with a letter "
+                "or digit"
+            )
+        if self["upload-retry-max"] < 1:
+            raise usage.UsageError("--upload-retry-max must be at least 1 second")
+        if self["store"] == "local":
+            if self["s3-endpoint"] is not None:
+                raise usage.UsageError("--s3-endpoint needs --store s3://bucket/prefix")
+            self["location"] = None
+            return
+        try:
+            self["location"] = parse_location(self["store"], self["s3-endpoint"])
+        except ValueError as e:
+            raise usage.UsageError(f"--store: {e}") from None
 
     def config(self) -> Config:
         return Config(
@@ -189,4 +226,7 @@ class Options(AccessOptions):
                 total_bytes=self["retain-total"],
                 free_bytes=self["retain-free"],
             ),
+            store=self["location"],
+            node=self["node"],
+            upload_retry_max=self["upload-retry-max"],
         )

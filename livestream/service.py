@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from livestream.events import Events
 from livestream.health import Health
 from livestream.metrics import Metrics
+from livestream.objectstore import ObjectStore
 from livestream.options import Config, Options
 from livestream.protocol import RecordingFactory
 from livestream.recording.video import EncoderSettings
@@ -25,6 +26,7 @@ from livestream.registry import SessionRegistry
 from livestream.retention import Retention
 from livestream.session import SessionLimits
 from livestream.store import MediaStore
+from livestream.uploader import Uploader
 from livestream.web import make_site
 from livestream.webhooks import Webhooks
 
@@ -75,6 +77,16 @@ def build(config: Config, reactor) -> MultiService:
         # it still queues the events of the sessions finished at shutdown.
         webhooks.setName("webhooks")
         webhooks.setServiceParent(top)
+    if config.store is not None:
+        # Before recovery and the sessions: started first, stopped last, so the uploads of the
+        # recordings finished at stop get their chance, and the thread pool outlives them.
+        objects = ObjectStore(reactor, config.store)
+        objects.setName("objectstore")
+        objects.setServiceParent(top)
+        uploader = Uploader(reactor, store, objects, events, config.node, fps=config.fps,
+                            retry_max=config.upload_retry_max)  # fmt: skip
+        uploader.setName("uploader")
+        uploader.setServiceParent(top)
     Recovery(reactor, store, config.ffmpeg, events).setServiceParent(top)
     retention = Retention(
         reactor, store, config.retention, lambda: (s.name for s in registry.sessions)

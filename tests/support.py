@@ -376,14 +376,17 @@ async def start_server(
     fps: int = 15,
     access=None,
     listen: str = "tcp:{port}:interface=127.0.0.1",
+    store=None,
+    node: str = "test-node",
+    upload_retry_max: float = 60.0,
     **overrides,
 ):
     """The daemon's whole service tree in this process, on a free loopback port; stopped (which
     finalizes live sessions) when the test ends. Returns (service, port).
 
     ``access`` is the who-may-connect policy (default: open), ``listen`` the endpoint with the
-    port left as ``{port}``; ``webhooks`` and ``retention`` go to the Config, the other
-    overrides to its Limits."""
+    port left as ``{port}``; ``webhooks`` and ``retention`` go to the Config, ``store`` is an
+    objectstore.Location to upload recordings to; the other overrides go to its Limits."""
     from livestream.access import OPEN
     from livestream.limits import Limits
     from livestream.options import Config
@@ -400,6 +403,9 @@ async def start_server(
         **{key: overrides.pop(key) for key in ("webhooks", "retention") if key in overrides},
         # The suite's temp dir may sit on a fuller disk than any user's: no reserve unless asked.
         limits=Limits(**{"min_free_bytes": 0, **overrides}),
+        store=store,
+        node=node,
+        upload_retry_max=upload_retry_max,
     )
     service = build(config, reactor)
     service.startService()
