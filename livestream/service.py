@@ -16,6 +16,7 @@ from twisted.logger import Logger
 
 from livestream.events import Events
 from livestream.options import Config, Options
+from livestream.page import Page
 from livestream.protocol import RecordingFactory
 from livestream.recording.video import EncoderSettings
 from livestream.recovery import Recovery
@@ -55,7 +56,8 @@ def build(config: Config, reactor) -> MultiService:
         events=events,
     )
     factory = RecordingFactory(reactor, registry, limits, config.access)
-    site = make_site(store, factory, config.access, limits.handshake_timeout)
+    page = Page(lambda: registry.sessions, config.access, config.fps)
+    site = make_site(store, factory, page, config.access, limits.handshake_timeout)
 
     top = MultiService()
     Recovery(reactor, store, config.ffmpeg, events).setServiceParent(top)

@@ -17,6 +17,7 @@ from twisted.web.server import Request, Site
 from livestream.access import OPEN, Access, Refused
 from livestream.auth import READ
 from livestream.deadline import HeaderDeadlineChannel
+from livestream.page import Page, wants_html
 from livestream.store import MediaStore
 
 _log = Logger()
@@ -76,21 +77,40 @@ def _refuse(request: Request, error: Refused, scope: str, had_token: bool) -> by
 class WebApp:
     app = Klein()
 
-    def __init__(self, store: MediaStore, websocket: IResource, access: Access = OPEN) -> None:
+    def __init__(
+        self, store: MediaStore, websocket: IResource, page: Page, access: Access = OPEN
+    ) -> None:
         self._store = store
         self._websocket = websocket
+        self._page = page
         self._access = access
 
     @app.route("/", branch=False)
     def root(self, request: Request) -> IResource | bytes:
-        """Clients of the seed connect to ``ws://host:8080/``: hand the upgrade to Autobahn."""
+        """Clients of the seed connect to ``ws://host:8080/``: hand the upgrade to Autobahn.
+        A browser gets the page."""
         if request.getHeader("upgrade") is not None:
             return self._websocket
+        if wants_html(request):
+            return self._page.index(request)
         request.setHeader("content-type", "text/plain; charset=utf-8")
         return (
             b"livestream: connect a WebSocket to this URL to record; "
             b"GET /recordings lists the recordings.\n"
         )
+
+    @app.route("/static/", branch=True, methods=["GET", "HEAD"])
+    def static(self, request: Request) -> IResource:
+        return self._page.assets
+
+    @app.route("/api/config", methods=["GET"])
+    def config(self, request: Request) -> bytes:
+        return self._page.config(request)
+
+    @app.route("/live/<name>", methods=["GET"])
+    @requires(READ)
+    def live(self, request: Request, name: str) -> IResource | bytes:
+        return self._page.live(request)
 
     @app.route("/recordings", methods=["GET"])
     @requires(READ)
@@ -117,10 +137,14 @@ def _access_log_line(timestamp: str, request: Request) -> str:
 
 
 def make_site(
-    store: MediaStore, factory, access: Access = OPEN, header_timeout: float = 10.0
+    store: MediaStore,
+    factory,
+    page: Page,
+    access: Access = OPEN,
+    header_timeout: float = 10.0,
 ) -> Site:
     site = Site(
-        WebApp(store, WebSocketResource(factory), access).app.resource(),
+        WebApp(store, WebSocketResource(factory), page, access).app.resource(),
         logFormatter=_access_log_line,
     )
     site.displayTracebacks = False
