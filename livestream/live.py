@@ -31,6 +31,8 @@ VIDEO = b"\x01"
 AUDIO = b"\x02"
 # What a paused viewer keeps of the audio: one second of 44.1 kHz s16le mono.
 MAX_HELD_AUDIO = 44100 * 2
+# Over any --max-message-size a publisher can be given, so every chunk it sends can be relayed.
+MAX_RELAYED = 1 << 30
 
 
 @implementer(IPushProducer)
@@ -148,7 +150,9 @@ class ViewerFactory(WebSocketServerFactory):
         self.access = access
         self.fps = fps
         self.setProtocolOptions(
-            maxMessagePayloadSize=4096,
+            # The limit applies to what is sent too: room for any frame a publisher may send.
+            maxMessagePayloadSize=MAX_RELAYED,
+            # Viewers send nothing worth reading: a frame over this is refused unread.
             maxFramePayloadSize=4096,
             autoPingInterval=30,
             autoPingTimeout=60,
