@@ -270,6 +270,12 @@ async function stopLive() {
     liveStatus("error", "The server did not confirm the recording; see the list below.");
   } else {
     liveStatus("done", `Recorded ${clock(seconds)}: ${broadcaster.frames} frames.`);
+    Object.assign($("#live-status").dataset, {
+      seconds: seconds.toFixed(3),
+      frames: broadcaster.frames,
+      skipped: broadcaster.skipped,
+      audioBytes: broadcaster.audioBytes,
+    });
     $("#finished").replaceChildren(finishedCard(closed.recordings));
   }
   refreshRecordings();
@@ -293,7 +299,8 @@ function finishedCard(recordings) {
     media.append(element("audio", { controls: "", preload: "metadata", src }));
   }
   const names = [recordings.video, recordings.audio].filter(Boolean).join(" and ");
-  return element("div", { id: "finished-recording" }, element("p", {}, `Saved ${names}.`), media);
+  const attributes = { id: "finished-recording", "data-video": recordings.video, "data-audio": recordings.audio };
+  return element("div", attributes, element("p", {}, `Saved ${names}.`), media);
 }
 
 // --- watching -----------------------------------------------------------------------------------
