@@ -19,6 +19,7 @@ from livestream.health import Health
 from livestream.metrics import Metrics
 from livestream.objectstore import ObjectStore
 from livestream.options import Config, Options
+from livestream.page import Page
 from livestream.protocol import RecordingFactory
 from livestream.recording.video import EncoderSettings
 from livestream.recovery import Recovery
@@ -66,9 +67,10 @@ def build(config: Config, reactor) -> MultiService:
     metrics = Metrics(events, lambda: registry.sessions, webhooks)
     factory = RecordingFactory(reactor, registry, limits, config.access)
     health = Health(store, config.ffmpeg, limits.min_free_bytes)
+    page = Page(lambda: registry.sessions, config.access, config.fps)
     site = make_site(
-        store, factory, config.access, limits.handshake_timeout, registry=registry, health=health,
-        metrics=metrics,
+        store, factory, page, config.access, limits.handshake_timeout, registry=registry,
+        health=health, metrics=metrics,
     )
 
     top = MultiService()

@@ -33,6 +33,8 @@ IDLE = "idle"
 STORAGE = "storage"
 
 ErrorSink = Callable[[str, str], None]
+# Told each accepted chunk as it arrives (live viewers); must return quickly and never block.
+Watcher = Callable[[MediaKind, bytes], None]
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ class Session:
         self._max_bytes = limits.max_bytes
         self.bytes = 0
         self._encoder_broke = False
+        self.watchers: list[Watcher] = []
         self._time_up = reactor.callLater(limits.max_seconds, self._limit, "duration")
 
     @property
@@ -129,6 +132,11 @@ class Session:
             self.storage_full()
             return
         self.bytes += len(chunk)
+        for watch in tuple(self.watchers):
+            try:
+                watch(kind, chunk)
+            except Exception:
+                _log.failure("a watcher of {name} failed", name=self.name)
 
     def storage_full(self) -> None:
         """The disk is (nearly) full: keep what was written, tell the client, stop."""

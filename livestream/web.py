@@ -27,6 +27,7 @@ from livestream.deadline import HeaderDeadlineChannel
 from livestream.health import Health
 from livestream.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from livestream.metrics import Metrics
+from livestream.page import Page, wants_html
 from livestream.registry import SessionRegistry
 from livestream.store import AUDIO, KINDS, POSTER_SUFFIX, VIDEO, MediaStore, is_recording_name
 
@@ -152,6 +153,7 @@ class WebApp:
         self,
         store: MediaStore,
         websocket: IResource,
+        page: Page,
         access: Access = OPEN,
         *,
         registry: SessionRegistry | None = None,
@@ -160,6 +162,7 @@ class WebApp:
     ) -> None:
         self._store = store
         self._websocket = websocket
+        self._page = page
         self._access = access
         self._registry = registry
         self._health = health
@@ -178,14 +181,30 @@ class WebApp:
 
     @app.route("/", branch=False)
     def root(self, request: Request) -> IResource | bytes:
-        """Clients of the seed connect to ``ws://host:8080/``: hand the upgrade to Autobahn."""
+        """Clients of the seed connect to ``ws://host:8080/``: hand the upgrade to Autobahn.
+        A browser gets the page."""
         if request.getHeader("upgrade") is not None:
             return self._websocket
+        if wants_html(request):
+            return self._page.index(request)
         request.setHeader("content-type", "text/plain; charset=utf-8")
         return (
             b"livestream: connect a WebSocket to this URL to record; "
             b"GET /recordings lists the recordings.\n"
         )
+
+    @app.route("/static/", branch=True, methods=["GET", "HEAD"])
+    def static(self, request: Request) -> IResource:
+        return self._page.assets
+
+    @app.route("/api/config", methods=["GET"])
+    def config(self, request: Request) -> bytes:
+        return self._page.config(request)
+
+    @app.route("/live/<name>", methods=["GET"])
+    @requires(READ)
+    def live(self, request: Request, name: str) -> IResource | bytes:
+        return self._page.live(request)
 
     @app.route("/recordings", methods=["GET"])
     @requires(READ)
@@ -297,6 +316,7 @@ def _access_log_line(timestamp: str, request: Request) -> str:
 def make_site(
     store: MediaStore,
     factory,
+    page: Page,
     access: Access = OPEN,
     header_timeout: float = 10.0,
     *,
@@ -309,6 +329,7 @@ def make_site(
     app = WebApp(
         store,
         WebSocketResource(factory),
+        page,
         access,
         registry=registry,
         health=health if health is not None else Health(store, "ffmpeg"),

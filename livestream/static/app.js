@@ -1,0 +1,568 @@
+// The livestream page: go live from this browser with the seed protocol (binary STREAM form),
+// watch live sessions through /live/<name>, and play or delete recordings. No build step.
+
+const $ = (selector) => document.querySelector(selector);
+const VIDEO = 1;
+const AUDIO = 2;
+// Past this much unsent on the socket (the server slowed us down), frames are skipped, not queued.
+const MAX_BUFFERED = 4 * 1024 * 1024;
+const TOKEN_KEY = "livestream.token";
+
+const state = { fps: 15, auth: false, token: null, broadcaster: null, viewer: null };
+
+// --- tokens -------------------------------------------------------------------------------------
+
+function loadToken() {
+  const fromUrl = new URLSearchParams(location.search).get("token");
+  if (fromUrl) {
+    localStorage.setItem(TOKEN_KEY, fromUrl);
+    history.replaceState(null, "", location.pathname + location.hash); // off the address bar
+  }
+  state.token = localStorage.getItem(TOKEN_KEY);
+}
+
+function scopes() {
+  if (!state.auth) return null; // authentication off: everything is allowed
+  try {
+    const part = state.token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return (JSON.parse(atob(part)).scope || "").split(" ");
+  } catch {
+    return [];
+  }
+}
+
+const allowed = (scope) => scopes() === null || scopes().includes(scope);
+
+function withToken(path) {
+  if (!state.token) return path;
+  const url = new URL(path, location.href);
+  url.searchParams.set("token", state.token);
+  return url.pathname + url.search;
+}
+
+function socketUrl(path) {
+  const url = new URL(path, location.href);
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  return url.href;
+}
+
+async function api(path, options = {}) {
+  const headers = { ...(options.headers || {}) };
+  if (state.token) headers.Authorization = `Bearer ${state.token}`;
+  const response = await fetch(path, { ...options, headers, cache: "no-store" });
+  if (response.status === 401 && state.auth) askForToken("The token was refused (expired?).");
+  return response;
+}
+
+function askForToken(message) {
+  $("#auth").hidden = false;
+  $("#auth-message").textContent = message || "";
+}
+
+// --- formatting ---------------------------------------------------------------------------------
+
+function clock(seconds) {
+  const s = Math.max(0, Math.floor(seconds));
+  const hours = Math.floor(s / 3600);
+  const mmss = `${String(Math.floor(s / 60) % 60).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}`;
+  return hours ? `${hours}:${mmss}` : mmss;
+}
+
+function bytes(n) {
+  if (n < 1024) return `${n} B`;
+  const units = ["KB", "MB", "GB", "TB"];
+  let value = n;
+  let unit = -1;
+  do {
+    value /= 1024;
+    unit++;
+  } while (value >= 1024 && unit < units.length - 1);
+  return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
+}
+
+const when = (iso) => new Date(iso).toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+
+function element(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attributes)) {
+    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (value !== null && value !== undefined) node.setAttribute(key, value);
+  }
+  node.append(...children);
+  return node;
+}
+
+// --- going live ---------------------------------------------------------------------------------
+
+class Broadcaster {
+  constructor(fps, onStatus) {
+    this.fps = fps;
+    this.onStatus = onStatus;
+    this.frames = 0;
+    this.skipped = 0;
+    this.audioBytes = 0;
+    this.running = false;
+  }
+
+  async start(id) {
+    this.onStatus("connecting", "Asking for camera and microphone…");
+    this.media = await navigator.mediaDevices.getUserMedia({
+      video: { width: { ideal: 640 }, height: { ideal: 480 } },
+      audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true },
+    });
+    const preview = $("#preview");
+    preview.srcObject = this.media;
+    preview.classList.add("on");
+    await preview.play();
+    this.onStatus("connecting", "Connecting…");
+    const protocols = state.token ? ["livestream", `bearer.${state.token}`] : ["livestream"];
+    this.ws = new WebSocket(socketUrl("/"), protocols);
+    this.ws.binaryType = "arraybuffer";
+    this.closed = new Promise((resolve) => {
+      this.ws.onclose = (event) => {
+        this.running = false;
+        resolve(event);
+      };
+    });
+    const connected = new Promise((resolve, reject) => {
+      this.ws.onmessage = (event) => {
+        const message = JSON.parse(event.data);
+        if (message.eventType === "CONNECTED") resolve(message);
+        else if (message.eventType === "ERROR") {
+          this.onStatus("error", `${message.code}: ${message.message}`);
+          reject(new Error(message.message));
+        } else if (message.eventType === "CLOSED") this.onClosed?.(message);
+      };
+      this.closed.then((event) => reject(new Error(`connection closed (${event.code})`)));
+    });
+    await new Promise((resolve, reject) => {
+      this.ws.onopen = resolve;
+      this.closed.then((event) => reject(new Error(`could not connect (${event.code})`)));
+    });
+    this.ws.send(JSON.stringify({ eventType: "CONNECT", id }));
+    this.name = (await connected).recording;
+    this.running = true;
+    await this.startAudio();
+    this.startVideo(preview);
+  }
+
+  send(kind, buffer) {
+    const message = new Uint8Array(1 + buffer.byteLength);
+    message[0] = kind;
+    message.set(new Uint8Array(buffer), 1);
+    this.ws.send(message);
+  }
+
+  startVideo(preview) {
+    const canvas = document.createElement("canvas");
+    const scale = Math.min(1, 640 / (preview.videoWidth || 640));
+    canvas.width = Math.round((preview.videoWidth || 640) * scale);
+    canvas.height = Math.round((preview.videoHeight || 480) * scale);
+    const context = canvas.getContext("2d");
+    const period = 1000 / this.fps;
+    this.startedAt = performance.now();
+    // Frame n is due at startedAt + n * period: the recording's clock is its frame count, so the
+    // count keeps step with real time (a late frame is sent at once, not dropped).
+    const tick = async () => {
+      if (!this.running) return;
+      const behind = performance.now() - (this.startedAt + this.frames * period);
+      if (this.ws.bufferedAmount > MAX_BUFFERED || behind > 1000) {
+        this.skipped++; // the server or this machine cannot keep up: skip rather than pile up
+        this.startedAt += period;
+      } else {
+        context.drawImage(preview, 0, 0, canvas.width, canvas.height);
+        const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.8));
+        if (!this.running) return;
+        this.send(VIDEO, await blob.arrayBuffer());
+        this.frames++;
+      }
+      const due = this.startedAt + this.frames * period;
+      this.timer = setTimeout(tick, Math.max(0, due - performance.now()));
+    };
+    tick();
+  }
+
+  async startAudio() {
+    if (this.media.getAudioTracks().length === 0) return;
+    this.audio = new AudioContext();
+    await this.audio.audioWorklet.addModule("/static/worklet.js");
+    const source = this.audio.createMediaStreamSource(this.media);
+    this.capture = new AudioWorkletNode(this.audio, "pcm-capture");
+    this.capture.port.onmessage = (event) => {
+      if (!this.running) return;
+      this.send(AUDIO, event.data);
+      this.audioBytes += event.data.byteLength;
+    };
+    source.connect(this.capture);
+    // Connected to the output (it writes silence) so the browser keeps pulling audio through it.
+    this.capture.connect(this.audio.destination);
+    await this.audio.resume();
+  }
+
+  elapsed() {
+    return this.startedAt ? (performance.now() - this.startedAt) / 1000 : 0;
+  }
+
+  async stop() {
+    const wasRunning = this.running;
+    this.running = false;
+    clearTimeout(this.timer);
+    this.capture?.disconnect();
+    await this.audio?.close();
+    for (const track of this.media?.getTracks() || []) track.stop();
+    $("#preview").srcObject = null;
+    $("#preview").classList.remove("on");
+    if (!wasRunning || this.ws.readyState !== WebSocket.OPEN) return null;
+    const closed = new Promise((resolve) => (this.onClosed = resolve));
+    this.ws.send(JSON.stringify({ eventType: "CLOSE" }));
+    return await Promise.race([closed, this.closed.then(() => null)]);
+  }
+}
+
+function liveStatus(kind, text) {
+  const status = $("#live-status");
+  status.dataset.state = kind;
+  status.textContent = text;
+  status.classList.toggle("error", kind === "error");
+}
+
+async function goLive(event) {
+  event.preventDefault();
+  $("#go").disabled = true;
+  $("#finished").replaceChildren();
+  const broadcaster = new Broadcaster(state.fps, liveStatus);
+  state.broadcaster = broadcaster;
+  try {
+    await broadcaster.start($("#client-id").value.trim() || "browser");
+  } catch (error) {
+    await broadcaster.stop();
+    if (!$("#live-status").classList.contains("error")) liveStatus("error", error.message);
+    $("#go").disabled = false;
+    return;
+  }
+  $("#go").hidden = true;
+  $("#stop").hidden = false;
+  const tick = () => {
+    if (!broadcaster.running) return;
+    liveStatus("recording", `Recording ${broadcaster.name} · ${clock(broadcaster.elapsed())}`);
+  };
+  tick();
+  broadcaster.clockTimer = setInterval(tick, 250);
+  broadcaster.closed.then((event) => {
+    if (state.broadcaster === broadcaster && !broadcaster.stopping) {
+      clearInterval(broadcaster.clockTimer);
+      liveStatus("error", `The connection ended (${event.code} ${event.reason || ""}).`);
+      resetGoLive();
+    }
+  });
+}
+
+async function stopLive() {
+  const broadcaster = state.broadcaster;
+  broadcaster.stopping = true;
+  clearInterval(broadcaster.clockTimer);
+  $("#stop").disabled = true;
+  const seconds = broadcaster.elapsed();
+  liveStatus("finishing", "Finishing the recording…");
+  const closed = await broadcaster.stop();
+  resetGoLive();
+  if (!closed) {
+    liveStatus("error", "The server did not confirm the recording; see the list below.");
+  } else {
+    liveStatus("done", `Recorded ${clock(seconds)}: ${broadcaster.frames} frames.`);
+    Object.assign($("#live-status").dataset, {
+      seconds: seconds.toFixed(3),
+      frames: broadcaster.frames,
+      skipped: broadcaster.skipped,
+      audioBytes: broadcaster.audioBytes,
+    });
+    $("#finished").replaceChildren(finishedCard(closed.recordings));
+  }
+  refreshRecordings();
+}
+
+function resetGoLive() {
+  $("#go").hidden = false;
+  $("#go").disabled = false;
+  $("#stop").hidden = true;
+  $("#stop").disabled = false;
+}
+
+function finishedCard(recordings) {
+  const media = element("div", { class: "media" });
+  if (recordings.video) {
+    const src = withToken(`/recordings/video/${encodeURIComponent(recordings.video)}`);
+    media.append(element("video", { controls: "", playsinline: "", preload: "metadata", src }));
+  }
+  if (recordings.audio) {
+    const src = withToken(`/recordings/audio/${encodeURIComponent(recordings.audio)}`);
+    media.append(element("audio", { controls: "", preload: "metadata", src }));
+  }
+  const names = [recordings.video, recordings.audio].filter(Boolean).join(" and ");
+  const attributes = { id: "finished-recording", "data-video": recordings.video, "data-audio": recordings.audio };
+  return element("div", attributes, element("p", {}, `Saved ${names}.`), media);
+}
+
+// --- watching -----------------------------------------------------------------------------------
+
+class Viewer {
+  constructor(name) {
+    this.name = name;
+    this.frames = 0;
+    this.audioBytes = 0;
+    this.pending = null;
+    this.drawing = false;
+    this.canvas = $("#viewer-canvas");
+    this.context = this.canvas.getContext("2d");
+    this.audio = new AudioContext();
+    this.nextAudio = 0;
+  }
+
+  start() {
+    const panel = $("#viewer");
+    panel.hidden = false;
+    panel.dataset.frames = "0";
+    panel.dataset.audioBytes = "0";
+    panel.dataset.recording = this.name;
+    this.status(`Connecting to ${this.name}…`);
+    this.ws = new WebSocket(socketUrl(withToken(`/live/${encodeURIComponent(this.name)}`)));
+    this.ws.binaryType = "arraybuffer";
+    this.ws.onmessage = (event) => this.received(event.data);
+    this.ws.onclose = (event) => {
+      if (!this.ended) this.status(`${this.name}: not live (${event.code}).`);
+    };
+  }
+
+  received(data) {
+    if (typeof data === "string") {
+      const message = JSON.parse(data);
+      if (message.eventType === "LIVE") this.status(`Watching ${message.recording} live`);
+      if (message.eventType === "ENDED") {
+        this.ended = true;
+        this.status(`${this.name} ended; the recording is in the list below.`);
+        refreshRecordings();
+        refreshSessions();
+      }
+      return;
+    }
+    const kind = new Uint8Array(data, 0, 1)[0];
+    if (kind === VIDEO) {
+      this.frames++;
+      $("#viewer").dataset.frames = String(this.frames);
+      this.pending = new Blob([new Uint8Array(data, 1)], { type: "image/jpeg" });
+      this.draw();
+    } else if (kind === AUDIO) {
+      this.audioBytes += data.byteLength - 1;
+      $("#viewer").dataset.audioBytes = String(this.audioBytes);
+      this.play(new DataView(data, 1));
+    }
+  }
+
+  // Only the latest frame is decoded: frames that arrive while one is decoding are skipped.
+  async draw() {
+    if (this.drawing || !this.pending) return;
+    this.drawing = true;
+    const blob = this.pending;
+    this.pending = null;
+    try {
+      const bitmap = await createImageBitmap(blob);
+      if (this.canvas.width !== bitmap.width) this.canvas.width = bitmap.width;
+      if (this.canvas.height !== bitmap.height) this.canvas.height = bitmap.height;
+      this.context.drawImage(bitmap, 0, 0);
+      bitmap.close();
+    } catch {
+      // a frame the browser cannot decode is skipped; the next one replaces it
+    } finally {
+      this.drawing = false;
+      this.draw();
+    }
+  }
+
+  play(view) {
+    const samples = view.byteLength >> 1;
+    if (samples === 0 || this.audio.state === "closed") return;
+    const buffer = this.audio.createBuffer(1, samples, 44100);
+    const channel = buffer.getChannelData(0);
+    for (let i = 0; i < samples; i++) channel[i] = view.getInt16(i * 2, true) / 32768;
+    const now = this.audio.currentTime;
+    // Keep the delay small: start 100 ms ahead, and drop audio that would play over 0.5 s late.
+    if (this.nextAudio < now) this.nextAudio = now + 0.1;
+    if (this.nextAudio > now + 0.5) return;
+    const source = this.audio.createBufferSource();
+    source.buffer = buffer;
+    source.connect(this.audio.destination);
+    source.start(this.nextAudio);
+    this.nextAudio += buffer.duration;
+  }
+
+  status(text) {
+    $("#viewer-status").textContent = text;
+  }
+
+  close() {
+    this.ended = true;
+    this.ws?.close();
+    this.audio.close();
+    $("#viewer").hidden = true;
+  }
+}
+
+function watch(name) {
+  state.viewer?.close();
+  state.viewer = new Viewer(name);
+  state.viewer.start();
+  history.replaceState(null, "", `#watch=${encodeURIComponent(name)}`);
+}
+
+function closeViewer() {
+  state.viewer?.close();
+  state.viewer = null;
+  history.replaceState(null, "", location.pathname);
+}
+
+async function refreshSessions() {
+  const list = $("#sessions");
+  let sessions;
+  try {
+    const response = await api("/api/sessions");
+    if (!response.ok) throw new Error(`${response.status}`);
+    sessions = (await response.json()).sessions;
+  } catch (error) {
+    list.replaceChildren(element("li", { class: "empty" }, `Cannot list sessions (${error.message}).`));
+    return;
+  }
+  if (sessions.length === 0) {
+    list.replaceChildren(element("li", { class: "empty" }, "Nobody is live."));
+    return;
+  }
+  list.replaceChildren(
+    ...sessions.map((session) =>
+      element(
+        "li",
+        { "data-recording": session.recording },
+        element(
+          "div",
+          { class: "row" },
+          element("div", {},
+            element("div", { class: "name" }, session.recording),
+            element("div", { class: "meta" },
+              `${session.frames} frames · ${bytes(session.bytes)} · since ${when(session.since)}`)),
+          element("button", { type: "button", class: "watch", onclick: () => watch(session.recording) },
+            "Watch"),
+        ),
+      ),
+    ),
+  );
+}
+
+// --- recordings ---------------------------------------------------------------------------------
+
+function stemOf(name) {
+  return name.replace(/\.(mp4|wav)$/, "");
+}
+
+async function refreshRecordings() {
+  const list = $("#recording-list");
+  let recordings;
+  try {
+    const response = await api("/api/recordings");
+    if (!response.ok) throw new Error(`${response.status}`);
+    recordings = (await response.json()).recordings;
+  } catch (error) {
+    list.replaceChildren(element("li", { class: "empty" }, `Cannot list recordings (${error.message}).`));
+    return;
+  }
+  // The video and audio of one session share a stem: one entry each, newest first (as listed).
+  const byStem = new Map();
+  for (const recording of recordings) {
+    const stem = stemOf(recording.name);
+    if (!byStem.has(stem)) byStem.set(stem, []);
+    byStem.get(stem).push(recording);
+  }
+  if (byStem.size === 0) {
+    list.replaceChildren(element("li", { class: "empty" }, "No recordings yet."));
+    return;
+  }
+  list.replaceChildren(...[...byStem].map(([stem, files]) => recordingItem(stem, files)));
+}
+
+function recordingItem(stem, files) {
+  files.sort((a, b) => (a.kind === "video" ? -1 : 1) - (b.kind === "video" ? -1 : 1));
+  const duration = Math.max(...files.map((f) => f.duration || 0));
+  const media = element("div", { class: "media" });
+  for (const file of files) {
+    if (file.kind === "video") {
+      media.append(element("video", {
+        controls: "", playsinline: "", preload: "none", src: withToken(file.url),
+        poster: file.poster ? withToken(file.poster) : null,
+      }));
+    } else {
+      media.append(element("audio", { controls: "", preload: "none", src: withToken(file.url) }));
+    }
+  }
+  const sizes = files.map((f) => `${f.kind} ${bytes(f.size)}`).join(" · ");
+  const remove = element("button", { type: "button", class: "danger", onclick: () => removeRecording(stem, files) },
+    "Delete");
+  remove.hidden = !allowed("delete");
+  return element(
+    "li",
+    { "data-stem": stem },
+    element("div", { class: "row" },
+      element("div", {},
+        element("div", { class: "name" }, stem),
+        element("div", { class: "meta" }, `${when(files[0].created)} · ${clock(duration)} · ${sizes}`)),
+      remove),
+    media,
+  );
+}
+
+async function removeRecording(stem, files) {
+  if (!confirm(`Delete ${stem}? This cannot be undone.`)) return;
+  for (const file of files) {
+    const response = await api(file.url, { method: "DELETE" });
+    if (!response.ok && response.status !== 404) {
+      alert(`Could not delete ${file.name} (${response.status}).`);
+      break;
+    }
+  }
+  refreshRecordings();
+}
+
+// --- start --------------------------------------------------------------------------------------
+
+async function main() {
+  loadToken();
+  const config = await (await fetch("/api/config", { cache: "no-store" })).json();
+  state.fps = config.fps;
+  state.auth = config.auth;
+  $("#server-info").textContent = `${config.fps} fps${config.auth ? " · token needed" : ""}`;
+  if (config.auth && !state.token) askForToken();
+  $("#token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    state.token = $("#token-input").value.trim();
+    localStorage.setItem(TOKEN_KEY, state.token);
+    $("#auth").hidden = true;
+    refreshSessions();
+    refreshRecordings();
+  });
+  $("#token-forget").addEventListener("click", () => {
+    localStorage.removeItem(TOKEN_KEY);
+    state.token = null;
+    askForToken();
+  });
+  $("#live-form").addEventListener("submit", goLive);
+  $("#stop").addEventListener("click", stopLive);
+  $("#viewer-close").addEventListener("click", closeViewer);
+  if (!navigator.mediaDevices?.getUserMedia) {
+    liveStatus("error", "This browser cannot go live here (camera access needs https or localhost).");
+    $("#go").disabled = true;
+  }
+  const link = location.hash.match(/^#watch=(.+)$/);
+  if (link) watch(decodeURIComponent(link[1]));
+  refreshSessions();
+  refreshRecordings();
+  setInterval(() => document.hidden || refreshSessions(), 2000);
+  document.body.dataset.ready = "true";
+}
+
+main();

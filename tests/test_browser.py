@@ -1,0 +1,262 @@
+"""The page in a real browser: Debian's Chromium driven by Playwright, with Chromium's fake camera
+(a moving test pattern) and fake microphone (a beep). ``./manage test`` installs Chromium; without
+it (or without Playwright) these tests skip and say why.
+
+Playwright's sync API runs in a thread (``deferToThread``) while the daemon runs in this process's
+reactor; every wait in the browser is bounded, and the browser is closed whatever happens.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from twisted.internet import reactor
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from livestream.access import Access
+from livestream.auth import Verifier, mint
+from tests.support import (
+    CLOSE_MSG,
+    ROOT,
+    connect_msg,
+    jpeg_frames,
+    open_client,
+    pcm,
+    record,
+    start_server,
+    video_facts,
+    wav_facts,
+)
+
+try:
+    from playwright.sync_api import Page, sync_playwright
+except ImportError:
+    sync_playwright = None
+
+CHROMIUM = os.environ.get("LIVESTREAM_CHROMIUM") or shutil.which("chromium")
+SKIP = (
+    "Playwright is not installed (pip install -e '.[test]')" if sync_playwright is None
+    else "no Chromium: install Debian's chromium package (./manage test does, as root)"
+    if CHROMIUM is None else None
+)  # fmt: skip
+ARGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+]  # fmt: skip
+# A phone's viewport: the page must read well there.
+PHONE = {"width": 412, "height": 915}
+SCREENSHOT = ROOT / "build" / "screenshots" / "page.png"
+WAIT_MS = 20_000
+FPS = 15
+SECRET = b"0123456789abcdef0123456789abcdef-browser"
+
+
+@contextmanager
+def browser(viewport: dict = PHONE) -> Iterator[Page]:
+    """A fresh Chromium profile and page; page errors fail the test that reads ``page.errors``."""
+    with sync_playwright() as playwright, tempfile.TemporaryDirectory() as profile:
+        context = playwright.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, headless=True, args=ARGS, viewport=viewport
+        )
+        try:
+            page = context.new_page()
+            page.set_default_timeout(WAIT_MS)
+            page.errors = []
+            page.on("pageerror", lambda error: page.errors.append(str(error)))
+            yield page
+        finally:
+            context.close()
+
+
+def open_page(page: Page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_selector("body[data-ready=true]")
+
+
+def go_live(url: str, seconds: float) -> dict:
+    """Open the page, go live for ``seconds``, stop; what the page and the test's clock saw."""
+    with browser() as page:
+        open_page(page, url)
+        page.click("#go")
+        page.wait_for_selector("#live-status[data-state=recording]")
+        started = time.monotonic()
+        time.sleep(seconds)
+        page.click("#stop")
+        wall = time.monotonic() - started
+        page.wait_for_selector("#live-status[data-state=done]")
+        status = page.locator("#live-status")
+        finished = page.locator("#finished-recording")
+        return {
+            "wall": wall,
+            "seconds": float(status.get_attribute("data-seconds")),
+            "frames": int(status.get_attribute("data-frames")),
+            "skipped": int(status.get_attribute("data-skipped")),
+            "video": finished.get_attribute("data-video"),
+            "audio": finished.get_attribute("data-audio"),
+            "errors": page.errors,
+        }
+
+
+def watch(url: str, start: Callable[[Page], None]) -> dict:
+    """Open the page, start watching with ``start``, and count the frames that arrive in 2 s."""
+    frames = "Number(document.querySelector('#viewer').dataset.frames)"
+    with browser() as page:
+        open_page(page, url)
+        start(page)
+        page.wait_for_function(f"{frames} >= 5")
+        first = page.evaluate(frames)
+        time.sleep(2)
+        return {
+            "frames": page.evaluate(frames) - first,
+            "audio": page.evaluate("Number(document.querySelector('#viewer').dataset.audioBytes)"),
+            "width": page.evaluate("document.querySelector('#viewer-canvas').width"),
+            "status": page.text_content("#viewer-status"),
+            "errors": page.errors,
+        }
+
+
+class BrowserTests(TestCase):
+    def assertWithin(self, first: float, second: float, delta: float) -> None:
+        """trial's assertAlmostEqual counts places only."""
+        self.assertLessEqual(abs(first - second), delta, f"{first} and {second} differ by more")
+
+    skip = SKIP
+    timeout = 60
+
+    async def serve(self, **kwargs) -> int:
+        self.media = Path(self.mktemp()).absolute()
+        _, port = await start_server(self, self.media, fps=FPS, **kwargs)
+        return port
+
+    def check_recording(self, seen: dict) -> None:
+        """The MP4 holds every frame the page sent, and the page sent them at the server's rate;
+        the WAV lasts as long as the page streamed."""
+        self.assertEqual(seen["errors"], [])
+        # The page's clock (first frame to Stop) against the test's (recording shown to Stop).
+        self.assertWithin(seen["seconds"], seen["wall"], delta=1.0)
+        video = video_facts(self.media / "video" / seen["video"])
+        self.assertEqual((video.rate, video.frames), (FPS, seen["frames"]))
+        # Frame n leaves at n/fps after the first: at Stop the count is elapsed * fps, give or
+        # take the frame due at that instant and one still being JPEG-encoded when Stop came.
+        # Frames skipped because the machine fell over a second behind count as sent, and may
+        # be a tenth of them at most.
+        self.assertWithin(seen["frames"] + seen["skipped"], seen["seconds"] * FPS, delta=2)
+        self.assertLessEqual(seen["skipped"], seen["frames"] // 10)
+        audio = wav_facts(self.media / "audio" / seen["audio"])
+        self.assertEqual((audio.rate, audio.channels, audio.sample_width), (44100, 1, 2))
+        # Audio starts as the first frame is taken and stops at Stop; 23 ms chunks.
+        self.assertWithin(audio.samples / 44100, seen["seconds"], delta=0.5)
+        loudest = max(abs(int.from_bytes(audio.data[i : i + 2], "little", signed=True))
+                      for i in range(0, len(audio.data), 2))  # fmt: skip
+        self.assertGreater(loudest, 1000, "the fake microphone's beep is not in the WAV")
+
+    async def test_go_live_from_the_page(self) -> None:
+        port = await self.serve()
+        seen = await deferToThread(go_live, f"http://127.0.0.1:{port}/", 4)
+        self.check_recording(seen)
+
+    async def test_go_live_with_authentication_on(self) -> None:
+        port = await self.serve(access=Access(Verifier(SECRET)))
+        token = mint(SECRET, ("publish", "read"), 300)
+        seen = await deferToThread(go_live, f"http://127.0.0.1:{port}/?token={token}", 2)
+        self.check_recording(seen)
+
+        def without_a_token(url: str) -> bool:
+            with browser() as page:
+                open_page(page, url)
+                return page.is_visible("#token-form")
+
+        self.assertTrue(await deferToThread(without_a_token, f"http://127.0.0.1:{port}/"))
+
+    async def feed(self, port: int) -> str:
+        """A session fed by another client at the server's rate; stopped when the test ends."""
+        publisher = await open_client(port)
+        publisher.send(connect_msg("camera"))
+        name = (await publisher.event("CONNECTED"))["recording"]
+        frames = jpeg_frames(FPS)
+        sent = iter(range(10**6))
+
+        def send() -> None:
+            i = next(sent)
+            publisher.send_binary(b"\x01" + frames[i % len(frames)])
+            publisher.send_binary(b"\x02" + pcm(44100 // FPS, seed=i))
+
+        loop = LoopingCall(send)
+        loop.clock = reactor
+        loop.start(1 / FPS)
+
+        async def stop() -> None:
+            loop.stop()
+            publisher.send(CLOSE_MSG)
+            await publisher.event("CLOSED")
+
+        self.addCleanup(stop)
+        return name
+
+    def check_watched(self, seen: dict) -> None:
+        self.assertEqual(seen["errors"], [])
+        self.assertIn("live", seen["status"])
+        self.assertEqual(seen["width"], 320)  # the fed frames were drawn
+        # Two seconds at 15 fps, as they arrive (not in a burst at the end): allow for a loaded
+        # machine, but far from none and far from all at once.
+        self.assertGreaterEqual(seen["frames"], 20)
+        self.assertLessEqual(seen["frames"], 36)
+        self.assertGreater(seen["audio"], 0)
+
+    async def test_watch_a_live_session_by_its_link(self) -> None:
+        port = await self.serve()
+        name = await self.feed(port)
+        seen = await deferToThread(watch, f"http://127.0.0.1:{port}/#watch={name}", lambda _: None)
+        self.check_watched(seen)
+
+    async def test_watch_a_live_session_from_the_list(self) -> None:
+        """Needs GET /api/sessions."""
+        port = await self.serve()
+        name = await self.feed(port)
+
+        def click_watch(page: Page) -> None:
+            page.click(f"#sessions li[data-recording='{name}'] button.watch")
+
+        seen = await deferToThread(watch, f"http://127.0.0.1:{port}/", click_watch)
+        self.check_watched(seen)
+
+    async def test_recordings_listed_and_playable(self) -> None:
+        """Needs GET /api/recordings and the Range-capable download routes. Saves a screenshot
+        of the page for people to look at: build/screenshots/page.png."""
+        port = await self.serve()
+        audio = [pcm(44100 // FPS, seed=i) for i in range(3 * FPS)]
+        _, connected, _ = await record(port, "phone", jpeg_frames(3 * FPS), audio)
+        stem = connected["recording"]
+
+        def look(url: str) -> dict:
+            with browser() as page:
+                open_page(page, url)
+                item = f"#recording-list li[data-stem='{stem}']"
+                page.wait_for_selector(item)
+                players = page.locator(f"{item} video, {item} audio")
+                count = players.count()
+                for i in range(count):
+                    players.nth(i).evaluate("m => { m.preload = 'metadata'; m.load(); }")
+                page.wait_for_function(
+                    f"[...document.querySelectorAll(\"{item} video, {item} audio\")]"
+                    ".every(media => media.readyState >= 1 && media.duration > 2.5)"
+                )
+                SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(SCREENSHOT), full_page=True)
+                return {"players": count, "meta": page.text_content(f"{item} .meta"),
+                        "errors": page.errors}  # fmt: skip
+
+        seen = await deferToThread(look, f"http://127.0.0.1:{port}/")
+        self.assertEqual(seen["errors"], [])
+        self.assertEqual(seen["players"], 2)
+        self.assertIn("00:03", seen["meta"])
+        self.assertTrue(SCREENSHOT.exists())
