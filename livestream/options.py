@@ -10,6 +10,7 @@ from twisted.python import usage
 from livestream.access import OPEN, Access, AccessOptions
 from livestream.limits import Limits, MiB
 from livestream.recording import ffmpeg
+from livestream.timing import FRAMES, TIMING_MODES
 
 X264_PRESETS = (
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
@@ -26,6 +27,8 @@ class Config:
     preset: str
     limits: Limits = Limits()
     access: Access = OPEN
+    timing: str = FRAMES
+    mux_audio: bool = False
 
 
 def _whole_number(value: str) -> int:
@@ -52,6 +55,10 @@ class Options(AccessOptions):
         ["preset", None, "ultrafast",
          "x264 preset: " + ", ".join(X264_PRESETS) + ". Slower presets make smaller files "
          "but record fewer sessions at once (see bench/README.md)."],
+        ["timing", None, FRAMES,
+         "How frames become video: 'frames' (one output frame per received frame) or 'capture' "
+         "(constant --fps, frames repeated or dropped by capture time; the video lasts as long "
+         "as what was captured, with the audio's sample count as the clock)."],
         # Limits: what one client may take.
         ["max-message-size", None, Limits.max_message_size,
          "Largest WebSocket message (and frame) accepted, in bytes; larger ones are refused as "
@@ -79,6 +86,11 @@ class Options(AccessOptions):
          "Free space (MiB) the media tree must keep: below it new sessions are refused, below "
          "half of it live ones are finished (0: no check).", _whole_number],
     ]  # fmt: skip
+    optFlags = [
+        ["mux-audio", None,
+         "Also put each session's audio (AAC) into its MP4; the WAV is written as ever. In "
+         "sync with the picture with --timing capture."],
+    ]  # fmt: skip
 
     def __init__(self) -> None:
         super().__init__()
@@ -98,6 +110,11 @@ class Options(AccessOptions):
     def postOptions(self) -> None:
         if not 1 <= self["fps"] <= 120:
             raise usage.UsageError(f"--fps must be between 1 and 120, not {self['fps']}")
+        if self["timing"] not in TIMING_MODES:
+            raise usage.UsageError(
+                f"--timing {self['timing']!r} is not a timing mode; one of "
+                + ", ".join(TIMING_MODES)
+            )
         if self["preset"] not in X264_PRESETS:
             raise usage.UsageError(
                 f"--preset {self['preset']!r} is not an x264 preset; one of "
@@ -136,4 +153,6 @@ class Options(AccessOptions):
                 min_free_bytes=self["min-free-mb"] * MiB,
             ),
             access=self["access"],
+            timing=self["timing"],
+            mux_audio=bool(self["mux-audio"]),
         )

@@ -173,7 +173,7 @@ class RecordingProtocol(WebSocketServerProtocol):
         if isinstance(msg, Stream):
             if self._session is None:
                 raise ProtocolError("not_connected", "send CONNECT before STREAM")
-            self._session.stream(msg.kind, msg.chunk)
+            self._session.stream(msg.kind, msg.chunk, msg.capture_time)
         elif isinstance(msg, Connect):
             if self._session is not None:
                 raise ProtocolError("already_connected", "this connection already sent CONNECT")

@@ -42,7 +42,13 @@ def build(config: Config, reactor) -> MultiService:
         store.ensure()
     except OSError as e:
         sys.exit(f"livestream: cannot use --media {config.media}: {e}")
-    settings = EncoderSettings(ffmpeg=config.ffmpeg, fps=config.fps, preset=config.preset)
+    settings = EncoderSettings(
+        ffmpeg=config.ffmpeg,
+        fps=config.fps,
+        preset=config.preset,
+        timing=config.timing,
+        mux_audio=config.mux_audio,
+    )
     limits = config.limits
     events = Events()
     registry = SessionRegistry(

@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 
+from livestream import jpeg
 from livestream.auth import Grant
 from livestream.events import EncoderFailed, Events, SessionEnded
 from livestream.jpeg import NotAJPEG
@@ -21,6 +22,7 @@ from livestream.recording.audio import AudioRecorder
 from livestream.recording.ffmpeg import FFmpegResult
 from livestream.recording.video import EncoderSettings, VideoRecorder
 from livestream.store import MediaStore
+from livestream.timing import timeline
 
 _log = Logger()
 
@@ -93,6 +95,8 @@ class Session:
         self._report_error = report_error
         self._video = VideoRecorder(reactor, settings, store, name, producer, self._encoder_failed)
         self._audio = AudioRecorder(store, name)
+        self._timeline = timeline(settings.timing, settings.fps)
+        self._mux = settings.mux_audio
         self._reason: str | None = None
         self._outcome: Outcome | None = None
         self._waiting: list[Deferred[Outcome]] = []
@@ -109,18 +113,23 @@ class Session:
     def ending(self) -> bool:
         return self._reason is not None
 
-    def stream(self, kind: MediaKind, chunk: bytes) -> None:
-        """Hand one chunk to its recorder; refusals come back as :class:`ProtocolError`."""
+    def stream(self, kind: MediaKind, chunk: bytes, capture_time: float | None = None) -> None:
+        """Hand one chunk to its recorder; refusals come back as :class:`ProtocolError`.
+
+        ``capture_time`` (the client's, in milliseconds) places the chunk with ``--timing
+        capture``; without it the arrival time stands in."""
         if self._reason is not None:
             raise ProtocolError("session_closed", "this recording is closing; STREAM is ignored")
         if self.bytes + len(chunk) > self._max_bytes:
             self._limit("size")
             return
+        arrival = self._reactor.seconds()
+        source = arrival if capture_time is None else capture_time / 1000.0
         try:
             if kind is MediaKind.VIDEO:
-                self._video.write(chunk)
+                self._write_video(chunk, source, arrival)
             else:
-                self._audio.write(chunk)
+                self._write_audio(chunk, source, arrival)
         except NotAJPEG as e:
             raise ProtocolError("invalid_jpeg", str(e)) from None
         except OSError as e:
@@ -128,6 +137,23 @@ class Session:
             self.storage_full()
             return
         self.bytes += len(chunk)
+
+    def _write_video(self, frame: bytes, source: float, arrival: float) -> None:
+        jpeg.frame_size(frame)  # refused before it moves the timeline
+        placed = self._timeline.video(source, arrival)
+        self._video.write(frame, placed.repeat, placed.show)
+        if self._mux:
+            silence = self._timeline.fill()
+            if silence:
+                self._video.write_audio(bytes(2 * silence))
+
+    def _write_audio(self, pcm: bytes, source: float, arrival: float) -> None:
+        written = self._audio.write(pcm)
+        if not written:
+            return
+        lead = self._timeline.audio(source, arrival, len(written) // 2)
+        if self._mux:
+            self._video.write_audio(bytes(2 * lead) + written if lead else written)
 
     def storage_full(self) -> None:
         """The disk is (nearly) full: keep what was written, tell the client, stop."""
@@ -199,6 +225,7 @@ class Session:
         except OSError as e:
             failed = True
             _log.error("finishing audio of {name} failed: {error}", name=self.name, error=e)
+        self._video.repeat(self._timeline.end())
         try:
             video = await self._video.finish()
         except Exception:
