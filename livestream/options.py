@@ -29,6 +29,7 @@ class Config:
     access: Access = OPEN
     timing: str = FRAMES
     mux_audio: bool = False
+    resume_grace: float = 30.0
 
 
 def _whole_number(value: str) -> int:
@@ -59,6 +60,10 @@ class Options(AccessOptions):
          "How frames become video: 'frames' (one output frame per received frame) or 'capture' "
          "(constant --fps, frames repeated or dropped by capture time; the video lasts as long "
          "as what was captured, with the audio's sample count as the clock)."],
+        ["resume-grace", None, 30.0,
+         "Seconds a session that asked for resume (CONNECT with resume: true) waits after its "
+         "connection drops for the client to come back with its resume token (0: no resume).",
+         float],
         # Limits: what one client may take.
         ["max-message-size", None, Limits.max_message_size,
          "Largest WebSocket message (and frame) accepted, in bytes; larger ones are refused as "
@@ -126,6 +131,8 @@ class Options(AccessOptions):
                      "handshake-timeout", "ping-timeout"):  # fmt: skip
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be more than 0")
+        if self["resume-grace"] < 0:
+            raise usage.UsageError("--resume-grace cannot be negative")
         if self["ping-interval"] < 0 or self["min-free-mb"] < 0:
             raise usage.UsageError("--ping-interval and --min-free-mb cannot be negative")
         try:
@@ -155,4 +162,5 @@ class Options(AccessOptions):
             access=self["access"],
             timing=self["timing"],
             mux_audio=bool(self["mux-audio"]),
+            resume_grace=self["resume-grace"],
         )

@@ -59,6 +59,7 @@ def build(config: Config, reactor) -> MultiService:
         session_limits=SessionLimits(limits.max_session_seconds, limits.max_session_bytes),
         min_free_bytes=limits.min_free_bytes,
         events=events,
+        resume_grace=config.resume_grace,
     )
     factory = RecordingFactory(reactor, registry, limits, config.access)
     site = make_site(store, factory, config.access, limits.handshake_timeout)

@@ -400,6 +400,7 @@ async def start_server(
         preset=overrides.pop("preset", "ultrafast"),
         timing=overrides.pop("timing", "frames"),
         mux_audio=overrides.pop("mux_audio", False),
+        resume_grace=overrides.pop("resume_grace", 30.0),
         # The suite's temp dir may sit on a fuller disk than any user's: no reserve unless asked.
         limits=Limits(**{"min_free_bytes": 0, **overrides}),
     )
