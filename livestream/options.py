@@ -14,6 +14,7 @@ from livestream.limits import Limits, MiB, parse_size
 from livestream.objectstore import Location, default_node, is_node_name, parse_location
 from livestream.recording import ffmpeg
 from livestream.retention import RetentionPolicy
+from livestream.timing import FRAMES, TIMING_MODES
 from livestream.webhooks import WebhookSettings
 
 X264_PRESETS = (
@@ -37,6 +38,9 @@ class Config:
     store: Location | None = None
     node: str = field(default_factory=default_node)
     upload_retry_max: float = 60.0
+    timing: str = FRAMES
+    mux_audio: bool = False
+    resume_grace: float = 30.0
 
 
 def _whole_number(value: str) -> int:
@@ -68,6 +72,14 @@ class Options(AccessOptions):
         ["preset", None, "ultrafast",
          "x264 preset: " + ", ".join(X264_PRESETS) + ". Slower presets make smaller files "
          "but record fewer sessions at once (see bench/README.md)."],
+        ["timing", None, FRAMES,
+         "How frames become video: 'frames' (one output frame per received frame) or 'capture' "
+         "(constant --fps, frames repeated or dropped by capture time; the video lasts as long "
+         "as what was captured, with the audio's sample count as the clock)."],
+        ["resume-grace", None, 30.0,
+         "Seconds a session that asked for resume (CONNECT with resume: true) waits after its "
+         "connection drops for the client to come back with its resume token (0: no resume).",
+         float],
         # Limits: what one client may take.
         ["max-message-size", None, Limits.max_message_size,
          "Largest WebSocket message (and frame) accepted, in bytes; larger ones are refused as "
@@ -119,6 +131,11 @@ class Options(AccessOptions):
          "Delete the oldest finished recordings while the disk has less than this free, e.g. "
          "10GiB (0: no bound).", _size_or_off],
     ]  # fmt: skip
+    optFlags = [
+        ["mux-audio", None,
+         "Also put each session's audio (AAC) into its MP4; the WAV is written as ever. In "
+         "sync with the picture with --timing capture."],
+    ]  # fmt: skip
 
     def __init__(self) -> None:
         super().__init__()
@@ -146,6 +163,11 @@ class Options(AccessOptions):
     def postOptions(self) -> None:
         if not 1 <= self["fps"] <= 120:
             raise usage.UsageError(f"--fps must be between 1 and 120, not {self['fps']}")
+        if self["timing"] not in TIMING_MODES:
+            raise usage.UsageError(
+                f"--timing {self['timing']!r} is not a timing mode; one of "
+                + ", ".join(TIMING_MODES)
+            )
         if self["preset"] not in X264_PRESETS:
             raise usage.UsageError(
                 f"--preset {self['preset']!r} is not an x264 preset; one of "
@@ -157,6 +179,8 @@ class Options(AccessOptions):
                      "handshake-timeout", "ping-timeout"):  # fmt: skip
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be more than 0")
+        if self["resume-grace"] < 0:
+            raise usage.UsageError("--resume-grace cannot be negative")
         if self["ping-interval"] < 0 or self["min-free-mb"] < 0:
             raise usage.UsageError("--ping-interval and --min-free-mb cannot be negative")
         self._check_store()
@@ -229,4 +253,7 @@ class Options(AccessOptions):
             store=self["location"],
             node=self["node"],
             upload_retry_max=self["upload-retry-max"],
+            timing=self["timing"],
+            mux_audio=bool(self["mux-audio"]),
+            resume_grace=self["resume-grace"],
         )

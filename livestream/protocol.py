@@ -14,6 +14,7 @@ from collections import Counter
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -41,6 +42,9 @@ CLOSE_CODES = {
     STORAGE: (INTERNAL_ERROR, "server out of storage"),
 }
 
+
+# How often a resumable client hears which chunks are safe (only when that changed).
+ACK_INTERVAL = 0.5
 
 # What the kernel may hold unread for one client. Loopback and LAN autotuning grow it to several
 # MiB, which a paused (back-pressured) socket then fills: memory per session, and a backlog the
@@ -106,6 +110,8 @@ class RecordingProtocol(WebSocketServerProtocol):
         self._idle: IDelayedCall | None = None
         self._refusals: Counter[str] = Counter()
         self._token: str | None = None
+        self._acks: LoopingCall | None = None
+        self._acked: dict[str, int | None] | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -173,16 +179,20 @@ class RecordingProtocol(WebSocketServerProtocol):
         if isinstance(msg, Stream):
             if self._session is None:
                 raise ProtocolError("not_connected", "send CONNECT before STREAM")
-            self._session.stream(msg.kind, msg.chunk)
+            self._session.stream(msg.kind, msg.chunk, msg.capture_time, msg.seq)
         elif isinstance(msg, Connect):
             if self._session is not None:
                 raise ProtocolError("already_connected", "this connection already sent CONNECT")
+            if msg.resume_token is not None:
+                self._resume(msg)
+                return
             grant = self.factory.access.authorize_publish(msg.id, msg.token or self._token)
             self._session = self.factory.registry.open(
-                msg.id, self._peer, self._valve, self._send_error, grant=grant
-            )
-            self._session.finished().addCallback(self._finished)
-            self._reply({"eventType": "CONNECTED", "id": msg.id, "recording": self._session.name})
+                msg.id, self._peer, self._valve, self._send_error, grant=grant,
+                resumable=msg.resume,
+            )  # fmt: skip
+            self._session.attach(self, self._valve, self._send_error)
+            self._connected(msg.id)
         elif isinstance(msg, Close):
             if self._session is None:
                 raise ProtocolError("not_connected", "send CONNECT before CLOSE")
@@ -190,10 +200,55 @@ class RecordingProtocol(WebSocketServerProtocol):
                 raise ProtocolError("session_closed", "this recording is already closing")
             self._session.finish(CLOSE)
 
+    def _resume(self, msg: Connect) -> None:
+        """Continue a session whose connection dropped. The resume token is the credential: it
+        was given only to the client that opened the session (authorized then), is unguessable,
+        and works for that one session within its grace period."""
+        session = self.factory.registry.resume(msg.resume_token, msg.id)
+        displaced = session.attach(self, self._valve, self._send_error)
+        if isinstance(displaced, RecordingProtocol):
+            displaced.displace()
+        self._session = session
+        _log.info("session {name} resumed from {peer}", name=session.name, peer=self._peer)
+        self._connected(msg.id)
+
+    def _connected(self, client_id: str) -> None:
+        session = self._session
+        session.finished().addCallback(self._finished)
+        reply: dict[str, object] = {
+            "eventType": "CONNECTED", "id": client_id, "recording": session.name
+        }  # fmt: skip
+        if session.resume_token is not None:
+            reply["resumeToken"] = session.resume_token
+        self._reply(reply)
+        if session.resume_token is not None:
+            self._ack()
+            self._acks = LoopingCall(self._ack)
+            self._acks.clock = self.factory.clock
+            self._acks.start(ACK_INTERVAL, now=False)
+
+    def _ack(self) -> None:
+        """Tell a resumable client what is safe: every chunk up to these sequence numbers is
+        in the encoder's pipe or the WAV, and survives this connection."""
+        if self._session is None:
+            return
+        acked = self._session.acknowledged
+        if acked != self._acked:
+            self._acked = acked
+            self._reply({"eventType": "ACK", **acked})
+
+    def displace(self) -> None:
+        """A resumed connection took this one's session: let go of it, and drop the socket
+        (often already dead, its loss not yet noticed)."""
+        self._session = None
+        self.dropConnection(abort=True)
+
     def _finished(self, outcome: Outcome) -> None:
         self._valve.resumeProducing()
         if self.state != self.STATE_OPEN:
             return
+        if self._acks is not None:
+            self._ack()
         self._reply(
             {"eventType": "CLOSED", "recordings": {"video": outcome.video, "audio": outcome.audio}}
         )
@@ -240,10 +295,12 @@ class RecordingProtocol(WebSocketServerProtocol):
         if repeated:
             _log.info("{peer} also had {repeated} further refusals", peer=self._peer,
                       repeated=repeated)  # fmt: skip
+        if self._acks is not None and self._acks.running:
+            self._acks.stop()
         if self._valve is not None:
             self._valve.resumeProducing()
         if self._session is not None:
-            self._session.connection_lost()
+            self._session.connection_lost(self)
 
 
 class RecordingFactory(WebSocketServerFactory):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.interfaces import IPushProducer
@@ -38,8 +40,12 @@ class SessionRegistry(Service):
         session_limits: SessionLimits,
         min_free_bytes: int,
         events: Events | None = None,
+        resume_grace: float = 0.0,
     ) -> None:
         self._reactor = reactor
+        self._resume_grace = resume_grace
+        # Resume tokens of the live resumable sessions.
+        self._resumable: dict[str, Session] = {}
         self._settings = settings
         self._store = store
         self._max_sessions = max_sessions
@@ -68,7 +74,10 @@ class SessionRegistry(Service):
         report_error: ErrorSink,
         *,
         grant: Grant | None = None,
+        resumable: bool = False,
     ) -> Session:
+        """A new session; ``resumable`` (the client asked, and --resume-grace is not 0) gives
+        it a resume token."""
         if not self.running:
             raise ProtocolError(
                 "shutting_down", "the server is restarting; connect again", close_code=1012
@@ -92,6 +101,11 @@ class SessionRegistry(Service):
             report_error, self._session_limits.within(grant), grant=grant, events=self.events,
         )  # fmt: skip
         self._live.add(session)
+        if resumable and self._resume_grace > 0:
+            token = secrets.token_urlsafe(32)
+            self._resumable[token] = session
+            session.allow_resume(token, self._resume_grace)
+            session.finished().addBoth(lambda _: self._resumable.pop(token, None))
         self.events.emit(SessionStarted(name, client_id, peer))
         ended = DeferredList([session.finished(), session.gone()], consumeErrors=True)
         ended.addBoth(lambda _: self._live.discard(session))
@@ -101,6 +115,17 @@ class SessionRegistry(Service):
             id=client_id, peer=peer, name=name, subject=subject,
             by=f" (token of {subject!r})" if subject else "",
         )  # fmt: skip
+        return session
+
+    def resume(self, token: str, client_id: str) -> Session:
+        """The live session of ``token`` (and ``client_id``), for a client coming back."""
+        session = self._resumable.get(token)
+        if session is None or session.client_id != client_id or session.ending:
+            raise ProtocolError(
+                "resume_failed",
+                "no recording to resume with this token and id (finished, or its grace period "
+                "is over); CONNECT without resumeToken to start a new one",
+            )
         return session
 
     def _check_disk(self) -> None:

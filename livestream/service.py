@@ -49,7 +49,13 @@ def build(config: Config, reactor) -> MultiService:
         store.ensure()
     except OSError as e:
         sys.exit(f"livestream: cannot use --media {config.media}: {e}")
-    settings = EncoderSettings(ffmpeg=config.ffmpeg, fps=config.fps, preset=config.preset)
+    settings = EncoderSettings(
+        ffmpeg=config.ffmpeg,
+        fps=config.fps,
+        preset=config.preset,
+        timing=config.timing,
+        mux_audio=config.mux_audio,
+    )
     limits = config.limits
     events = Events()
     registry = SessionRegistry(
@@ -60,6 +66,7 @@ def build(config: Config, reactor) -> MultiService:
         session_limits=SessionLimits(limits.max_session_seconds, limits.max_session_bytes),
         min_free_bytes=limits.min_free_bytes,
         events=events,
+        resume_grace=config.resume_grace,
     )
     webhooks = None
     if config.webhooks.urls:

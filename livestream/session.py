@@ -10,9 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
 
+from livestream import jpeg
 from livestream.auth import Grant
 from livestream.events import EncoderFailed, Events, SessionEnded
 from livestream.jpeg import NotAJPEG
@@ -21,6 +22,7 @@ from livestream.recording.audio import AudioRecorder
 from livestream.recording.ffmpeg import FFmpegResult
 from livestream.recording.video import EncoderSettings, VideoRecorder
 from livestream.store import MediaStore
+from livestream.timing import timeline
 
 _log = Logger()
 
@@ -66,6 +68,14 @@ class Outcome:
     bytes: int = 0
 
 
+def _seq_or_none(seq: int) -> int | None:
+    return seq if seq >= 0 else None
+
+
+def _nowhere(code: str, message: str) -> None:
+    """Errors of a session whose client is away have no one to go to."""
+
+
 class Session:
     def __init__(
         self,
@@ -95,6 +105,8 @@ class Session:
         self._report_error = report_error
         self._video = VideoRecorder(reactor, settings, store, name, producer, self._encoder_failed)
         self._audio = AudioRecorder(store, name)
+        self._timeline = timeline(settings.timing, settings.fps)
+        self._mux = settings.mux_audio
         self._reason: str | None = None
         self._outcome: Outcome | None = None
         self._waiting: list[Deferred[Outcome]] = []
@@ -104,6 +116,14 @@ class Session:
         self._encoder_broke = False
         self.watchers: list[Watcher] = []
         self._time_up = reactor.callLater(limits.max_seconds, self._limit, "duration")
+        # Resume (see attach/connection_lost): the token, the grace after a lost connection,
+        # the connection that owns the session now, and the timer of a detached session.
+        self.resume_token: str | None = None
+        self._resume_grace = 0.0
+        self._owner: object | None = None
+        self._detached: IDelayedCall | None = None
+        # The last sequence number accepted per source (-1: none yet).
+        self._last_seq = {MediaKind.VIDEO: -1, MediaKind.AUDIO: -1}
 
     @property
     def frames(self) -> int:
@@ -113,18 +133,35 @@ class Session:
     def ending(self) -> bool:
         return self._reason is not None
 
-    def stream(self, kind: MediaKind, chunk: bytes) -> None:
-        """Hand one chunk to its recorder; refusals come back as :class:`ProtocolError`."""
+    def stream(
+        self,
+        kind: MediaKind,
+        chunk: bytes,
+        capture_time: float | None = None,
+        seq: int | None = None,
+    ) -> None:
+        """Hand one chunk to its recorder; refusals come back as :class:`ProtocolError`.
+
+        ``capture_time`` (the client's, in milliseconds) places the chunk with ``--timing
+        capture``; without it the arrival time stands in. A ``seq`` at or below the last one
+        accepted for its source is a duplicate (a resumed client re-sending) and is discarded;
+        without one, the chunk is numbered one past the last."""
         if self._reason is not None:
             raise ProtocolError("session_closed", "this recording is closing; STREAM is ignored")
+        if seq is None:
+            seq = self._last_seq[kind] + 1
+        elif seq <= self._last_seq[kind]:
+            return
         if self.bytes + len(chunk) > self._max_bytes:
             self._limit("size")
             return
+        arrival = self._reactor.seconds()
+        source = arrival if capture_time is None else capture_time / 1000.0
         try:
             if kind is MediaKind.VIDEO:
-                self._video.write(chunk)
+                self._write_video(chunk, source, arrival)
             else:
-                self._audio.write(chunk)
+                self._write_audio(chunk, source, arrival)
         except NotAJPEG as e:
             raise ProtocolError("invalid_jpeg", str(e)) from None
         except OSError as e:
@@ -132,11 +169,55 @@ class Session:
             self.storage_full()
             return
         self.bytes += len(chunk)
+        self._last_seq[kind] = seq
         for watch in tuple(self.watchers):
             try:
                 watch(kind, chunk)
             except Exception:
                 _log.failure("a watcher of {name} failed", name=self.name)
+
+    @property
+    def acknowledged(self) -> dict[str, int | None]:
+        """The last sequence number per source handed to the encoder or written to the WAV."""
+        return {
+            "video": _seq_or_none(self._last_seq[MediaKind.VIDEO]),
+            "audio": _seq_or_none(self._last_seq[MediaKind.AUDIO]),
+        }
+
+    def allow_resume(self, token: str, grace: float) -> None:
+        """A lost connection leaves this session waiting ``grace`` seconds for ``token``."""
+        self.resume_token = token
+        self._resume_grace = grace
+
+    def attach(
+        self, owner: object, producer: IPushProducer | None, report_error: ErrorSink
+    ) -> object | None:
+        """A connection takes the session over (it resumed it); returns the one it displaces,
+        whose loss then no longer concerns this session."""
+        if self._detached is not None:
+            self._detached.cancel()
+            self._detached = None
+        previous, self._owner = self._owner, owner
+        self._report_error = report_error
+        self._video.set_producer(producer)
+        return previous
+
+    def _write_video(self, frame: bytes, source: float, arrival: float) -> None:
+        jpeg.frame_size(frame)  # refused before it moves the timeline
+        placed = self._timeline.video(source, arrival)
+        self._video.write(frame, placed.repeat, placed.show)
+        if self._mux:
+            silence = self._timeline.fill()
+            if silence:
+                self._video.write_audio(bytes(2 * silence))
+
+    def _write_audio(self, pcm: bytes, source: float, arrival: float) -> None:
+        written = self._audio.write(pcm)
+        if not written:
+            return
+        lead = self._timeline.audio(source, arrival, len(written) // 2)
+        if self._mux:
+            self._video.write_audio(bytes(2 * lead) + written if lead else written)
 
     def storage_full(self) -> None:
         """The disk is (nearly) full: keep what was written, tell the client, stop."""
@@ -166,6 +247,11 @@ class Session:
             self._reason = reason
             self._finishing_since = self._reactor.seconds()
             ensureDeferred(self._finalize())
+        if self._detached is not None:
+            # No connection to wait for: a detached session ends here (shutdown, a limit).
+            self._detached.cancel()
+            self._detached = None
+            self._release_client()
         return d
 
     def finished(self) -> Deferred[Outcome]:
@@ -177,9 +263,31 @@ class Session:
             self._waiting.append(d)
         return d
 
-    def connection_lost(self) -> None:
-        """The client's socket is gone: finalize if nothing else has, and let shutdown go on."""
+    def connection_lost(self, owner: object | None = None) -> None:
+        """The client's socket is gone: finalize if nothing else has, and let shutdown go on.
+
+        A resumable session instead waits its grace period for the client to come back; a
+        connection that was displaced by a resumed one is no longer its concern."""
+        if owner is not None and owner is not self._owner:
+            return
+        self._owner = None
+        if self.resume_token is not None and self._reason is None:
+            _log.info("session {name} lost its connection; kept {grace}s for a resume",
+                      name=self.name, grace=self._resume_grace)  # fmt: skip
+            self._video.set_producer(None)
+            self._report_error = _nowhere
+            self._detached = self._reactor.callLater(self._resume_grace, self._grace_over)
+            return
         self.finish(DISCONNECT)
+        self._release_client()
+
+    def _grace_over(self) -> None:
+        self._detached = None
+        _log.info("session {name} was not resumed in time", name=self.name)
+        self.finish(DISCONNECT)
+        self._release_client()
+
+    def _release_client(self) -> None:
         if not self._gone.called:
             self._gone.callback(None)
 
@@ -215,6 +323,7 @@ class Session:
         except OSError as e:
             failed = True
             _log.error("finishing audio of {name} failed: {error}", name=self.name, error=e)
+        self._video.repeat(self._timeline.end())
         try:
             video = await self._video.finish()
         except Exception:

@@ -58,12 +58,14 @@ def connect_msg(client_id: object) -> str:
     return json.dumps({"eventType": "CONNECT", "id": client_id})
 
 
-def stream_msg(kind: str, chunk: bytes) -> str:
+def stream_msg(kind: str, chunk: bytes, **fields: object) -> str:
+    """A STREAM message; ``fields`` adds optional ones (``seq``, ``captureTime``)."""
     return json.dumps(
         {
             "eventType": "STREAM",
             "mediaSourceType": kind,
             "encodedMediaChunk": base64.b64encode(chunk).decode("ascii"),
+            **fields,
         }
     )
 
@@ -401,6 +403,9 @@ async def start_server(
         ffmpeg=overrides.pop("ffmpeg", ffmpeg_exe()),
         preset=overrides.pop("preset", "ultrafast"),
         **{key: overrides.pop(key) for key in ("webhooks", "retention") if key in overrides},
+        timing=overrides.pop("timing", "frames"),
+        mux_audio=overrides.pop("mux_audio", False),
+        resume_grace=overrides.pop("resume_grace", 30.0),
         # The suite's temp dir may sit on a fuller disk than any user's: no reserve unless asked.
         limits=Limits(**{"min_free_bytes": 0, **overrides}),
         store=store,

@@ -7,6 +7,7 @@ import json
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from livestream import messages
 from livestream.messages import (
     MAX_ID_LENGTH,
     MAX_TOKEN_LENGTH,
@@ -218,3 +219,47 @@ class TokenFieldTests(SynchronousTestCase):
                 parse_text(self.connect(token=token))
             self.assertEqual(caught.exception.code, "invalid_token", token)
             self.assertFalse(caught.exception.fatal)
+
+
+class TimingFieldTests(SynchronousTestCase):
+    """The optional seq and captureTime of STREAM, JSON and timed binary; resume in CONNECT."""
+
+    def stream(self, **fields: object) -> str:
+        return json.dumps(
+            {"eventType": "STREAM", "mediaSourceType": "AUDIO", "encodedMediaChunk": "AAA=",
+             **fields}
+        )  # fmt: skip
+
+    def test_json_fields(self) -> None:
+        msg = messages.parse_text(self.stream(seq=7, captureTime=1234.5))
+        self.assertEqual((msg.seq, msg.capture_time), (7, 1234.5))
+        self.assertEqual(messages.parse_text(self.stream()).seq, None)
+
+    def test_bad_fields_refused(self) -> None:
+        for fields, code in [
+            ({"seq": -1}, "invalid_seq"), ({"seq": 1.5}, "invalid_seq"),
+            ({"seq": True}, "invalid_seq"), ({"captureTime": "1"}, "invalid_capture_time"),
+            ({"captureTime": 1e300}, "invalid_capture_time"),
+        ]:  # fmt: skip
+            with self.assertRaises(ProtocolError) as caught:
+                messages.parse_text(self.stream(**fields))
+            self.assertEqual(caught.exception.code, code)
+
+    def test_timed_binary(self) -> None:
+        msg = messages.parse_binary(messages.TIMED_HEADER.pack(0x11, 3, 99.25) + b"jpeg")
+        self.assertEqual((msg.kind, msg.chunk, msg.seq, msg.capture_time),
+                         (messages.MediaKind.VIDEO, b"jpeg", 3, 99.25))  # fmt: skip
+        for bad in (messages.TIMED_HEADER.pack(0x12, 3, 1.0),
+                    messages.TIMED_HEADER.pack(0x12, 3, float("nan")) + b"x"):  # fmt: skip
+            with self.assertRaises(ProtocolError):
+                messages.parse_binary(bad)
+
+    def test_connect_resume(self) -> None:
+        msg = messages.parse_text(json.dumps({"eventType": "CONNECT", "id": "a", "resume": True}))
+        self.assertTrue(msg.resume)
+        msg = messages.parse_text(
+            json.dumps({"eventType": "CONNECT", "id": "a", "resumeToken": "abc"})
+        )
+        self.assertEqual(msg.resume_token, "abc")
+        with self.assertRaises(ProtocolError):
+            messages.parse_text(json.dumps({"eventType": "CONNECT", "id": "a", "resume": 1}))

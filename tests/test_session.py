@@ -23,11 +23,13 @@ PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452")
 class Producer:
     """The socket side of back-pressure, as the encoder's stdin sees it."""
 
+    paused = False
+
     def pauseProducing(self) -> None:
-        pass
+        self.paused = True
 
     def resumeProducing(self) -> None:
-        pass
+        self.paused = False
 
     def stopProducing(self) -> None:
         pass
@@ -217,7 +219,10 @@ class VideoSessionTests(SessionTestCase):
         self.assertIn("scale=640:480:", args[args.index("-vf") + 1])
         self.assertEqual(args[-1], str(self.store.temp_path(self.session.name, VIDEO_STREAM)))
         self.assertEqual(call["transport"].written, list(frames))
-        self.assertIs(call["transport"].producer, self.producer)
+        call["transport"].producer.pauseProducing()
+        self.assertTrue(self.producer.paused)
+        call["transport"].producer.resumeProducing()
+        self.assertFalse(self.producer.paused)
         self.assertEqual(self.session.frames, 3)
 
     def test_bad_later_frame_not_piped(self) -> None:

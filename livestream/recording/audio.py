@@ -45,7 +45,8 @@ class AudioRecorder:
         self._carry = b""
         self.bytes = 0
 
-    def write(self, pcm: bytes) -> None:
+    def write(self, pcm: bytes) -> bytes:
+        """Append whole samples; returns the bytes written (an odd byte waits for the next)."""
         if self._file is None:
             self._file = open(self._path, "xb", buffering=0)
             self._file.write(wav_header(0))
@@ -53,9 +54,12 @@ class AudioRecorder:
             pcm = self._carry + pcm
         whole = len(pcm) & ~1
         self._carry = pcm[whole:]
-        if whole:
-            _write_all(self._file, memoryview(pcm)[:whole])
-            self.bytes += whole
+        if not whole:
+            return b""
+        written = pcm[:whole]
+        _write_all(self._file, written)
+        self.bytes += whole
+        return written
 
     def finish(self) -> str | None:
         """Fix the header, flush to disk, publish; the file name, or None if nothing arrived."""

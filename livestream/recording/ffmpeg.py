@@ -74,14 +74,21 @@ class FFmpegProcess(ProcessProtocol):
 
 
 def spawn(
-    reactor: IReactorProcess, executable: str, args: Sequence[str], label: str
+    reactor: IReactorProcess,
+    executable: str,
+    args: Sequence[str],
+    label: str,
+    *,
+    audio_fd: bool = False,
 ) -> FFmpegProcess:
-    """Start ffmpeg with ``args``; its stdin stays open for the caller to write to."""
+    """Start ffmpeg with ``args``; its stdin (and with ``audio_fd`` its fd 3, ``pipe:3``) stays
+    open for the caller to write to."""
     proto = FFmpegProcess(label)
     argv = [executable, *COMMON_ARGS, *args]
-    reactor.spawnProcess(
-        proto, executable, argv, env=_child_env(), childFDs={0: "w", 1: "r", 2: "r"}
-    )
+    fds: dict[int, object] = {0: "w", 1: "r", 2: "r"}
+    if audio_fd:
+        fds[3] = "w"
+    reactor.spawnProcess(proto, executable, argv, env=_child_env(), childFDs=fds)
     return proto
 
 

@@ -8,6 +8,7 @@ mid-recording leaves a file that is playable up to its last fragment; at the end
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from livestream import jpeg
 from livestream.recording import ffmpeg, fragments
@@ -34,9 +36,25 @@ class EncoderSettings:
     preset: str
     # How long ffmpeg may take to finish after its input ends before it is signalled.
     grace: float = 30.0
+    # ``frames``: one output frame per received frame; ``capture``: frames placed by their
+    # capture time (livestream.timing).
+    timing: str = "frames"
+    # Also encode the session's audio (AAC) into the MP4.
+    mux_audio: bool = False
 
 
-def encoder_args(settings: EncoderSettings, width: int, height: int, out: str) -> list[str]:
+# Where the muxed audio goes into ffmpeg: a pipe on the child's fd 3 (stdin carries the JPEGs).
+AUDIO_FD = 3
+# Audio that arrived before the first frame (which starts ffmpeg) waits for it, up to this much
+# (60 s); beyond it that session's MP4 carries no audio (its WAV has all of it).
+MAX_EARLY_AUDIO = 60 * 44100 * 2
+# Repeats of a frame are written this many at a time as the encoder's stdin drains.
+REPEAT_BATCH = 8
+
+
+def encoder_args(
+    settings: EncoderSettings, width: int, height: int, out: str, audio: bool = False
+) -> list[str]:
     """ffmpeg arguments: one output frame per input JPEG at the configured rate.
 
     The output size is fixed by the first frame (rounded down to even, as yuv420p needs); later
@@ -48,11 +66,16 @@ def encoder_args(settings: EncoderSettings, width: int, height: int, out: str) -
         f"scale={w}:{h}:force_original_aspect_ratio=decrease:force_divisible_by=2:out_range=tv,"
         f"pad={w}:{h}:-1:-1,format=yuv420p"
     )
+    # PCM on fd 3, timed by its sample count as the frames are by their count; AAC out.
+    audio_in = ["-f", "s16le", "-ar", "44100", "-ac", "1", "-i", f"pipe:{AUDIO_FD}"]
+    audio_out = ["-map", "0:v", "-map", "1:a", "-c:a", "aac", "-b:a", "96k"]
     return [
         # A live pipe: don't wait to probe megabytes before encoding the first frame.
         "-probesize", "32", "-analyzeduration", "0",
         "-f", "image2pipe", "-c:v", "mjpeg", "-framerate", str(settings.fps), "-i", "pipe:0",
+        *(audio_in if audio else []),
         "-vf", fit, "-fps_mode", "passthrough",
+        *(audio_out if audio else []),
         "-c:v", "libx264", "-preset", settings.preset, "-tune", "zerolatency",
         "-g", str(settings.fps * 2), "-pix_fmt", "yuv420p",
         # Short fragments flushed as written: a killed daemon loses at most ~the last second.
@@ -62,6 +85,7 @@ def encoder_args(settings: EncoderSettings, width: int, height: int, out: str) -
     ]  # fmt: skip
 
 
+@implementer(IPushProducer)
 class VideoRecorder:
     """Owns one session's encoder. ``producer`` is paused while ffmpeg's stdin is backed up."""
 
@@ -83,27 +107,127 @@ class VideoRecorder:
         self._proc: ffmpeg.FFmpegProcess | None = None
         self._ending = False
         self._poster = PosterPicker(settings.fps)
+        self._last: bytes | None = None
+        # Frames (and how many ticks each) not yet written, and whether stdin is full.
+        self._queue: deque[tuple[bytes, int]] = deque()
+        self._paused = False
+        self._drained: Deferred[None] | None = None
+        # Muxed audio that came before the first frame; None once the encoder has it (or, past
+        # MAX_EARLY_AUDIO, once this session's MP4 goes without audio).
+        self._early_audio: list[bytes] | None = [] if settings.mux_audio else None
+        self._early_bytes = 0
+        # Frames received, and frames given to the encoder (repeats included).
         self.frames = 0
+        self.ticks = 0
         self.dropped = 0
 
-    def write(self, frame: bytes) -> None:
-        """Queue one JPEG for the encoder. Raises :class:`jpeg.NotAJPEG` for anything else."""
+    def write(self, frame: bytes, repeat: int = 0, show: bool = True) -> None:
+        """Queue one JPEG for the encoder, after ``repeat`` copies of the previous frame (or of
+        this one, if it is the first); one not shown only becomes the frame later repeats show.
+        Raises :class:`jpeg.NotAJPEG` for anything that is not a JPEG."""
         width, height = jpeg.frame_size(frame)
         if self._proc is None:
             self._start(width, height)
         if self._proc.exited:
             self.dropped += 1
             return
-        self._proc.transport.write(frame)
         self._poster.offer(frame)
         self.frames += 1
+        self.repeat(repeat, self._last or frame)
+        if show:
+            self._queue.append((frame, 1))
+        self._last = frame
+        self._pay()
+
+    def repeat(self, count: int, frame: bytes | None = None) -> None:
+        """Show the last frame ``count`` more ticks (``--timing capture`` fills gaps this way).
+
+        Frames are queued and written as ffmpeg's stdin drains, with the client's socket
+        paused while any wait: a long gap filled with repeats costs no memory."""
+        frame = frame or self._last
+        if frame is None or count <= 0 or self._proc is None or self._proc.exited:
+            return
+        self._queue.append((frame, count))
+        self._pay()
+
+    def _pay(self) -> None:
+        """Write queued frames until ffmpeg's stdin is full (it pauses us) or none is left."""
+        transport = self._proc.transport
+        while self._queue and not self._paused and not self._proc.exited:
+            frame, count = self._queue[0]
+            n = min(count, REPEAT_BATCH)
+            if n == count:
+                self._queue.popleft()
+            else:
+                self._queue[0] = (frame, count - n)
+            self.ticks += n
+            transport.write(frame * n if n > 1 else frame)
+        if self._proc.exited:
+            self._queue.clear()
+        if self._queue:
+            if self._producer is not None:
+                self._producer.pauseProducing()
+        elif self._drained is not None:
+            d, self._drained = self._drained, None
+            d.callback(None)
+
+    # The encoder's stdin pauses and resumes us; we pass it on to the client's socket, except
+    # while repeats are owed.
+    def pauseProducing(self) -> None:
+        self._paused = True
+        if self._producer is not None:
+            self._producer.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._pay()
+        if not self._queue and not self._paused and self._producer is not None:
+            self._producer.resumeProducing()
+
+    def stopProducing(self) -> None:
+        if self._producer is not None:
+            self._producer.stopProducing()
+
+    def write_audio(self, pcm: bytes) -> None:
+        """Queue whole PCM samples for the muxed audio track (``mux_audio`` only)."""
+        if self._proc is None:
+            if self._early_audio is None:
+                return
+            self._early_bytes += len(pcm)
+            if self._early_bytes > MAX_EARLY_AUDIO:
+                _log.warn(
+                    "{name}: over 60 s of audio before the first frame; its MP4 has no audio "
+                    "(the WAV has all of it)", name=self._name,
+                )  # fmt: skip
+                self._early_audio = None
+                return
+            self._early_audio.append(pcm)
+        elif self._muxing and not self._proc.exited:
+            try:
+                self._proc.transport.writeToChild(AUDIO_FD, pcm)
+            except KeyError:
+                pass  # ffmpeg closed its end: it is ending, and says why when it has
+
+    def set_producer(self, producer: IPushProducer | None) -> None:
+        """The client's connection changed (a resumed session): back-pressure moves to it."""
+        self._producer = producer
+        if producer is not None and (self._paused or self._queue):
+            producer.pauseProducing()
+
+    @property
+    def _muxing(self) -> bool:
+        return self._settings.mux_audio and self._early_audio is not None
 
     def _start(self, width: int, height: int) -> None:
         out = self._store.temp_path(self._name, VIDEO_STREAM)
-        args = encoder_args(self._settings, width, height, os.fspath(out))
-        self._proc = ffmpeg.spawn(self._reactor, self._settings.ffmpeg, args, self._name)
-        if self._producer is not None:
-            self._proc.transport.registerProducer(self._producer, True)
+        args = encoder_args(self._settings, width, height, os.fspath(out), self._muxing)
+        self._proc = ffmpeg.spawn(
+            self._reactor, self._settings.ffmpeg, args, self._name, audio_fd=self._muxing
+        )
+        if self._muxing:
+            self._proc.transport.writeToChild(AUDIO_FD, b"".join(self._early_audio))
+            self._early_audio = []
+        self._proc.transport.registerProducer(self, True)
         self._proc.ended.addCallback(self._ended_early)
         _log.info(
             "encoding {name}: {width}x{height} at {fps} fps",
@@ -127,6 +251,12 @@ class VideoRecorder:
             return None
         reported = self._proc.exited  # a mid-stream death was reported when it happened
         self._ending = True
+        if self._queue and not self._proc.exited:
+            self._drained = Deferred()
+            self._proc.ended.addCallback(lambda r: self._pay() or r)
+            yield self._drained
+        if self._muxing and not self._proc.exited:
+            self._proc.transport.closeChildFD(AUDIO_FD)
         result = yield ffmpeg.end_input(self._reactor, self._proc, self._settings.grace)
         if not result.ok and not reported:
             _log.error("encoder for {name}: {why}", name=self._name, why=result.describe())
@@ -155,7 +285,8 @@ def publish(reactor, executable: str, store: MediaStore, name: str) -> Deferred[
             "{name}: encoder output ended mid-fragment; {cut} bytes cut, {kept} fragments kept",
             name=name, cut=cut, kept=kept,
         )  # fmt: skip
-    args = ["-i", os.fspath(src), "-map", "0:v", "-c", "copy", "-movflags", "+faststart",
+    args = ["-i", os.fspath(src), "-map", "0:v", "-map", "0:a?", "-c", "copy",
+            "-movflags", "+faststart",
             "-f", "mp4", os.fspath(part)]  # fmt: skip
     d = ffmpeg.run(reactor, executable, args, f"{name} (faststart)")
 

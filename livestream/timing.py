@@ -1,0 +1,191 @@
+"""Where each received chunk belongs on a session's timeline, for ``--timing capture``.
+
+Pure bookkeeping, no I/O and no Twisted: times come in as arguments (the client's capture time
+in seconds, or the arrival time standing in for it), decisions go out as counts.
+
+- The *master clock* is the audio's sample count: sample ``n`` of the session plays at
+  ``n / 44100`` s, because that is how the WAV and the muxed AAC play it. Before any audio has
+  arrived, and in sessions without audio, the server's clock is the master.
+- Video frames are placed on that timeline through an offset from their source clock (the
+  client's, or the arrival clock). The offset is measured at every audio chunk (or, without
+  audio, at every frame against the server's clock) and *slewed*: it moves toward the
+  measurement by at most :data:`MAX_SLEW` seconds per second, so a drifting client clock is
+  followed smoothly and a network stall never makes the picture jump.
+- The video is written at a constant rate: each frame goes to the output tick nearest its time
+  (tick ``k`` plays at ``k / fps`` s). A late frame repeats the previous one to fill the gap; a
+  frame whose tick is already written is dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+SAMPLE_RATE = 44100
+# The most the video clock is bent toward the master clock: 0.5 %, 5 ms a second. Far above
+# real clock drift (a crystal is off by 0.01 % to 0.1 %), far below what an eye notices.
+MAX_SLEW = 0.005
+# When the muxed audio lags the video by more than this (no audio came, or a gap), silence fills
+# the gap, so the MP4's muxer is never left waiting for audio that does not come.
+FILL_LAG = 3.0
+# The end of the video: the last frame is shown for one mean frame interval, at most this long.
+MAX_LAST_FRAME = 1.0
+
+
+class SlewedOffset:
+    """An offset that follows its measurements at a bounded rate."""
+
+    def __init__(self, value: float, max_rate: float = MAX_SLEW) -> None:
+        self.value = value
+        self._max_rate = max_rate
+        self._at: float | None = None
+
+    def measure(self, target: float, at: float) -> None:
+        """Move toward ``target``; ``at`` is the source time, so the step is bounded by the time
+        passed since the previous measurement (a burst of chunks moves it by nothing)."""
+        if self._at is None:
+            self._at = at
+            return
+        step = self._max_rate * max(0.0, at - self._at)
+        self._at = max(self._at, at)
+        self.value += min(step, max(-step, target - self.value))
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How to write one frame: repeat the previous frame ``repeat`` times first, then this frame
+    once if ``show``; a frame not shown still becomes the one later repeats show."""
+
+    repeat: int
+    show: bool
+
+
+class FramePacer:
+    """Constant-rate output ticks from frames at arbitrary times (seconds on the timeline)."""
+
+    def __init__(self, fps: int) -> None:
+        self.fps = fps
+        self.ticks = 0
+        self._first: float | None = None
+        self._last: float | None = None
+        self._count = 0
+
+    def place(self, t: float) -> Placement:
+        tick = max(0, math.floor(t * self.fps + 0.5))
+        if self._first is None:
+            self._first = t
+        self._last = max(t, self._last if self._last is not None else t)
+        self._count += 1
+        if tick < self.ticks:
+            return Placement(0, False)
+        # The first frame also covers the ticks before it (there is nothing older to show).
+        repeat = tick - self.ticks
+        self.ticks = tick + 1
+        return Placement(repeat, True)
+
+    def end(self, until: float = 0.0) -> int:
+        """Ticks of the last frame that close the video: it is shown for one mean frame interval,
+        and the video lasts at least ``until`` (the end of the audio)."""
+        if self._last is None:
+            return 0
+        interval = 1.0 / self.fps
+        if self._count > 1:
+            interval = (self._last - self._first) / (self._count - 1)
+        end = max(self._last + min(interval, MAX_LAST_FRAME), until)
+        return max(0, math.floor(end * self.fps + 0.5) - self.ticks)
+
+
+class CaptureTimeline:
+    """One session's timeline: frames to ticks, audio to sample positions."""
+
+    def __init__(self, fps: int, max_slew: float = MAX_SLEW) -> None:
+        self.pacer = FramePacer(fps)
+        self._max_slew = max_slew
+        # Source time + offset = timeline time; set by the first chunk of either kind.
+        self._offset: SlewedOffset | None = None
+        self._server_zero = 0.0
+        self._audio_seen = False
+        # Samples on the timeline so far: silence put before or between the audio, and audio.
+        self.samples = 0
+
+    def _start(self, source: float, arrival: float) -> SlewedOffset:
+        if self._offset is None:
+            self._offset = SlewedOffset(-source, self._max_slew)
+            self._server_zero = arrival
+        return self._offset
+
+    def video(self, source: float, arrival: float) -> Placement:
+        offset = self._start(source, arrival)
+        if not self._audio_seen:
+            offset.measure((arrival - self._server_zero) - source, source)
+        return self.pacer.place(source + offset.value)
+
+    def audio(self, source: float, arrival: float, samples: int) -> int:
+        """Account for a chunk of ``samples``; returns the samples of silence that place it (the
+        first chunk, when the video began before it). Audio is contiguous after that: the
+        sample count is the clock, and the video's offset follows it."""
+        offset = self._start(source, arrival)
+        lead = 0
+        if not self._audio_seen:
+            self._audio_seen = True
+            lead = max(0, round((source + offset.value) * SAMPLE_RATE) - self.samples)
+            self.samples += lead
+        offset.measure(self.samples / SAMPLE_RATE - source, source)
+        self.samples += samples
+        return lead
+
+    def fill(self) -> int:
+        """Samples of silence to add now (and count) because the audio lags the video by over
+        FILL_LAG; the muxed track gets them, so its muxer never waits for audio that is not
+        coming."""
+        silence = _fill(self.pacer.ticks / self.pacer.fps, self.samples)
+        self.samples += silence
+        return silence
+
+    def end(self) -> int:
+        """Ticks of the last frame to add so the video lasts as long as what was captured."""
+        return self.pacer.end(self.samples / SAMPLE_RATE)
+
+
+def _fill(video_seconds: float, samples: int) -> int:
+    lag = video_seconds - samples / SAMPLE_RATE
+    if lag <= FILL_LAG:
+        return 0
+    return round((lag - FILL_LAG) * SAMPLE_RATE)
+
+
+class FrameTimeline:
+    """``--timing frames``, the seed's rule: every received frame is one output tick."""
+
+    def __init__(self, fps: int) -> None:
+        self.fps = fps
+        self.ticks = 0
+        self.samples = 0
+
+    def video(self, source: float, arrival: float) -> Placement:
+        self.ticks += 1
+        return Placement(0, True)
+
+    def audio(self, source: float, arrival: float, samples: int) -> int:
+        self.samples += samples
+        return 0
+
+    def fill(self) -> int:
+        silence = _fill(self.ticks / self.fps, self.samples)
+        self.samples += silence
+        return silence
+
+    def end(self) -> int:
+        return 0
+
+
+Timeline = CaptureTimeline | FrameTimeline
+
+
+def timeline(mode: str, fps: int) -> Timeline:
+    return CaptureTimeline(fps) if mode == CAPTURE else FrameTimeline(fps)
+
+
+FRAMES = "frames"
+CAPTURE = "capture"
+TIMING_MODES = (FRAMES, CAPTURE)
