@@ -6,6 +6,7 @@ and on stop the listeners close first, then every live session is finalized.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from twisted.application.internet import StreamServerEndpointService
@@ -14,6 +15,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
+from livestream import notify
 from livestream.events import Events
 from livestream.options import Config, Options
 from livestream.protocol import RecordingFactory
@@ -62,13 +64,32 @@ def build(config: Config, reactor) -> MultiService:
     registry.setName("sessions")
     registry.setServiceParent(top)
     for description in config.listen:
-        try:
-            endpoint = serverFromString(reactor, description)
-        except (ValueError, KeyError, TypeError) as e:
-            sys.exit(f"livestream: bad --listen {description!r}: {e}")
-        _Listener(description, endpoint, site).setServiceParent(top)
+        _Listener(description, _endpoint(reactor, description), site).setServiceParent(top)
     _Announcement(config.access.describe()).setServiceParent(top)
+    notifier = notify.Notifier.from_environment(os.environ)
+    if notifier is not None:
+        # Last: READY=1 once everything before it has started, the listeners above all.
+        notify.SystemdNotify(
+            reactor,
+            notifier,
+            notify.watchdog_interval(os.environ, os.getpid()),
+            lambda: f"{len(registry.sessions)} live sessions",
+        ).setServiceParent(top)
     return top
+
+
+def _endpoint(reactor, description: str):
+    try:
+        return serverFromString(reactor, description)
+    except (ValueError, KeyError, TypeError) as e:
+        sys.exit(f"livestream: bad --listen {description!r}: {e}")
+    except IndexError:
+        # Only the systemd endpoint indexes a list: the sockets systemd passed, in LISTEN_FDS
+        # (Twisted also needs LISTEN_FDNAMES, which systemd 227 and later always set).
+        sys.exit(
+            f"livestream: --listen {description!r}: systemd passed no socket at that index "
+            "(started without livestream.socket?)"
+        )
 
 
 class _Announcement(Service):
