@@ -8,7 +8,6 @@ nothing here runs.
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Callable, Mapping
 

@@ -9,16 +9,54 @@ through the inherited socket with a real WebSocket client.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
+from twisted.internet import reactor
+from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
 from livestream.notify import STATUS_INTERVAL, Notifier, SystemdNotify, watchdog_interval
+from tests import support
+from tests.support import Daemon, jpeg_frames, record, sleep
+from tests.test_daemon import (
+    FPS,
+    TWISTD,
+    DaemonCase,
+    audio_chunks,
+    ended,
+    last_line,
+    refuses,
+    run_twistd,
+    stop,
+    stream_without_close,
+)
+
+UNITS = support.ROOT / "systemd"
+ANALYZE = shutil.which("systemd-analyze")
+SOCKET_ACTIVATE = shutil.which("systemd-socket-activate")
+# Where livestream.service expects the installed venv (README, "Running it as a service").
+INSTALLED_TWISTD = "/opt/livestream/.venv/bin/twistd"
+
+
+def exec_start() -> list[str]:
+    """livestream.service's ExecStart= as an argv (continuation lines joined)."""
+    text = (UNITS / "livestream.service").read_text().replace("\\\n", " ")
+    lines = [line for line in text.splitlines() if line.startswith("ExecStart=")]
+    assert len(lines) == 1, lines
+    return shlex.split(lines[0].removeprefix("ExecStart="))
+
+
+def unit_listen() -> str:
+    """The --listen description livestream.service passes: the one the tests run."""
+    argv = exec_start()
+    return argv[argv.index("--listen") + 1]
 
 
 class FakeSocket:
@@ -135,3 +173,177 @@ class SystemdNotifyTests(unittest.SynchronousTestCase):
         self.assertEqual(self.messages(), [["STATUS=1 live"]])
         service.stopService()
         self.assertEqual(self.messages(), [["STOPPING=1", "STATUS=stopping: 1 live"]])
+
+
+class UnitFileTests(unittest.TestCase):
+    def setUp(self) -> None:
+        if ANALYZE is None:
+            raise unittest.SkipTest("systemd-analyze is not installed (Debian package systemd)")
+
+    def test_units_verify(self) -> None:
+        """systemd-analyze accepts both units without a word.
+
+        It checks that ExecStart's program exists, and /opt/livestream is not installed here: the
+        copies it verifies run this venv's twistd instead, the only line that differs.
+        """
+        self.assertEqual(exec_start()[0], INSTALLED_TWISTD)
+        copies = Path(self.mktemp())
+        copies.mkdir()
+        for unit in ("livestream.service", "livestream.socket"):
+            text = (UNITS / unit).read_text()
+            (copies / unit).write_text(text.replace(INSTALLED_TWISTD, TWISTD))
+        done = subprocess.run(
+            [ANALYZE, "verify", "--man=no", "livestream.service", "livestream.socket"],
+            cwd=copies, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        # Unknown keys and unparsable values are only warnings (exit 0): any output fails too.
+        self.assertEqual((done.returncode, done.stdout + done.stderr), (0, ""))
+
+    def test_a_unit_error_is_caught(self) -> None:
+        """The check above can fail: a misspelt setting in a copy is reported."""
+        copies = Path(self.mktemp())
+        copies.mkdir()
+        text = (UNITS / "livestream.service").read_text().replace(INSTALLED_TWISTD, TWISTD)
+        (copies / "livestream.service").write_text(text.replace("KillMode=", "KilMode="))
+        shutil.copy(UNITS / "livestream.socket", copies)
+        done = subprocess.run(
+            [ANALYZE, "verify", "--man=no", "livestream.service", "livestream.socket"],
+            cwd=copies, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        self.assertIn("Unknown key 'KilMode'", done.stderr)
+
+    def test_the_service_listens_on_the_socket_unit(self) -> None:
+        self.assertEqual(unit_listen(), "systemd:domain=INET:index=0")
+        socket_unit = (UNITS / "livestream.socket").read_text()
+        # domain=INET must match the socket's family: an IPv4 address, not a bare port (which
+        # makes systemd bind a dual-stack IPv6 socket).
+        self.assertIn("\nListenStream=0.0.0.0:8080\n", socket_unit)
+
+
+class SocketActivationTests(DaemonCase):
+    def setUp(self) -> None:
+        if SOCKET_ACTIVATE is None:
+            raise unittest.SkipTest(
+                "systemd-socket-activate is not installed (Debian package systemd)"
+            )
+        super().setUp()
+
+    async def test_records_through_the_inherited_socket(self) -> None:
+        """systemd-socket-activate binds the port, waits for a connection, then execs twistd
+        with the socket as fd 3 (LISTEN_FDS=1, LISTEN_FDNAMES as systemd sets them for
+        livestream.socket); the first connection waits in the backlog meanwhile."""
+        port = support.free_port()
+        daemon = Daemon(
+            self.workdir, self.media, port, "--fps", str(FPS),
+            listen=unit_listen(),
+            launcher=(SOCKET_ACTIVATE, "--listen", f"127.0.0.1:{port}",
+                      "--fdname=livestream.socket"),
+        )  # fmt: skip
+        daemon.start()
+        self.addCleanup(stop, daemon)
+        # Had twistd bound the port itself, it would have failed: systemd-socket-activate holds it.
+        await daemon.listening()
+
+        frames = jpeg_frames(30)
+        audio = audio_chunks(30, 5)
+        _, connected, closed = await record(port, "activated", frames, audio)
+        name = connected["recording"]
+        self.assertEqual(closed["recordings"], {"video": f"{name}.mp4", "audio": f"{name}.wav"})
+        self.assert_video(f"{name}.mp4", frames=len(frames))
+        self.assert_wav(f"{name}.wav", audio)
+
+    def test_without_the_socket_one_line(self) -> None:
+        """--listen systemd:... without a passed socket stops the daemon with one line."""
+        code, out = run_twistd(self.workdir, "--listen", unit_listen())
+        self.assertNotEqual(code, 0, out)
+        self.assertIn("systemd passed no socket", last_line(out), out)
+        self.assertNotIn("Traceback", out)
+
+
+class NotifyReceiver(DatagramProtocol):
+    """systemd's side of NOTIFY_SOCKET: every datagram, as its list of fields."""
+
+    def __init__(self) -> None:
+        self.messages: list[list[str]] = []
+
+    def datagramReceived(self, data: bytes, addr) -> None:
+        self.messages.append(data.decode().split("\n"))
+
+    async def first(self, field: str, after: int = 0, timeout: float = 30) -> int:
+        """The index of the first message from ``after`` on that holds ``field``."""
+        deadline = reactor.seconds() + timeout
+        while True:
+            for i, message in enumerate(self.messages[after:], after):
+                if field in message:
+                    return i
+            if reactor.seconds() > deadline:
+                raise AssertionError(f"no {field!r} within {timeout}s: {self.messages}")
+            await sleep(0.02)
+
+
+class NotifyDaemonTests(DaemonCase):
+    def notify_socket(self) -> tuple[str, NotifyReceiver]:
+        """A unix datagram socket in a short temp dir (a socket path has at most 107 bytes)."""
+        where = tempfile.mkdtemp(prefix="livestream-notify-")
+        self.addCleanup(shutil.rmtree, where)
+        path = os.path.join(where, "notify")
+        receiver = NotifyReceiver()
+        port = reactor.listenUNIXDatagram(path, receiver)
+        self.addCleanup(port.stopListening)
+        return path, receiver
+
+    async def test_ready_watchdog_status_stopping(self) -> None:
+        path, receiver = self.notify_socket()
+        daemon = Daemon(
+            self.workdir, self.media, support.free_port(), "--fps", str(FPS),
+            env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "600000"},
+        )  # fmt: skip
+        daemon.start()
+        self.addCleanup(stop, daemon)
+
+        ready = await receiver.first("READY=1")
+        # READY=1 means listening: systemd orders what needs the daemon after it.
+        self.assertFalse(await refuses(daemon.port), daemon.output())
+        self.assertEqual(receiver.messages[ready], ["READY=1", "STATUS=0 live sessions"])
+        # Pings every WATCHDOG_USEC/2 = 0.3 s.
+        first = await receiver.first("WATCHDOG=1", ready)
+        await receiver.first("WATCHDOG=1", first + 1, timeout=5)
+
+        frames = jpeg_frames(15)
+        audio = audio_chunks(15, 7)
+        client, name = await stream_without_close(daemon.port, "watched", frames, audio)
+        await receiver.first("STATUS=1 live sessions", timeout=5)
+        closed = client.event("CLOSED", timeout=60)
+
+        daemon.signal("TERM")
+        stopping = await receiver.first("STOPPING=1")
+        self.assertEqual(
+            receiver.messages[stopping], ["STOPPING=1", "STATUS=stopping: 1 live sessions"]
+        )
+        await closed
+        await ended(daemon)
+        self.assertFalse(
+            any("WATCHDOG=1" in m for m in receiver.messages[stopping:]), receiver.messages
+        )
+        self.assertEqual(sum("READY=1" in m for m in receiver.messages), 1)
+        self.assert_video(f"{name}.mp4", frames=len(frames))
+        self.assert_wav(f"{name}.wav", audio)
+
+    def test_no_ready_when_a_listener_fails(self) -> None:
+        """A port that cannot be had stops the daemon before READY=1: systemd sees a failed
+        start, not a running service that does not listen."""
+        where = tempfile.mkdtemp(prefix="livestream-notify-")
+        self.addCleanup(shutil.rmtree, where)
+        path = os.path.join(where, "notify")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+            receiver.bind(path)
+            receiver.setblocking(False)
+            with socket.socket() as taken:
+                taken.bind(("127.0.0.1", 0))
+                taken.listen()
+                port = taken.getsockname()[1]
+                code, out = run_twistd(self.workdir, port=port, env={"NOTIFY_SOCKET": path})
+            self.assertNotEqual(code, 0, out)
+            self.assertIn("Address already in use", out)
+            with self.assertRaises(BlockingIOError):
+                receiver.recv(4096)
