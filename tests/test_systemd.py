@@ -8,11 +8,13 @@ through the inherited socket with a real WebSocket client.
 
 from __future__ import annotations
 
+import ctypes.util
 import os
 import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -30,7 +32,9 @@ from tests.test_daemon import (
     TWISTD,
     DaemonCase,
     audio_chunks,
+    children,
     ended,
+    how_it_ended,
     last_line,
     refuses,
     run_twistd,
@@ -51,6 +55,58 @@ def exec_start() -> list[str]:
     lines = [line for line in text.splitlines() if line.startswith("ExecStart=")]
     assert len(lines) == 1, lines
     return shlex.split(lines[0].removeprefix("ExecStart="))
+
+
+def unit_settings() -> dict[str, list[str]]:
+    """livestream.service's [Service] settings: key -> its values, in order."""
+    settings: dict[str, list[str]] = {}
+    section = ""
+    text = (UNITS / "livestream.service").read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        if line.startswith("["):
+            section = line
+        elif section == "[Service]" and "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+def syscall_groups() -> dict[str, list[str]]:
+    """systemd's system call groups (``@system-service``...), each with its names and groups."""
+    out = subprocess.run(
+        [ANALYZE, "syscall-filter"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    groups: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        if line.startswith("@"):
+            members = groups[line.strip()] = []
+        elif line.startswith(" ") and not line.strip().startswith("#") and line.strip():
+            members.append(line.strip())
+    return groups
+
+
+def sandbox_launcher() -> tuple[str, ...]:
+    """``python -m tests.sandbox ...`` with the seccomp rules of livestream.service."""
+    settings = unit_settings()
+    groups = syscall_groups()
+
+    def expand(names: str) -> set[str]:
+        calls: set[str] = set()
+        for name in names.split():
+            calls |= expand(" ".join(groups[name])) if name.startswith("@") else {name}
+        return calls
+
+    filters = settings["SystemCallFilter"]
+    assert not filters[0].startswith("~"), "the first SystemCallFilter= is an allow-list"
+    allowed = expand(filters[0])
+    for denied in filters[1:]:
+        allowed -= expand(denied.removeprefix("~"))
+    assert settings["SystemCallErrorNumber"] == ["EPERM"], settings["SystemCallErrorNumber"]
+    launcher = [sys.executable, "-m", "tests.sandbox", "--allow", ",".join(sorted(allowed))]
+    if settings.get("MemoryDenyWriteExecute") == ["yes"]:
+        launcher.append("--mdwe")
+    families = settings["RestrictAddressFamilies"][0].split()
+    return (*launcher, "--families", ",".join(families), "--")
 
 
 def unit_listen() -> str:
@@ -220,6 +276,16 @@ class UnitFileTests(unittest.TestCase):
         self.assertIn("\nListenStream=0.0.0.0:8080\n", socket_unit)
 
 
+def socket_activate(port: int) -> tuple[str, ...]:
+    """systemd-socket-activate on a loopback ``port``: it passes the socket as systemd passes
+    livestream.socket's (fd 3, LISTEN_FDNAMES its name), and, as systemd, an environment of its
+    own: PYTHONPATH (this worktree, see support.Daemon) must be handed on."""
+    return (
+        SOCKET_ACTIVATE, "--listen", f"127.0.0.1:{port}", "--fdname=livestream.socket",
+        "--setenv=PYTHONPATH",
+    )  # fmt: skip
+
+
 class SocketActivationTests(DaemonCase):
     def setUp(self) -> None:
         if SOCKET_ACTIVATE is None:
@@ -236,8 +302,7 @@ class SocketActivationTests(DaemonCase):
         daemon = Daemon(
             self.workdir, self.media, port, "--fps", str(FPS),
             listen=unit_listen(),
-            launcher=(SOCKET_ACTIVATE, "--listen", f"127.0.0.1:{port}",
-                      "--fdname=livestream.socket"),
+            launcher=socket_activate(port),
         )  # fmt: skip
         daemon.start()
         self.addCleanup(stop, daemon)
@@ -251,6 +316,45 @@ class SocketActivationTests(DaemonCase):
         self.assertEqual(closed["recordings"], {"video": f"{name}.mp4", "audio": f"{name}.wav"})
         self.assert_video(f"{name}.mp4", frames=len(frames))
         self.assert_wav(f"{name}.wav", audio)
+
+    async def test_under_the_units_sandbox(self) -> None:
+        """As systemd runs the unit: socket-activated, and under its seccomp rules (system call
+        filter, MemoryDenyWriteExecute, address families), which ffmpeg inherits. A session is
+        recorded, another is finished by SIGTERM, and every file decodes."""
+        if ctypes.util.find_library("seccomp") is None:
+            raise unittest.SkipTest("libseccomp is not installed (Debian package libseccomp2)")
+        port = support.free_port()
+        daemon = Daemon(
+            self.workdir, self.media, port, "--fps", str(FPS),
+            listen=unit_listen(),
+            launcher=(*socket_activate(port), *sandbox_launcher()),
+        )  # fmt: skip
+        daemon.start()
+        self.addCleanup(stop, daemon)
+        await daemon.listening()
+
+        frames = jpeg_frames(30)
+        audio = audio_chunks(30, 6)
+        _, connected, _ = await record(port, "sandboxed", frames, audio)
+        first = connected["recording"]
+        client, second = await stream_without_close(port, "stopped", frames, audio)
+        # The rules are on: the daemon's and its encoder's three filters (the system call
+        # allow-list, memory, address families).
+        encoders = children(daemon.pid)
+        self.assertTrue(encoders, "no encoder while a session streams")
+        for pid in (daemon.pid, *encoders):
+            status = Path(f"/proc/{pid}/status").read_text()
+            self.assertIn("\nSeccomp:\t2\n", status, pid)
+            self.assertIn("\nSeccomp_filters:\t3\n", status, pid)
+        closed = client.event("CLOSED", timeout=60)
+        daemon.signal("TERM")
+        await closed
+        await ended(daemon)
+        self.assertIn(how_it_ended(daemon), ("exit 0", "signal SIGTERM"), daemon.output())
+        for name in (first, second):
+            self.assert_video(f"{name}.mp4", frames=len(frames))
+            self.assert_wav(f"{name}.wav", audio)
+        self.assertNotIn("Traceback", daemon.output())
 
     def test_without_the_socket_one_line(self) -> None:
         """--listen systemd:... without a passed socket stops the daemon with one line."""
