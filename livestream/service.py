@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
+from OpenSSL import SSL
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import serverFromString
@@ -80,7 +81,7 @@ def build(config: Config, reactor) -> MultiService:
 
 def _endpoint(reactor, description: str):
     try:
-        return serverFromString(reactor, description)
+        endpoint = serverFromString(reactor, description)
     except (ValueError, KeyError, TypeError) as e:
         sys.exit(f"livestream: bad --listen {description!r}: {e}")
     except IndexError:
@@ -89,6 +90,22 @@ def _endpoint(reactor, description: str):
         sys.exit(
             f"livestream: --listen {description!r}: systemd passed no socket at that index "
             "(started without livestream.socket?)"
+        )
+    if description.startswith("ssl:"):
+        _require_tls_callbacks(description)
+    return endpoint
+
+
+def _require_tls_callbacks(description: str) -> None:
+    """Stop at start where TLS would fail every connection: pyOpenSSL gives OpenSSL callbacks
+    (Twisted sets one per context) made in memory both writable and executable, which
+    systemd's MemoryDenyWriteExecute=yes forbids."""
+    try:
+        SSL.Context(SSL.TLS_METHOD).set_alpn_select_callback(lambda connection, offered: b"")
+    except MemoryError:
+        sys.exit(
+            f"livestream: --listen {description!r}: TLS needs memory both writable and "
+            "executable for OpenSSL's callbacks; with systemd, set MemoryDenyWriteExecute=no"
         )
 
 

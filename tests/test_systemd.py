@@ -26,7 +26,16 @@ from twisted.trial import unittest
 
 from livestream.notify import STATUS_INTERVAL, Notifier, SystemdNotify, watchdog_interval
 from tests import support
-from tests.support import Daemon, jpeg_frames, record, sleep
+from tests.support import (
+    CLOSE_MSG,
+    Daemon,
+    connect_msg,
+    jpeg_frames,
+    open_client,
+    record,
+    sleep,
+    stream_msg,
+)
 from tests.test_daemon import (
     FPS,
     TWISTD,
@@ -41,6 +50,7 @@ from tests.test_daemon import (
     stop,
     stream_without_close,
 )
+from tests.test_tls import server_files, trusting
 
 UNITS = support.ROOT / "systemd"
 ANALYZE = shutil.which("systemd-analyze")
@@ -85,8 +95,9 @@ def syscall_groups() -> dict[str, list[str]]:
     return groups
 
 
-def sandbox_launcher() -> tuple[str, ...]:
-    """``python -m tests.sandbox ...`` with the seccomp rules of livestream.service."""
+def sandbox_launcher(mdwe: bool | None = None) -> tuple[str, ...]:
+    """``python -m tests.sandbox ...`` with the seccomp rules of livestream.service (``mdwe``
+    overrides its MemoryDenyWriteExecute=)."""
     settings = unit_settings()
     groups = syscall_groups()
 
@@ -103,7 +114,9 @@ def sandbox_launcher() -> tuple[str, ...]:
         allowed -= expand(denied.removeprefix("~"))
     assert settings["SystemCallErrorNumber"] == ["EPERM"], settings["SystemCallErrorNumber"]
     launcher = [sys.executable, "-m", "tests.sandbox", "--allow", ",".join(sorted(allowed))]
-    if settings.get("MemoryDenyWriteExecute") == ["yes"]:
+    if mdwe is None:
+        mdwe = settings.get("MemoryDenyWriteExecute") == ["yes"]
+    if mdwe:
         launcher.append("--mdwe")
     families = settings["RestrictAddressFamilies"][0].split()
     return (*launcher, "--families", ",".join(families), "--")
@@ -232,40 +245,35 @@ class SystemdNotifyTests(unittest.SynchronousTestCase):
 
 
 class UnitFileTests(unittest.TestCase):
-    def setUp(self) -> None:
-        if ANALYZE is None:
-            raise unittest.SkipTest("systemd-analyze is not installed (Debian package systemd)")
-
-    def test_units_verify(self) -> None:
-        """systemd-analyze accepts both units without a word.
+    def verify(self, edit=lambda text: text) -> subprocess.CompletedProcess[str]:
+        """``systemd-analyze verify`` of copies of both units, with ``edit`` applied to the
+        service's text.
 
         It checks that ExecStart's program exists, and /opt/livestream is not installed here: the
-        copies it verifies run this venv's twistd instead, the only line that differs.
+        copies run this venv's twistd instead.
         """
-        self.assertEqual(exec_start()[0], INSTALLED_TWISTD)
+        if ANALYZE is None:
+            raise unittest.SkipTest("systemd-analyze is not installed (Debian package systemd)")
         copies = Path(self.mktemp())
         copies.mkdir()
-        for unit in ("livestream.service", "livestream.socket"):
-            text = (UNITS / unit).read_text()
-            (copies / unit).write_text(text.replace(INSTALLED_TWISTD, TWISTD))
-        done = subprocess.run(
+        service = (UNITS / "livestream.service").read_text().replace(INSTALLED_TWISTD, TWISTD)
+        (copies / "livestream.service").write_text(edit(service))
+        shutil.copy(UNITS / "livestream.socket", copies)
+        return subprocess.run(
             [ANALYZE, "verify", "--man=no", "livestream.service", "livestream.socket"],
             cwd=copies, capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
+
+    def test_units_verify(self) -> None:
+        """systemd-analyze accepts both units without a word; only ExecStart's path differs."""
+        self.assertEqual(exec_start()[0], INSTALLED_TWISTD)
+        done = self.verify()
         # Unknown keys and unparsable values are only warnings (exit 0): any output fails too.
         self.assertEqual((done.returncode, done.stdout + done.stderr), (0, ""))
 
     def test_a_unit_error_is_caught(self) -> None:
-        """The check above can fail: a misspelt setting in a copy is reported."""
-        copies = Path(self.mktemp())
-        copies.mkdir()
-        text = (UNITS / "livestream.service").read_text().replace(INSTALLED_TWISTD, TWISTD)
-        (copies / "livestream.service").write_text(text.replace("KillMode=", "KilMode="))
-        shutil.copy(UNITS / "livestream.socket", copies)
-        done = subprocess.run(
-            [ANALYZE, "verify", "--man=no", "livestream.service", "livestream.socket"],
-            cwd=copies, capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
+        """The check above can fail: a misspelt setting is reported."""
+        done = self.verify(lambda text: text.replace("KillMode=", "KilMode="))
         self.assertIn("Unknown key 'KilMode'", done.stderr)
 
     def test_the_service_listens_on_the_socket_unit(self) -> None:
@@ -317,16 +325,35 @@ class SocketActivationTests(DaemonCase):
         self.assert_video(f"{name}.mp4", frames=len(frames))
         self.assert_wav(f"{name}.wav", audio)
 
-    async def test_under_the_units_sandbox(self) -> None:
-        """As systemd runs the unit: socket-activated, and under its seccomp rules (system call
-        filter, MemoryDenyWriteExecute, address families), which ffmpeg inherits. A session is
-        recorded, another is finished by SIGTERM, and every file decodes."""
+    def test_without_the_socket_one_line(self) -> None:
+        """--listen systemd:... without a passed socket stops the daemon with one line."""
+        code, out = run_twistd(self.workdir, "--listen", unit_listen())
+        self.assertNotEqual(code, 0, out)
+        self.assertIn("systemd passed no socket", last_line(out), out)
+        self.assertNotIn("Traceback", out)
+
+
+class SandboxTests(DaemonCase):
+    """The daemon under the seccomp rules of livestream.service (tests/sandbox.py)."""
+
+    def setUp(self) -> None:
+        if ANALYZE is None or SOCKET_ACTIVATE is None:
+            raise unittest.SkipTest(
+                "systemd-analyze or systemd-socket-activate is not installed (Debian package "
+                "systemd)"
+            )
         try:
             ctypes.CDLL("libseccomp.so.2")
         except OSError:
             raise unittest.SkipTest(
                 "libseccomp is not installed (Debian package libseccomp2)"
             ) from None
+        super().setUp()
+
+    async def test_under_the_units_sandbox(self) -> None:
+        """As systemd runs the unit: socket-activated, and under its seccomp rules (system call
+        filter, MemoryDenyWriteExecute, address families), which ffmpeg inherits. A session is
+        recorded, another is finished by SIGTERM, and every file decodes."""
         port = support.free_port()
         daemon = Daemon(
             self.workdir, self.media, port, "--fps", str(FPS),
@@ -360,12 +387,45 @@ class SocketActivationTests(DaemonCase):
             self.assert_wav(f"{name}.wav", audio)
         self.assertNotIn("Traceback", daemon.output())
 
-    def test_without_the_socket_one_line(self) -> None:
-        """--listen systemd:... without a passed socket stops the daemon with one line."""
-        code, out = run_twistd(self.workdir, "--listen", unit_listen())
-        self.assertNotEqual(code, 0, out)
-        self.assertIn("systemd passed no socket", last_line(out), out)
-        self.assertNotIn("Traceback", out)
+    def tls_daemon(self, mdwe: bool) -> Daemon:
+        key, cert = server_files(self.workdir / "tls")
+        port = support.free_port()
+        daemon = Daemon(
+            self.workdir, self.media, port, "--fps", str(FPS),
+            listen=f"ssl:{port}:interface=127.0.0.1:privateKey={key}:certKey={cert}",
+            launcher=sandbox_launcher(mdwe=mdwe),
+        )  # fmt: skip
+        daemon.start()
+        self.addCleanup(stop, daemon)
+        return daemon
+
+    async def test_tls_stops_at_start_under_memory_deny_write_execute(self) -> None:
+        """pyOpenSSL's callbacks need memory both writable and executable: rather than fail
+        every TLS handshake, the daemon stops at start with one line saying what to change."""
+        daemon = self.tls_daemon(mdwe=True)
+        await ended(daemon)
+        self.assertNotEqual(how_it_ended(daemon), "exit 0")
+        line = last_line(daemon.output())
+        self.assertIn("set MemoryDenyWriteExecute=no", line, daemon.output())
+        self.assertNotIn("Traceback", daemon.output())
+
+    async def test_tls_records_with_memory_deny_write_execute_off(self) -> None:
+        """The rest of the sandbox is no obstacle to TLS (README: TLS in the service)."""
+        daemon = self.tls_daemon(mdwe=False)
+        deadline = reactor.seconds() + 30
+        while await refuses(daemon.port):
+            self.assertLess(reactor.seconds(), deadline, daemon.output())
+            self.assertFalse(daemon.proto.ended.called, daemon.output())
+            await sleep(0.1)
+        client = await open_client(daemon.port, tls=trusting("livestream test CA"))
+        client.send(connect_msg("secure"))
+        name = (await client.event("CONNECTED"))["recording"]
+        frames = jpeg_frames(15)
+        for frame in frames:
+            client.send(stream_msg("VIDEO", frame))
+        client.send(CLOSE_MSG)
+        await client.event("CLOSED", timeout=60)
+        self.assert_video(f"{name}.mp4", frames=len(frames))
 
 
 class NotifyReceiver(DatagramProtocol):
