@@ -6,14 +6,17 @@ and on stop the listeners close first, then every live session is finalized.
 
 from __future__ import annotations
 
+import os
 import sys
 
+from OpenSSL import SSL
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
+from livestream import notify
 from livestream.events import Events
 from livestream.health import Health
 from livestream.metrics import Metrics
@@ -105,13 +108,48 @@ def build(config: Config, reactor) -> MultiService:
     registry.setName("sessions")
     registry.setServiceParent(top)
     for description in config.listen:
-        try:
-            endpoint = serverFromString(reactor, description)
-        except (ValueError, KeyError, TypeError) as e:
-            sys.exit(f"livestream: bad --listen {description!r}: {e}")
-        _Listener(description, endpoint, site).setServiceParent(top)
+        _Listener(description, _endpoint(reactor, description), site).setServiceParent(top)
     _Announcement(config.access.describe()).setServiceParent(top)
+    notifier = notify.Notifier.from_environment(os.environ)
+    if notifier is not None:
+        # Last: READY=1 once everything before it has started, the listeners above all.
+        notify.SystemdNotify(
+            reactor,
+            notifier,
+            notify.watchdog_interval(os.environ, os.getpid()),
+            lambda: f"{len(registry.sessions)} live sessions",
+        ).setServiceParent(top)
     return top
+
+
+def _endpoint(reactor, description: str):
+    try:
+        endpoint = serverFromString(reactor, description)
+    except (ValueError, KeyError, TypeError) as e:
+        sys.exit(f"livestream: bad --listen {description!r}: {e}")
+    except IndexError:
+        # Only the systemd endpoint indexes a list: the sockets systemd passed, in LISTEN_FDS
+        # (Twisted also needs LISTEN_FDNAMES, which systemd 227 and later always set).
+        sys.exit(
+            f"livestream: --listen {description!r}: systemd passed no socket at that index "
+            "(started without livestream.socket?)"
+        )
+    if description.startswith("ssl:"):
+        _require_tls_callbacks(description)
+    return endpoint
+
+
+def _require_tls_callbacks(description: str) -> None:
+    """Stop at start where TLS would fail every connection: pyOpenSSL gives OpenSSL callbacks
+    (Twisted sets one per context) made in memory both writable and executable, which
+    systemd's MemoryDenyWriteExecute=yes forbids."""
+    try:
+        SSL.Context(SSL.TLS_METHOD).set_alpn_select_callback(lambda connection, offered: b"")
+    except MemoryError:
+        sys.exit(
+            f"livestream: --listen {description!r}: TLS needs memory both writable and "
+            "executable for OpenSSL's callbacks; with systemd, set MemoryDenyWriteExecute=no"
+        )
 
 
 class _Announcement(Service):

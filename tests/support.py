@@ -300,11 +300,26 @@ class _DaemonProtocol(ProcessProtocol):
 class Daemon:
     """A real ``twistd -n livestream`` in a child process, as an operator runs it."""
 
-    def __init__(self, workdir: Path, media: Path, port: int, *extra: str) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        media: Path,
+        port: int,
+        *extra: str,
+        listen: str | None = None,
+        launcher: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """``listen`` replaces the loopback TCP listener on ``port`` (which the daemon must still
+        answer on); ``launcher`` is a command that runs twistd (systemd-socket-activate);
+        ``env`` is added to the daemon's environment."""
         self.workdir = workdir
         self.media = media
         self.port = port
         self.extra = extra
+        self.listen = listen or f"tcp:{port}:interface=127.0.0.1"
+        self.launcher = launcher
+        self.env = env or {}
         self.log = workdir / "twistd.out"
         self.proto: _DaemonProtocol | None = None
 
@@ -316,14 +331,14 @@ class Daemon:
         self.proto = _DaemonProtocol(self.log)
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
         argv = [
-            twistd, "-n", "--pidfile=", "livestream",
-            "--listen", f"tcp:{self.port}:interface=127.0.0.1",
+            *self.launcher, twistd, "-n", "--pidfile=", "livestream",
+            "--listen", self.listen,
             "--media", os.fspath(self.media),
             # The suite may run on a nearly full disk; the reserve has tests of its own.
             "--min-free-mb", "0", *self.extra,
         ]  # fmt: skip
-        env = dict(os.environ, PYTHONPATH=os.fspath(ROOT))
-        reactor.spawnProcess(self.proto, twistd, argv, env=env, path=os.fspath(self.workdir))
+        env = dict(os.environ, PYTHONPATH=os.fspath(ROOT), **self.env)
+        reactor.spawnProcess(self.proto, argv[0], argv, env=env, path=os.fspath(self.workdir))
 
     async def listening(self, timeout: float = 30) -> None:
         """Wait until the daemon answers ``GET /recordings`` (a 401 of a daemon with

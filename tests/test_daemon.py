@@ -328,19 +328,21 @@ class CrashTests(DaemonCase):
 # --- start-up ----------------------------------------------------------------------------------
 
 
-def run_twistd(workdir: Path, *args: str, port: int | None = None) -> tuple[int, str]:
-    """Run ``twistd -n livestream ARGS`` to its end; (exit status, stdout + stderr)."""
+def run_twistd(
+    workdir: Path, *args: str, port: int | None = None, env: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """Run ``twistd -n livestream ARGS`` (with ``env`` added to its environment) to its end;
+    (exit status, stdout + stderr)."""
     port = support.free_port() if port is None else port
     argv = [
         TWISTD, "-n", "--pidfile=", "livestream",
         "--listen", f"tcp:{port}:interface=127.0.0.1", "--media", os.fspath(workdir / "media"),
         *args,
     ]  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=os.fspath(support.ROOT))
     done = subprocess.run(
         argv,
         cwd=workdir,
-        env=env,
+        env=dict(os.environ, PYTHONPATH=os.fspath(support.ROOT), **(env or {})),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
