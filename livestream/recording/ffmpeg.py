@@ -74,14 +74,24 @@ class FFmpegProcess(ProcessProtocol):
 
 
 def spawn(
-    reactor: IReactorProcess, executable: str, args: Sequence[str], label: str
+    reactor: IReactorProcess,
+    executable: str,
+    args: Sequence[str],
+    label: str,
+    *,
+    proto: FFmpegProcess | None = None,
+    read_fds: Sequence[int] = (),
 ) -> FFmpegProcess:
-    """Start ffmpeg with ``args``; its stdin stays open for the caller to write to."""
-    proto = FFmpegProcess(label)
+    """Start ffmpeg with ``args``; its stdin stays open for the caller to write to.
+
+    ``proto`` replaces the plain :class:`FFmpegProcess` when the caller reads what ffmpeg
+    writes; ``read_fds`` are further pipes (``pipe:3``) ffmpeg writes to and ``proto`` reads.
+    """
+    proto = proto if proto is not None else FFmpegProcess(label)
     argv = [executable, *COMMON_ARGS, *args]
-    reactor.spawnProcess(
-        proto, executable, argv, env=_child_env(), childFDs={0: "w", 1: "r", 2: "r"}
-    )
+    fds: dict[int, str | int] = {0: "w", 1: "r", 2: "r"}
+    fds.update({fd: "r" for fd in read_fds})
+    reactor.spawnProcess(proto, executable, argv, env=_child_env(), childFDs=fds)
     return proto
 
 
