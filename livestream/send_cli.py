@@ -160,19 +160,25 @@ async def run(reactor, args: argparse.Namespace, where: Target, stdout: TextIO,
     factory.closed.addCallback(connection_lost)
     reader.ended.addCallback(source_ended)
     trigger = reactor.addSystemEventTrigger("before", "shutdown", on_interrupt)
+    closed: dict | None = None
+    gone: ServerGone | None = None
     try:
         await outbox.emptied
         result = await reader.ended
         proto.send_close()
         closed = await proto.reply("CLOSED")
     except ServerGone as e:
-        raise Failed(str(e)) from None
+        # The server may have finished the recording before it went (a limit, its shutdown).
+        closed, gone = proto.unclaimed("CLOSED"), e
     finally:
         progress.stop()
         reactor.removeSystemEventTrigger(trigger)
         reactor.callLater(0, finished.callback, None)
-    stdout.write(json.dumps(closed["recordings"]) + "\n")
-    stdout.flush()
+    if closed is not None:
+        stdout.write(json.dumps(closed["recordings"]) + "\n")
+        stdout.flush()
+    if gone is not None:
+        raise Failed(str(gone))
     if reader.broken:
         raise Failed(reader.broken)
     if not result.ok and not interrupted:

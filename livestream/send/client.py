@@ -82,7 +82,10 @@ class SendProtocol(WebSocketClientProtocol):
         except (ValueError, KeyError, TypeError):
             return
         if kind == "ERROR":
-            self.error = reply
+            # session_closed answers what was still in flight when the server ended the
+            # session; how it ended (the close, or the ERROR before) is what to report.
+            if reply.get("code") != "session_closed":
+                self.error = reply
             self.factory.on_error(reply)
             return
         waiter = self._waiting.pop(kind, None)
@@ -117,6 +120,11 @@ class SendProtocol(WebSocketClientProtocol):
         if self.gone is not None:
             return fail(self.gone)
         return self._waiting.setdefault(kind, Deferred())
+
+    def unclaimed(self, kind: str) -> dict | None:
+        """A reply of ``kind`` that came without being waited for (``CLOSED`` before the
+        server closes with 1012 or 1008), or None."""
+        return self._replies.pop(kind, None)
 
     def send_media(self, kind: str, data: bytes) -> None:
         if self.factory.binary:
