@@ -154,6 +154,7 @@ async def run(reactor, args: argparse.Namespace, where: Target, stdout: TextIO,
         """Ctrl-C: end the source, and let what was read be sent and the recording finished."""
         interrupted.append(True)
         stop_source()
+        outbox.hurry()
         return finished
 
     finished: Deferred[None] = Deferred()

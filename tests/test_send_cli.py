@@ -15,6 +15,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import Clock
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -181,6 +182,21 @@ class SourceArgsTests(SynchronousTestCase):
         self.assertIn("livestream-send = livestream.send_cli:main", scripts)
 
 
+class Collect(ProcessProtocol):
+    def __init__(self) -> None:
+        self.out = self.err = b""
+        self.ended: Deferred[int | None] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def processEnded(self, reason) -> None:
+        self.ended.callback(getattr(reason.value, "exitCode", None))
+
+
 class SendTests(TestCase):
     timeout = 60
 
@@ -306,6 +322,25 @@ class SendTests(TestCase):
         frames = video_facts(self.media / "video" / names["video"]).frames
         self.assertGreaterEqual(frames, 5)
         self.assertIn(f"{frames} frames", err)
+
+    async def test_interrupted(self) -> None:
+        """Ctrl-C (SIGINT) ends the stream, not the recording: what was read is sent at once,
+        the session is closed, and the names printed, with status 0."""
+        port = await self.serve()
+        done = Collect()
+        argv = [sys.executable, "-m", "livestream.send_cli", f"ws://127.0.0.1:{port}/",
+                "--test-pattern", "--fps", "10", "--size", "320x240"]  # fmt: skip
+        reactor.spawnProcess(done, sys.executable, argv,
+                             env=dict(os.environ, PYTHONPATH=os.fspath(support.ROOT)))  # fmt: skip
+        registry = self.service.getServiceNamed("sessions")
+        while not registry.sessions or registry.sessions[0].frames < 10:
+            await sleep(0.1)
+        done.transport.signalProcess("INT")
+        code = await done.ended
+        out, err = done.out.decode(), done.err.decode()
+        self.assertEqual(code, 0, err)
+        frames = video_facts(self.media / "video" / json.loads(out)["video"]).frames
+        self.assertIn(f"{frames} frames", err.splitlines()[-1])
 
     async def test_wss_with_cafile(self) -> None:
         """wss:// verifies the server's certificate: with the test CA in --cafile it records;

@@ -79,10 +79,13 @@ class Outbox:
         self._source_done = True
         self._pump()
 
-    @property
-    def seconds(self) -> float:
-        """Media time sent so far: the later of the video and the audio."""
-        return max(self.frames / self._fps, self.audio_bytes / BYTES_PER_SECOND)
+    def hurry(self) -> None:
+        """From now on send as fast as the socket takes it (the user wants to stop: what was
+        read is sent at once, not over the seconds it would take in real time)."""
+        self._realtime = False
+        if self._timer is not None:
+            self._timer.cancel()
+        self._pump()
 
     def _add(self, kind: str, at: float, data: bytes) -> None:
         if self._stopped:
