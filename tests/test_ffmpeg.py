@@ -199,6 +199,16 @@ class SpawnTests(SynchronousTestCase):
         self.assertNotIn("LIVESTREAM_TEST_SECRET", call["env"])
         self.assertFalse(call["transport"].stdin_closed)
 
+    def test_spawn_extra_pipes(self) -> None:
+        """A caller that reads ffmpeg's output passes its own protocol and further pipes."""
+        reactor = ProcessReactor()
+        mine = FFmpegProcess("reader")
+        proto = ffmpeg.spawn(reactor, "/bin/ffmpeg", ["out"], "reader", proto=mine, read_fds=[3])
+        (call,) = reactor.spawned
+        self.assertIs(proto, mine)
+        self.assertIs(call["proto"], mine)
+        self.assertEqual(call["childFDs"], {0: "w", 1: "r", 2: "r", 3: "r"})
+
     def test_run_closes_stdin(self) -> None:
         """A one-shot run must not leave ffmpeg waiting for input that never comes."""
         reactor = ProcessReactor()
