@@ -58,6 +58,7 @@ ARGS = [
 PHONE = {"width": 412, "height": 915}
 SCREENSHOT = ROOT / "build" / "screenshots" / "page.png"
 RECONNECTING = ROOT / "build" / "screenshots" / "reconnecting.png"
+NOT_RESUMED = ROOT / "build" / "screenshots" / "not-resumed.png"
 WAIT_MS = 20_000
 FPS = 15
 SECRET = b"0123456789abcdef0123456789abcdef-browser"
@@ -248,6 +249,7 @@ class BrowserTests(TestCase):
                 time.sleep(0.5)
                 page.context.set_offline(False)
                 page.wait_for_selector("#finished-recording")
+                page.screenshot(path=str(NOT_RESUMED))
                 finished = page.locator("#finished-recording")
                 return {
                     "state": page.get_attribute("#live-status", "data-state"),

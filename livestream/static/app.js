@@ -96,10 +96,11 @@ function element(tag, attributes = {}, ...children) {
 
 // --- going live ---------------------------------------------------------------------------------
 
-function liveStatus(kind, text) {
+function liveStatus(kind, text, detail = "") {
   const status = $("#live-status");
   status.dataset.state = kind;
-  status.textContent = text;
+  status.replaceChildren(text);
+  if (detail) status.append(element("span", { class: "detail" }, detail));
   status.classList.toggle("error", kind === "error");
 }
 
@@ -109,7 +110,7 @@ function losses(broadcaster) {
   const lost = [];
   if (droppedFrames) lost.push(`${droppedFrames} frames`);
   if (droppedAudioMs) lost.push(`${(droppedAudioMs / 1000).toFixed(1)} s of audio`);
-  return lost.length ? ` · ${lost.join(" and ")} lost while the connection was down` : "";
+  return lost.length ? ` ${lost.join(" and ")} could not be kept while the connection was down.` : "";
 }
 
 function showLive(broadcaster) {
@@ -117,11 +118,13 @@ function showLive(broadcaster) {
   $("#live-status").dataset.resumes = broadcaster.resumes;
   if (broadcaster.reconnecting) {
     const left = Math.max(0, state.resumeGrace - (performance.now() - broadcaster.lostAt) / 1000);
-    liveStatus("reconnecting", `Connection lost, reconnecting… ${elapsed} · still recording here, ` +
-      `${broadcaster.buffered().toFixed(1)} s to send · ${Math.ceil(left)} s left${losses(broadcaster)}`);
+    liveStatus("reconnecting", `Reconnecting… ${elapsed}`,
+      `The connection dropped. Still recording here; ${broadcaster.buffered().toFixed(1)} s is ` +
+      `waiting to be sent. The server keeps the recording open ${Math.ceil(left)} s more.` +
+      losses(broadcaster));
   } else {
-    const note = broadcaster.lastError ? ` · ${broadcaster.lastError}` : "";
-    liveStatus("recording", `Recording ${broadcaster.name} · ${elapsed}${note}${losses(broadcaster)}`);
+    const note = [broadcaster.lastError, losses(broadcaster)].filter(Boolean).join(" ");
+    liveStatus("recording", `Recording ${broadcaster.name} · ${elapsed}`, note);
   }
 }
 
@@ -166,7 +169,8 @@ async function stopLive() {
   const seconds = broadcaster.elapsed();
   const finishing = () =>
     broadcaster.reconnecting
-      ? liveStatus("reconnecting", `Finishing: reconnecting to send the last ${broadcaster.buffered().toFixed(1)} s…`)
+      ? liveStatus("reconnecting", "Finishing: reconnecting…",
+        `${broadcaster.buffered().toFixed(1)} s of the recording wait to be sent.`)
       : liveStatus("finishing", "Finishing the recording…");
   finishing();
   const waiting = setInterval(finishing, 250);
@@ -189,20 +193,22 @@ async function showEnd(broadcaster, outcome, seconds) {
     droppedFrames: broadcaster.outbox.droppedFrames,
     droppedAudioMs: Math.round(broadcaster.outbox.droppedAudioMs),
   });
-  const resumed = broadcaster.resumes ? `, resumed ${broadcaster.resumes}× after the connection dropped` : "";
+  const resumed = broadcaster.resumes
+    ? `The connection dropped and was resumed ${broadcaster.resumes}×.${losses(broadcaster)}`
+    : "";
   if (outcome?.kind === "closed") {
-    liveStatus("done", `Recorded ${clock(seconds)}: ${broadcaster.frames} frames${resumed}.${losses(broadcaster)}`);
+    liveStatus("done", `Recorded ${clock(seconds)}: ${broadcaster.frames} frames.`, resumed);
     $("#finished").replaceChildren(finishedCard(outcome.recordings));
   } else if (outcome) {
     const why = outcome.kind === "expired"
       ? `The connection was lost and the recording could not be resumed (${outcome.reason})`
       : `The connection ended (${outcome.code}${outcome.reason ? ` ${outcome.reason}` : ""})`;
-    liveStatus("ended", `${why}: the recording ended. Looking for what was saved…`);
+    liveStatus("ended", `The recording ended after ${clock(seconds)}.`, `${why}. Looking for what was saved…`);
     const recordings = await savedFiles(broadcaster.name);
     const saved = recordings
-      ? "What reached the server was saved, below."
-      : "The saved files are in the list below once the server has finished them.";
-    liveStatus("ended", `${why}: the recording ended after ${clock(seconds)}. ${saved}`);
+      ? "What reached the server was saved:"
+      : "What reached the server is in the list below once the server has finished it.";
+    liveStatus("ended", `The recording ended after ${clock(seconds)}.`, `${why}. ${saved}`);
     if (recordings) $("#finished").replaceChildren(finishedCard(recordings));
   } else {
     liveStatus("error", "The server did not confirm the recording; see the list below.");
