@@ -102,14 +102,12 @@ def go_live(url: str, seconds: float, during: Callable[[Page], None] | None = No
         page.wait_for_selector("#live-status[data-state=done]")
         status = page.locator("#live-status")
         finished = page.locator("#finished-recording")
-        number = lambda name: int(status.get_attribute(f"data-{name}"))  # noqa: E731
+        counts = ("frames", "skipped", "audio-bytes", "resumes", "resent", "dropped-frames",
+                  "dropped-audio-ms")
         return {
             "wall": wall,
             "seconds": float(status.get_attribute("data-seconds")),
-            **{key.replace("-", "_"): number(key) for key in (
-                "frames", "skipped", "audio-bytes", "resumes", "resent", "dropped-frames",
-                "dropped-audio-ms",
-            )},
+            **{key.replace("-", "_"): int(status.get_attribute(f"data-{key}")) for key in counts},
             "video": finished.get_attribute("data-video"),
             "audio": finished.get_attribute("data-audio"),
             "errors": page.errors,
