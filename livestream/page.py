@@ -68,11 +68,17 @@ def wants_html(request: Request) -> bool:
 
 class Page:
     def __init__(
-        self, sessions: Callable[[], tuple[Session, ...]], access: Access, fps: int
+        self,
+        sessions: Callable[[], tuple[Session, ...]],
+        access: Access,
+        fps: int,
+        resume_grace: float = 0.0,
     ) -> None:
-        """``sessions``: what returns the live sessions now (the registry's ``sessions``)."""
+        """``sessions``: what returns the live sessions now (the registry's ``sessions``);
+        ``resume_grace``: how long a dropped session waits for its client (--resume-grace)."""
         self._access = access
         self._fps = fps
+        self._resume_grace = resume_grace
         self.assets: IResource = _Assets(str(STATIC), defaultType="application/octet-stream")
         self._live = WebSocketResource(ViewerFactory(sessions, access, fps))
 
@@ -89,9 +95,14 @@ class Page:
         return (STATIC / "index.html").read_bytes()
 
     def config(self, request: Request) -> bytes:
-        """What the page must know before it can stream: the frame rate it sends at, and whether
-        it needs a token. Open to anyone: nothing in it is secret."""
+        """What the page must know before it can stream: the frame rate it sends at, whether it
+        needs a token, and how long it may take to come back after a dropped connection. Open to
+        anyone: nothing in it is secret."""
         request.setHeader("content-type", "application/json")
         request.setHeader("cache-control", "no-store")
-        body = {"fps": self._fps, "auth": self._access.verifier is not None}
+        body = {
+            "fps": self._fps,
+            "auth": self._access.verifier is not None,
+            "resumeGrace": self._resume_grace,
+        }
         return json.dumps(body).encode("utf-8")

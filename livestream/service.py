@@ -77,7 +77,7 @@ def build(config: Config, reactor) -> MultiService:
     metrics = Metrics(events, lambda: registry.sessions, webhooks)
     factory = RecordingFactory(reactor, registry, limits, config.access)
     health = Health(store, config.ffmpeg, limits.min_free_bytes)
-    page = Page(lambda: registry.sessions, config.access, config.fps)
+    page = Page(lambda: registry.sessions, config.access, config.fps, config.resume_grace)
     site = make_site(
         store, factory, page, config.access, limits.handshake_timeout, registry=registry,
         health=health, metrics=metrics,

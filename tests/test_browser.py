@@ -18,15 +18,17 @@ from pathlib import Path
 
 from twisted.internet import reactor
 from twisted.internet.task import LoopingCall
-from twisted.internet.threads import deferToThread
+from twisted.internet.threads import blockingCallFromThread, deferToThread
 from twisted.trial.unittest import TestCase
 
 from livestream.access import Access
 from livestream.auth import Verifier, mint
+from livestream.session import DISCONNECT
 from tests.support import (
     CLOSE_MSG,
     ROOT,
     connect_msg,
+    get_json,
     jpeg_frames,
     open_client,
     pcm,
@@ -55,6 +57,8 @@ ARGS = [
 # A phone's viewport: the page must read well there.
 PHONE = {"width": 412, "height": 915}
 SCREENSHOT = ROOT / "build" / "screenshots" / "page.png"
+RECONNECTING = ROOT / "build" / "screenshots" / "reconnecting.png"
+NOT_RESUMED = ROOT / "build" / "screenshots" / "not-resumed.png"
 WAIT_MS = 20_000
 FPS = 15
 SECRET = b"0123456789abcdef0123456789abcdef-browser"
@@ -82,28 +86,32 @@ def open_page(page: Page, url: str) -> None:
     page.wait_for_selector("body[data-ready=true]")
 
 
-def go_live(url: str, seconds: float) -> dict:
-    """Open the page, go live for ``seconds``, stop; what the page and the test's clock saw."""
+def go_live(url: str, seconds: float, during: Callable[[Page], None] | None = None) -> dict:
+    """Open the page, go live for ``seconds`` (``during`` runs meanwhile), stop; what the page
+    and the test's clock saw."""
     with browser() as page:
         open_page(page, url)
         page.click("#go")
         page.wait_for_selector("#live-status[data-state=recording]")
         started = time.monotonic()
-        time.sleep(seconds)
+        if during is not None:
+            during(page)
+        time.sleep(max(0.0, started + seconds - time.monotonic()))
         page.click("#stop")
         wall = time.monotonic() - started
         page.wait_for_selector("#live-status[data-state=done]")
         status = page.locator("#live-status")
         finished = page.locator("#finished-recording")
+        counts = ("frames", "skipped", "audio-bytes", "resumes", "resent", "dropped-frames",
+                  "dropped-audio-ms")
         return {
             "wall": wall,
             "seconds": float(status.get_attribute("data-seconds")),
-            "frames": int(status.get_attribute("data-frames")),
-            "skipped": int(status.get_attribute("data-skipped")),
+            **{key.replace("-", "_"): int(status.get_attribute(f"data-{key}")) for key in counts},
             "video": finished.get_attribute("data-video"),
             "audio": finished.get_attribute("data-audio"),
             "errors": page.errors,
-        }
+        }  # fmt: skip
 
 
 def watch(url: str, start: Callable[[Page], None]) -> dict:
@@ -134,8 +142,17 @@ class BrowserTests(TestCase):
 
     async def serve(self, **kwargs) -> int:
         self.media = Path(self.mktemp()).absolute()
-        _, port = await start_server(self, self.media, fps=FPS, **kwargs)
+        self.service, port = await start_server(self, self.media, fps=FPS, **kwargs)
         return port
+
+    def cut(self, finish: bool = False) -> None:
+        """Drop the live session's connection from the server's side, as a failing network
+        would (the session's owner is the protocol of its connection); with ``finish``, end the
+        session too, as its grace period running out would."""
+        (session,) = self.service.getServiceNamed("sessions").sessions
+        session._owner.transport.abortConnection()
+        if finish:
+            session.finish(DISCONNECT)
 
     def check_recording(self, seen: dict) -> None:
         """The MP4 holds every frame the page sent, and the page sent them at the server's rate;
@@ -176,6 +193,80 @@ class BrowserTests(TestCase):
                 return page.is_visible("#token-form")
 
         self.assertTrue(await deferToThread(without_a_token, f"http://127.0.0.1:{port}/"))
+
+    async def test_go_live_through_dropped_connections(self) -> None:
+        """The server drops the page's connection three times while it is live, the second time
+        with the browser offline for over a second: the page says it is reconnecting, keeps
+        capturing, resumes, and sends again what the server had not acknowledged. Stop ends ONE
+        recording that holds every frame and every audio chunk the page sent, once."""
+        port = await self.serve()
+
+        def drops(page: Page) -> None:
+            for n in (1, 2, 3):
+                time.sleep(1.2)
+                if n == 2:
+                    page.context.set_offline(True)
+                blockingCallFromThread(reactor, self.cut)
+                page.wait_for_selector("#live-status[data-state=reconnecting]")
+                if n == 2:
+                    time.sleep(1.5)  # a few attempts fail meanwhile
+                    RECONNECTING.parent.mkdir(parents=True, exist_ok=True)
+                    page.screenshot(path=str(RECONNECTING))
+                    page.context.set_offline(False)
+                page.wait_for_function(
+                    f"Number(document.querySelector('#live-status').dataset.resumes) === {n}"
+                )
+
+        seen = await deferToThread(go_live, f"http://127.0.0.1:{port}/", 7, drops)
+        self.check_recording(seen)
+        self.assertEqual(seen["resumes"], 3)
+        self.assertGreater(seen["resent"], 0)  # the cuts lost chunks in flight, sent again
+        self.assertEqual((seen["dropped_frames"], seen["dropped_audio_ms"]), (0, 0))
+        # Every audio chunk once: the WAV is exactly what the page captured (check_recording
+        # did the same for frames: the MP4 has as many as the page numbered).
+        audio = wav_facts(self.media / "audio" / seen["audio"])
+        self.assertEqual(len(audio.data), seen["audio_bytes"])
+        listing = await get_json(port, "/recordings")
+        self.assertEqual(listing, {"video": [seen["video"]], "audio": [seen["audio"]]})
+
+    async def test_a_recording_that_cannot_be_resumed_ends_with_what_was_saved(self) -> None:
+        """The connection drops while the browser is offline, and the session ends meanwhile:
+        back online, the page's resume is refused, and it says the recording ended and shows
+        the files that were saved."""
+        port = await self.serve()
+
+        def lost(url: str) -> dict:
+            with browser() as page:
+                open_page(page, url)
+                page.click("#go")
+                page.wait_for_selector("#live-status[data-state=recording]")
+                time.sleep(2)
+                page.context.set_offline(True)
+                blockingCallFromThread(reactor, self.cut, True)
+                page.wait_for_selector("#live-status[data-state=reconnecting]")
+                time.sleep(0.5)
+                page.context.set_offline(False)
+                page.wait_for_selector("#finished-recording")
+                page.screenshot(path=str(NOT_RESUMED))
+                finished = page.locator("#finished-recording")
+                return {
+                    "state": page.get_attribute("#live-status", "data-state"),
+                    "status": page.text_content("#live-status"),
+                    "video": finished.get_attribute("data-video"),
+                    "audio": finished.get_attribute("data-audio"),
+                    "go": page.is_visible("#go"),
+                    "errors": page.errors,
+                }
+
+        seen = await deferToThread(lost, f"http://127.0.0.1:{port}/")
+        self.assertEqual(seen["errors"], [])
+        self.assertEqual(seen["state"], "ended")
+        self.assertIn("could not be resumed", seen["status"])
+        self.assertIn("saved", seen["status"])
+        self.assertTrue(seen["go"])
+        listing = await get_json(port, "/recordings")
+        self.assertEqual(listing, {"video": [seen["video"]], "audio": [seen["audio"]]})
+        self.assertGreater(video_facts(self.media / "video" / seen["video"]).frames, 10)
 
     async def feed(self, port: int) -> str:
         """A session fed by another client at the server's rate; stopped when the test ends."""

@@ -125,14 +125,17 @@ class PageRoutesTests(TestCase):
             self.assertRegex(answer.split(b"\r\n")[0], rb" 40\d ", target)
 
     async def test_config_tells_the_rate_and_whether_a_token_is_needed(self) -> None:
-        open_port = await self.serve(fps=25)
+        open_port = await self.serve(fps=25, resume_grace=7.5)
         response = await get(open_port, "/api/config")
         self.assertEqual(response.headers.getRawHeaders("cache-control"), ["no-store"])
-        self.assertEqual(await response.json(), {"fps": 25, "auth": False})
+        self.assertEqual(await response.json(), {"fps": 25, "auth": False, "resumeGrace": 7.5})
         # Open with authentication on: the page needs it to know it must ask for a token.
         auth_port = await self.serve(access=Access(Verifier(SECRET)))
         response = await get(auth_port, "/api/config")
-        self.assertEqual((response.code, await response.json()), (200, {"fps": 15, "auth": True}))
+        self.assertEqual(
+            (response.code, await response.json()),
+            (200, {"fps": 15, "auth": True, "resumeGrace": 30.0}),
+        )
 
     async def test_a_viewer_gets_each_chunk_as_it_arrives(self) -> None:
         port = await self.serve(fps=10)

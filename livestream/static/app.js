@@ -1,14 +1,16 @@
-// The livestream page: go live from this browser with the seed protocol (binary STREAM form),
-// watch live sessions through /live/<name>, and play or delete recordings. No build step.
+// The livestream page: go live from this browser (broadcaster.js: the seed protocol's binary
+// STREAM form, resumed after a dropped connection), watch live sessions through /live/<name>, and
+// play or delete recordings. No build step.
+
+import { Broadcaster } from "./broadcaster.js";
 
 const $ = (selector) => document.querySelector(selector);
+// The kind bytes of the viewer WebSocket's binary messages.
 const VIDEO = 1;
 const AUDIO = 2;
-// Past this much unsent on the socket (the server slowed us down), frames are skipped, not queued.
-const MAX_BUFFERED = 4 * 1024 * 1024;
 const TOKEN_KEY = "livestream.token";
 
-const state = { fps: 15, auth: false, token: null, broadcaster: null, viewer: null };
+const state = { fps: 15, auth: false, resumeGrace: 0, token: null, broadcaster: null, viewer: null };
 
 // --- tokens -------------------------------------------------------------------------------------
 
@@ -94,191 +96,146 @@ function element(tag, attributes = {}, ...children) {
 
 // --- going live ---------------------------------------------------------------------------------
 
-class Broadcaster {
-  constructor(fps, onStatus) {
-    this.fps = fps;
-    this.onStatus = onStatus;
-    this.frames = 0;
-    this.skipped = 0;
-    this.audioBytes = 0;
-    this.running = false;
-  }
-
-  async start(id) {
-    this.onStatus("connecting", "Asking for camera and microphone…");
-    this.media = await navigator.mediaDevices.getUserMedia({
-      video: { width: { ideal: 640 }, height: { ideal: 480 } },
-      audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true },
-    });
-    const preview = $("#preview");
-    preview.srcObject = this.media;
-    preview.classList.add("on");
-    await preview.play();
-    this.onStatus("connecting", "Connecting…");
-    const protocols = state.token ? ["livestream", `bearer.${state.token}`] : ["livestream"];
-    this.ws = new WebSocket(socketUrl("/"), protocols);
-    this.ws.binaryType = "arraybuffer";
-    this.closed = new Promise((resolve) => {
-      this.ws.onclose = (event) => {
-        this.running = false;
-        resolve(event);
-      };
-    });
-    const connected = new Promise((resolve, reject) => {
-      this.ws.onmessage = (event) => {
-        const message = JSON.parse(event.data);
-        if (message.eventType === "CONNECTED") resolve(message);
-        else if (message.eventType === "ERROR") {
-          this.onStatus("error", `${message.code}: ${message.message}`);
-          reject(new Error(message.message));
-        } else if (message.eventType === "CLOSED") this.onClosed?.(message);
-      };
-      this.closed.then((event) => reject(new Error(`connection closed (${event.code})`)));
-    });
-    await new Promise((resolve, reject) => {
-      this.ws.onopen = resolve;
-      this.closed.then((event) => reject(new Error(`could not connect (${event.code})`)));
-    });
-    this.ws.send(JSON.stringify({ eventType: "CONNECT", id }));
-    this.name = (await connected).recording;
-    this.running = true;
-    await this.startAudio();
-    this.startVideo(preview);
-  }
-
-  send(kind, buffer) {
-    const message = new Uint8Array(1 + buffer.byteLength);
-    message[0] = kind;
-    message.set(new Uint8Array(buffer), 1);
-    this.ws.send(message);
-  }
-
-  startVideo(preview) {
-    const canvas = document.createElement("canvas");
-    const scale = Math.min(1, 640 / (preview.videoWidth || 640));
-    canvas.width = Math.round((preview.videoWidth || 640) * scale);
-    canvas.height = Math.round((preview.videoHeight || 480) * scale);
-    const context = canvas.getContext("2d");
-    const period = 1000 / this.fps;
-    this.startedAt = performance.now();
-    // Frame n is due at startedAt + n * period: the recording's clock is its frame count, so the
-    // count keeps step with real time (a late frame is sent at once, not dropped).
-    const tick = async () => {
-      if (!this.running) return;
-      const behind = performance.now() - (this.startedAt + this.frames * period);
-      if (this.ws.bufferedAmount > MAX_BUFFERED || behind > 1000) {
-        this.skipped++; // the server or this machine cannot keep up: skip rather than pile up
-        this.startedAt += period;
-      } else {
-        context.drawImage(preview, 0, 0, canvas.width, canvas.height);
-        const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.8));
-        if (!this.running) return;
-        this.send(VIDEO, await blob.arrayBuffer());
-        this.frames++;
-      }
-      const due = this.startedAt + this.frames * period;
-      this.timer = setTimeout(tick, Math.max(0, due - performance.now()));
-    };
-    tick();
-  }
-
-  async startAudio() {
-    if (this.media.getAudioTracks().length === 0) return;
-    this.audio = new AudioContext();
-    await this.audio.audioWorklet.addModule("/static/worklet.js");
-    const source = this.audio.createMediaStreamSource(this.media);
-    this.capture = new AudioWorkletNode(this.audio, "pcm-capture");
-    this.capture.port.onmessage = (event) => {
-      if (!this.running) return;
-      this.send(AUDIO, event.data);
-      this.audioBytes += event.data.byteLength;
-    };
-    source.connect(this.capture);
-    // Connected to the output (it writes silence) so the browser keeps pulling audio through it.
-    this.capture.connect(this.audio.destination);
-    await this.audio.resume();
-  }
-
-  elapsed() {
-    return this.startedAt ? (performance.now() - this.startedAt) / 1000 : 0;
-  }
-
-  async stop() {
-    const wasRunning = this.running;
-    this.running = false;
-    clearTimeout(this.timer);
-    this.capture?.disconnect();
-    await this.audio?.close();
-    for (const track of this.media?.getTracks() || []) track.stop();
-    $("#preview").srcObject = null;
-    $("#preview").classList.remove("on");
-    if (!wasRunning || this.ws.readyState !== WebSocket.OPEN) return null;
-    const closed = new Promise((resolve) => (this.onClosed = resolve));
-    this.ws.send(JSON.stringify({ eventType: "CLOSE" }));
-    return await Promise.race([closed, this.closed.then(() => null)]);
-  }
-}
-
-function liveStatus(kind, text) {
+function liveStatus(kind, text, detail = "") {
   const status = $("#live-status");
   status.dataset.state = kind;
-  status.textContent = text;
+  status.replaceChildren(text);
+  if (detail) status.append(element("span", { class: "detail" }, detail));
   status.classList.toggle("error", kind === "error");
+}
+
+// What the capture could not keep for the server (only after long or many connection losses).
+function losses(broadcaster) {
+  const { droppedFrames, droppedAudioMs } = broadcaster.outbox;
+  const lost = [];
+  if (droppedFrames) lost.push(`${droppedFrames} frames`);
+  if (droppedAudioMs) lost.push(`${(droppedAudioMs / 1000).toFixed(1)} s of audio`);
+  return lost.length ? ` ${lost.join(" and ")} could not be kept while the connection was down.` : "";
+}
+
+function showLive(broadcaster) {
+  const elapsed = clock(broadcaster.elapsed());
+  $("#live-status").dataset.resumes = broadcaster.resumes;
+  if (broadcaster.reconnecting) {
+    const left = Math.max(0, state.resumeGrace - (performance.now() - broadcaster.lostAt) / 1000);
+    liveStatus("reconnecting", `Reconnecting… ${elapsed}`,
+      `The connection dropped. Still recording here; ${broadcaster.buffered().toFixed(1)} s is ` +
+      `waiting to be sent. The server keeps the recording open ${Math.ceil(left)} s more.` +
+      losses(broadcaster));
+  } else {
+    const note = [broadcaster.lastError, losses(broadcaster)].filter(Boolean).join(" ");
+    liveStatus("recording", `Recording ${broadcaster.name} · ${elapsed}`, note);
+  }
 }
 
 async function goLive(event) {
   event.preventDefault();
   $("#go").disabled = true;
   $("#finished").replaceChildren();
-  const broadcaster = new Broadcaster(state.fps, liveStatus);
+  const broadcaster = new Broadcaster({
+    fps: state.fps,
+    grace: state.resumeGrace,
+    url: socketUrl("/"),
+    protocols: state.token ? ["livestream", `bearer.${state.token}`] : ["livestream"],
+    preview: $("#preview"),
+    onStatus: liveStatus,
+    onError: (message) => (broadcaster.lastError = `${message.code}: ${message.message}`),
+  });
   state.broadcaster = broadcaster;
   try {
     await broadcaster.start($("#client-id").value.trim() || "browser");
   } catch (error) {
     await broadcaster.stop();
-    if (!$("#live-status").classList.contains("error")) liveStatus("error", error.message);
-    $("#go").disabled = false;
+    liveStatus("error", error.message);
+    resetGoLive();
     return;
   }
   $("#go").hidden = true;
   $("#stop").hidden = false;
-  const tick = () => {
-    if (!broadcaster.running) return;
-    liveStatus("recording", `Recording ${broadcaster.name} · ${clock(broadcaster.elapsed())}`);
-  };
-  tick();
-  broadcaster.clockTimer = setInterval(tick, 250);
-  broadcaster.closed.then((event) => {
-    if (state.broadcaster === broadcaster && !broadcaster.stopping) {
-      clearInterval(broadcaster.clockTimer);
-      liveStatus("error", `The connection ended (${event.code} ${event.reason || ""}).`);
-      resetGoLive();
-    }
+  showLive(broadcaster);
+  broadcaster.clockTimer = setInterval(() => showLive(broadcaster), 250);
+  broadcaster.ended.then(async (outcome) => {
+    if (broadcaster.stopping) return; // Stop shows the end
+    const seconds = broadcaster.elapsed();
+    await broadcaster.stop();
+    await showEnd(broadcaster, outcome, seconds);
   });
 }
 
 async function stopLive() {
   const broadcaster = state.broadcaster;
-  broadcaster.stopping = true;
   clearInterval(broadcaster.clockTimer);
   $("#stop").disabled = true;
   const seconds = broadcaster.elapsed();
-  liveStatus("finishing", "Finishing the recording…");
-  const closed = await broadcaster.stop();
+  const finishing = () =>
+    broadcaster.reconnecting
+      ? liveStatus("reconnecting", "Finishing: reconnecting…",
+        `${broadcaster.buffered().toFixed(1)} s of the recording wait to be sent.`)
+      : liveStatus("finishing", "Finishing the recording…");
+  finishing();
+  const waiting = setInterval(finishing, 250);
+  const outcome = await broadcaster.stop();
+  clearInterval(waiting);
+  await showEnd(broadcaster, outcome, seconds);
+}
+
+/** How the broadcast ended, and what it left: the files, or where to look for them. */
+async function showEnd(broadcaster, outcome, seconds) {
+  clearInterval(broadcaster.clockTimer);
   resetGoLive();
-  if (!closed) {
-    liveStatus("error", "The server did not confirm the recording; see the list below.");
+  Object.assign($("#live-status").dataset, {
+    seconds: seconds.toFixed(3),
+    frames: broadcaster.frames,
+    skipped: broadcaster.skipped,
+    audioBytes: broadcaster.audioBytes,
+    resumes: broadcaster.resumes,
+    resent: broadcaster.resent,
+    droppedFrames: broadcaster.outbox.droppedFrames,
+    droppedAudioMs: Math.round(broadcaster.outbox.droppedAudioMs),
+  });
+  const resumed = broadcaster.resumes
+    ? `The connection dropped and was resumed ${broadcaster.resumes}×.${losses(broadcaster)}`
+    : "";
+  if (outcome?.kind === "closed") {
+    liveStatus("done", `Recorded ${clock(seconds)}: ${broadcaster.frames} frames.`, resumed);
+    $("#finished").replaceChildren(finishedCard(outcome.recordings));
+  } else if (outcome) {
+    const why = outcome.kind === "expired"
+      ? `The connection was lost and the recording could not be resumed (${outcome.reason})`
+      : `The connection ended (${outcome.code}${outcome.reason ? ` ${outcome.reason}` : ""})`;
+    liveStatus("ended", `The recording ended after ${clock(seconds)}.`, `${why}. Looking for what was saved…`);
+    const recordings = await savedFiles(broadcaster.name);
+    const saved = recordings
+      ? "What reached the server was saved:"
+      : "What reached the server is in the list below once the server has finished it.";
+    liveStatus("ended", `The recording ended after ${clock(seconds)}.`, `${why}. ${saved}`);
+    if (recordings) $("#finished").replaceChildren(finishedCard(recordings));
   } else {
-    liveStatus("done", `Recorded ${clock(seconds)}: ${broadcaster.frames} frames.`);
-    Object.assign($("#live-status").dataset, {
-      seconds: seconds.toFixed(3),
-      frames: broadcaster.frames,
-      skipped: broadcaster.skipped,
-      audioBytes: broadcaster.audioBytes,
-    });
-    $("#finished").replaceChildren(finishedCard(closed.recordings));
+    liveStatus("error", "The server did not confirm the recording; see the list below.");
   }
   refreshRecordings();
+}
+
+/** The files of recording ``name`` once the server has finished them (a dropped session is
+ * finished when its grace period is over), or null when they cannot be listed. */
+async function savedFiles(name) {
+  try {
+    for (let tries = 0; tries < 40; tries++) {
+      const response = await api("/api/sessions");
+      if (!response.ok) return null;
+      const { sessions } = await response.json();
+      if (!sessions.some((session) => session.recording === name)) break;
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    const response = await api("/api/recordings");
+    if (!response.ok) return null;
+    const files = (await response.json()).recordings.filter((r) => stemOf(r.name) === name);
+    if (files.length === 0) return null;
+    const named = (kind) => files.find((file) => file.kind === kind)?.name ?? null;
+    return { video: named("video"), audio: named("audio") };
+  } catch {
+    return null;
+  }
 }
 
 function resetGoLive() {
@@ -535,6 +492,7 @@ async function main() {
   const config = await (await fetch("/api/config", { cache: "no-store" })).json();
   state.fps = config.fps;
   state.auth = config.auth;
+  state.resumeGrace = config.resumeGrace ?? 0;
   $("#server-info").textContent = `${config.fps} fps${config.auth ? " · token needed" : ""}`;
   if (config.auth && !state.token) askForToken();
   $("#token-form").addEventListener("submit", (event) => {
