@@ -273,22 +273,27 @@ class BucketLibrary:
         return ensureDeferred(self._delete(kind, name))
 
     async def _delete(self, kind: str, name: str) -> bool:
-        """The upload owed is called off first, so it cannot bring the recording back; then the
-        local file, then the objects."""
+        """Nothing is touched unless the store answers. Then the upload owed is called off, so
+        it cannot bring the recording back; then the local file goes, then the objects."""
         filename = f"{name}{KINDS[kind]}"
-        await self._uploads.discard(kind, name)
-        here = self._local.delete_local(kind, name)
         try:
             stored = await self._objects.head(kind, filename) is not None
-            if stored:
-                await self._objects.delete(kind, filename)
-            if kind == VIDEO and (stored or here):
+        except Exception as e:
+            raise StoreUnavailable(f"the object store cannot be asked: {e}") from None
+        await self._uploads.discard(kind, name)
+        here = self._local.delete_local(kind, name)
+        if not (stored or here):
+            return False
+        try:
+            # The upload just called off may have stored the object since the HEAD.
+            await self._objects.delete(kind, filename)
+            if kind == VIDEO:
                 await self._objects.delete(POSTERS, f"{name}{POSTER_SUFFIX}")
         except Exception as e:
             raise StoreUnavailable(f"the object store cannot delete {filename}: {e}") from None
         finally:
             self.invalidate()
-        return here or stored
+        return True
 
     async def removable(self) -> list[Removable]:
         """The recordings in the bucket, for retention (files not uploaded yet are not)."""

@@ -48,7 +48,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None | bool:
         return max(0, size - suffix), size - 1
     first = int(start)
     last = int(end) if end else size - 1
-    if last < first:
+    if end and last < first:
         return None
     if first >= size:
         return False
@@ -66,7 +66,8 @@ class ObjectFile(Resource):
         self._type = CONTENT_TYPES[found.kind]
 
     def render_HEAD(self, request: Request) -> bytes:
-        return self._headers(request) or b""
+        self._headers(request)
+        return b""
 
     def render_GET(self, request: Request) -> bytes | int:
         found = self._found
