@@ -10,6 +10,9 @@ from pathlib import Path
 
 import treq
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
 
@@ -39,6 +42,31 @@ async def http(port: int, method: str, path: str, headers: dict[str, str] | None
 def header(response, name: str) -> str | None:
     values = response.headers.getRawHeaders(name)
     return values[0] if values else None
+
+
+class _Reader(Protocol):
+    """Sends a request and reads the answer: not at all for ``pause`` seconds, or until
+    ``leave_after`` bytes and then drops the connection."""
+
+    def __init__(self, request: bytes, pause: float = 0, leave_after: int | None = None) -> None:
+        self.request, self.pause, self.leave_after = request, pause, leave_after
+        self.received = b""
+        self.done: Deferred[bytes] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.request)
+        if self.pause:
+            self.transport.pauseProducing()
+            reactor.callLater(self.pause, self.transport.resumeProducing)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if self.leave_after is not None and len(self.received) >= self.leave_after:
+            self.leave_after = None
+            self.transport.abortConnection()
+
+    def connectionLost(self, reason) -> None:
+        self.done.callback(self.received)
 
 
 class ParseRangeTests(SynchronousTestCase):
@@ -155,6 +183,28 @@ class BucketApiTests(TestCase):
             self.assertEqual((response.code, body), (304, b""))
         response, _ = await http(port, "GET", "/recordings/video/nobody_1.mp4")
         self.assertEqual(response.code, 404)
+
+    async def test_a_slow_client_and_a_client_that_leaves(self) -> None:
+        """A client that stops reading gets every byte when it reads again (the server pauses
+        instead of buffering); one that leaves mid-body does not stop the server."""
+        await self.s3.start()
+        _, port = await self.serve()
+        big = bytes(range(256)) * (8 * CHUNK // 256)  # 2 MiB: more than the socket buffers
+        self.put("audio/big_1700000000000.wav", big)
+        request = (b"GET /recordings/audio/big_1700000000000.wav HTTP/1.1\r\n"
+                   b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n")  # fmt: skip
+        slow = _Reader(request, pause=1.0)
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), slow)
+        received = await slow.done
+        self.assertTrue(received.startswith(b"HTTP/1.1 200 "), received[:40])
+        self.assertEqual(received.partition(b"\r\n\r\n")[2], big)
+
+        leaving = _Reader(request, leave_after=CHUNK)
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), leaving)
+        self.assertLess(len(await leaving.done), len(big))
+        response, body = await http(port, "GET", "/recordings/audio/big_1700000000000.wav",
+                                    {"Range": "bytes=-10"})  # fmt: skip
+        self.assertEqual((response.code, body), (206, big[-10:]))
 
     async def test_presign_redirects_to_the_store(self) -> None:
         await self.s3.start()
