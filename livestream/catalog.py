@@ -14,10 +14,20 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from livestream.mediainfo import InfoCache
-from livestream.store import KINDS, POSTER_SUFFIX, POSTERS, VIDEO, MediaStore, is_recording_name
+from livestream.mediainfo import Info, InfoCache
+from livestream.store import (
+    AUDIO,
+    KINDS,
+    POSTER_SUFFIX,
+    POSTERS,
+    VIDEO,
+    MediaStore,
+    is_recording_name,
+)
 
 URL_PREFIX = "/recordings"
+# What a recording's count is called, in the details and in an object's metadata.
+COUNT_FIELDS = {VIDEO: "frames", AUDIO: "samples"}
 
 
 def iso_utc(seconds: float) -> str:
@@ -43,6 +53,31 @@ def regular_file(path: Path) -> os.stat_result | None:
     return st if stat.S_ISREG(st.st_mode) else None
 
 
+def describe(
+    kind: str, name: str, size: int, created: float, info: Info, poster: bool
+) -> dict[str, object]:
+    """One entry of ``GET /api/recordings``, wherever the recording is kept."""
+    return {
+        "kind": kind,
+        "name": f"{name}{KINDS[kind]}",
+        "size": size,
+        "created": iso_utc(created),
+        "duration": info.duration,
+        COUNT_FIELDS[kind]: info.count,
+        "url": recording_url(kind, name),
+        "poster": poster_url(name) if kind == VIDEO and poster else None,
+    }
+
+
+# (created, file name, entry): what newest_first sorts.
+Entry = tuple[float, str, dict[str, object]]
+
+
+def newest_first(entries: list[Entry]) -> list[dict[str, object]]:
+    entries.sort(key=lambda item: (item[0], item[1]), reverse=True)
+    return [doc for _, _, doc in entries]
+
+
 class Catalog:
     def __init__(self, store: MediaStore) -> None:
         self._store = store
@@ -50,8 +85,12 @@ class Catalog:
 
     def details(self) -> list[dict[str, object]]:
         """Every finished recording, newest first."""
+        return newest_first(self.entries())
+
+    def entries(self) -> list[Entry]:
+        """Every finished recording in the media tree, unsorted."""
         posters = {name for name, _ in self._files(POSTERS, POSTER_SUFFIX)}
-        found: list[tuple[float, str, dict[str, object]]] = []
+        found: list[Entry] = []
         seen: set[Path] = set()
         for kind, suffix in KINDS.items():
             for name, dirent in self._files(kind, suffix):
@@ -62,21 +101,11 @@ class Catalog:
                     continue  # deleted since the scan
                 seen.add(path)
                 info = self._info.get(path, st.st_mtime_ns, st.st_size)
-                created = _created(name, st)
-                doc: dict[str, object] = {
-                    "kind": kind,
-                    "name": f"{name}{suffix}",
-                    "size": st.st_size,
-                    "created": iso_utc(created),
-                    "duration": info.duration,
-                    ("frames" if kind == VIDEO else "samples"): info.count,
-                    "url": recording_url(kind, name),
-                    "poster": poster_url(name) if kind == VIDEO and name in posters else None,
-                }
+                created = created_at(name, st.st_mtime)
+                doc = describe(kind, name, st.st_size, created, info, name in posters)
                 found.append((created, f"{name}{suffix}", doc))
         self._info.prune(seen)
-        found.sort(key=lambda item: (item[0], item[1]), reverse=True)
-        return [doc for _, _, doc in found]
+        return found
 
     def _files(self, kind: str, suffix: str) -> Iterator[tuple[str, os.DirEntry]]:
         """(name, entry) of the well-named regular files (not symlinks) of one directory."""
@@ -94,12 +123,13 @@ class Catalog:
                 yield name, entry
 
 
-def _created(name: str, st: os.stat_result) -> float:
-    """When recording began: the epoch-ms in its name, or the file's mtime if that is absurd."""
+def created_at(name: str, mtime: float) -> float:
+    """When recording began: the epoch-ms in its name, or ``mtime`` (the file's, or the
+    object's) if that is absurd."""
     try:
         seconds = int(name.rpartition("_")[2]) / 1000
         datetime.fromtimestamp(seconds, UTC)
     except (ValueError, OverflowError, OSError):
-        return st.st_mtime
+        return mtime
     return seconds
 

@@ -49,18 +49,30 @@ class WebhookStats(Protocol):
     def pending(self) -> int: ...
 
 
+class UploadStats(Protocol):
+    reachable: bool | None
+    failures: int
+    uploaded: int
+
+    @property
+    def backlog(self) -> int: ...
+
+
 class Metrics:
-    """Counts what the hub reports; ``live`` gives the sessions recording now."""
+    """Counts what the hub reports; ``live`` gives the sessions recording now, ``uploads`` the
+    figures of the bucket (with ``--store s3://``)."""
 
     def __init__(
         self,
         events: Events,
         live: Callable[[], Iterable[LiveSession]],
         webhooks: WebhookStats | None = None,
+        uploads: UploadStats | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._live = live
         self._webhooks = webhooks
+        self._uploads = uploads
         # Totals of finished sessions; live ones are added at scrape time, so the sum only grows.
         self._ended_frames = 0
         self._ended_bytes = 0
@@ -143,6 +155,7 @@ class Metrics:
             "livestream_bytes_received", "Media bytes accepted, video and audio.",
             self._ended_bytes + sum(s.bytes for s in recording),
         )  # fmt: skip
+        yield from self._sample_uploads()
         hooks = self._webhooks
         if hooks is None:
             return
@@ -162,6 +175,29 @@ class Metrics:
         yield GaugeMetricFamily(
             "livestream_webhook_queue", "Webhook events waiting for delivery (kept on disk).",
             hooks.pending,
+        )  # fmt: skip
+
+
+    def _sample_uploads(self) -> Iterator[Metric]:
+        uploads = self._uploads
+        if uploads is None:
+            return
+        yield GaugeMetricFamily(
+            "livestream_upload_backlog",
+            "Finished recordings on local disk still owed to the bucket.", uploads.backlog,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "livestream_upload_failures", "Upload attempts that failed (each is retried).",
+            uploads.failures,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "livestream_uploads", "Recordings confirmed in the bucket and removed from local disk.",
+            uploads.uploaded,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "livestream_store_reachable",
+            "1 if the bucket answered the last check (every 10 s), else 0.",
+            1 if uploads.reachable else 0,
         )  # fmt: skip
 
 

@@ -30,7 +30,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from livestream.store import KINDS
+from livestream.store import KINDS, POSTER_SUFFIX, POSTERS
 
 T = TypeVar("T")
 
@@ -38,7 +38,9 @@ T = TypeVar("T")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _PREFIX_PART = re.compile(r"^[A-Za-z0-9._-]+$")
 _NODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")
-CONTENT_TYPES = {"video": "video/mp4", "audio": "audio/wav"}
+# What the bucket holds under <prefix>/<kind>/: recordings, and the posters of videos.
+SUFFIXES = {**KINDS, POSTERS: POSTER_SUFFIX}
+CONTENT_TYPES = {"video": "video/mp4", "audio": "audio/wav", POSTERS: "image/jpeg"}
 MiB = 1 << 20
 # Files above MULTIPART_THRESHOLD go up in parts of PART_SIZE, each checked by the store against
 # the SHA-256 sent with it; a part that fails is retried alone.
@@ -235,13 +237,14 @@ class ObjectStore(Service):
         )
 
     def listing(self) -> Deferred[list[ObjectInfo]]:
-        """Every recording in the library, page by page (1000 keys a request)."""
+        """Every recording in the library, and the posters (kind ``posters``), page by page
+        (1000 keys a request)."""
         return self._run(self._listing)
 
     def _listing(self) -> list[ObjectInfo]:
         found = []
         pages = self._client.get_paginator("list_objects_v2")
-        for kind, suffix in KINDS.items():
+        for kind, suffix in SUFFIXES.items():
             start = self.location.kind_prefix(kind)
             for page in pages.paginate(Bucket=self.location.bucket, Prefix=start):
                 for item in page.get("Contents", []):

@@ -38,6 +38,8 @@ class Config:
     store: Location | None = None
     node: str = field(default_factory=default_node)
     upload_retry_max: float = 60.0
+    # With a bucket: seconds a presigned download URL lasts (0: downloads stream through here).
+    presign: int = 0
     timing: str = FRAMES
     mux_audio: bool = False
     resume_grace: float = 30.0
@@ -114,6 +116,10 @@ class Options(AccessOptions):
          "the host name)."],
         ["upload-retry-max", None, 60.0,
          "Longest wait (s) between retries of a failed upload; waits double from 1 s.", float],
+        ["presign", None, 0,
+         "With a bucket: answer a download of a stored recording with a 307 redirect to a "
+         "presigned URL of the store, valid this many seconds (1-3600), instead of streaming it "
+         "through the daemon (0).", _whole_number],
         ["min-free-mb", None, Limits.min_free_bytes // MiB,
          "Free space (MiB) the media tree must keep: below it new sessions are refused, below "
          "half of it live ones are finished (0: no check).", _whole_number],
@@ -215,11 +221,20 @@ class Options(AccessOptions):
             )
         if self["upload-retry-max"] < 1:
             raise usage.UsageError("--upload-retry-max must be at least 1 second")
+        if not 0 <= self["presign"] <= 3600:
+            raise usage.UsageError("--presign must be between 0 (off) and 3600 seconds")
         if self["store"] == "local":
-            if self["s3-endpoint"] is not None:
-                raise usage.UsageError("--s3-endpoint needs --store s3://bucket/prefix")
+            for name in ("s3-endpoint", "presign"):
+                if self[name]:
+                    raise usage.UsageError(f"--{name} needs --store s3://bucket/prefix")
             self["location"] = None
             return
+        if self["retain-free"]:
+            raise usage.UsageError(
+                "--retain-free cannot be used with a bucket: deleting objects frees no local "
+                "disk, and the local files are recordings not uploaded yet (--min-free-mb "
+                "protects the disk)"
+            )
         try:
             self["location"] = parse_location(self["store"], self["s3-endpoint"])
         except ValueError as e:
@@ -253,6 +268,7 @@ class Options(AccessOptions):
             store=self["location"],
             node=self["node"],
             upload_retry_max=self["upload-retry-max"],
+            presign=self["presign"],
             timing=self["timing"],
             mux_audio=bool(self["mux-audio"]),
             resume_grace=self["resume-grace"],

@@ -4,6 +4,12 @@ total, or leave too little free space; all three are off by default.
 Only ``video/`` and ``audio/`` (and a deleted video's poster) are touched: never ``temp/``, and
 never a recording whose session is still live. Oldest means the epoch-ms in the name, then the
 file's mtime; every deletion is logged with its reason.
+
+With a bucket (``--store s3://``) the library is the bucket, so the age and total rules act on
+its objects (the total is the whole bucket's, every node's recordings together), and the local
+files not uploaded yet are left alone: they are on their way, and the only copy. ``--retain-free``
+is refused with a bucket (options.py): deleting objects frees no local disk, and deleting the
+files owed to the bucket would lose recordings.
 """
 
 from __future__ import annotations
@@ -14,10 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from livestream.store import KINDS, VIDEO, MediaStore, is_recording_name
+from livestream.library import BucketLibrary
+from livestream.store import KINDS, POSTER_SUFFIX, VIDEO, MediaStore, is_recording_name
 
 _log = Logger()
 
@@ -125,6 +133,7 @@ class Retention(Service):
         *,
         interval: float = INTERVAL,
         free_bytes: Callable[[], int] | None = None,
+        bucket: BucketLibrary | None = None,
     ) -> None:
         self._reactor = reactor
         self._store = store
@@ -132,7 +141,8 @@ class Retention(Service):
         self._live = live
         self._interval = interval
         self._free = free_bytes or store.free_bytes
-        self._loop = LoopingCall(self.sweep)
+        self._bucket = bucket
+        self._loop = LoopingCall(self._sweep)
         self._loop.clock = reactor
 
     def startService(self) -> None:
@@ -146,6 +156,37 @@ class Retention(Service):
         super().stopService()
         if self._loop.running:
             self._loop.stop()
+
+    def _sweep(self) -> object:
+        if self._bucket is None:
+            return self.sweep()
+        return self.sweep_bucket().addErrback(
+            lambda f: _log.warn("retention: the bucket cannot be swept now: {error}",
+                                error=f.value)  # fmt: skip
+        )
+
+    def sweep_bucket(self) -> Deferred[list[str]]:
+        """Delete from the bucket what the policy says; return the objects' file names."""
+        assert self._bucket is not None
+        return ensureDeferred(self._sweep_bucket(self._bucket))
+
+    async def _sweep_bucket(self, bucket: BucketLibrary) -> list[str]:
+        recordings = [
+            Finished(r.kind, r.name, Path(f"{r.name}{KINDS[r.kind]}"), r.size, r.modified,
+                     Path(f"{r.name}{POSTER_SUFFIX}") if r.poster_size else None, r.poster_size)
+            for r in await bucket.removable()
+        ]  # fmt: skip
+        deleted = []
+        for rec, why in plan(recordings, self.policy, self._reactor.seconds(), 0):
+            try:
+                await bucket.remove(rec.kind, rec.name, rec.poster is not None)
+            except Exception as e:
+                _log.error("retention: cannot delete {file} from the bucket: {error}",
+                           file=rec.path.name, error=e)  # fmt: skip
+                continue
+            deleted += [p.name for p in (rec.path, rec.poster) if p is not None]
+            self._deleted(rec, why)
+        return deleted
 
     def sweep(self) -> list[Path]:
         """Delete what the policy says; return the files deleted (posters included)."""
@@ -164,11 +205,14 @@ class Retention(Service):
                     _log.error("retention: cannot delete {path}: {error}", path=path, error=e)
                     continue
                 deleted.append(path)
-            _log.info(
-                "retention: deleted {file} ({why}: {reason})", file=rec.path.name, why=why,
-                reason=self._reason(why), kind=rec.kind, recording=rec.name, bytes=rec.room,
-            )  # fmt: skip
+            self._deleted(rec, why)
         return deleted
+
+    def _deleted(self, rec: Finished, why: str) -> None:
+        _log.info(
+            "retention: deleted {file} ({why}: {reason})", file=rec.path.name, why=why,
+            reason=self._reason(why), kind=rec.kind, recording=rec.name, bytes=rec.room,
+        )  # fmt: skip
 
     def _reason(self, why: str) -> str:
         p = self.policy

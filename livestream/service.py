@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from livestream import notify
 from livestream.events import Events
 from livestream.health import Health
+from livestream.library import BucketLibrary
 from livestream.metrics import Metrics
 from livestream.objectstore import ObjectStore
 from livestream.options import Config, Options
@@ -30,6 +31,7 @@ from livestream.registry import SessionRegistry
 from livestream.retention import Retention
 from livestream.session import SessionLimits
 from livestream.store import MediaStore
+from livestream.storewatch import StoreWatch
 from livestream.uploader import Uploader
 from livestream.web import make_site
 from livestream.webhooks import Webhooks
@@ -74,13 +76,20 @@ def build(config: Config, reactor) -> MultiService:
     webhooks = None
     if config.webhooks.urls:
         webhooks = Webhooks(reactor, events, store, config.webhooks, config.fps)
-    metrics = Metrics(events, lambda: registry.sessions, webhooks)
+    objects = uploader = watch = library = None
+    if config.store is not None:
+        objects = ObjectStore(reactor, config.store)
+        uploader = Uploader(reactor, store, objects, events, config.node, fps=config.fps,
+                            retry_max=config.upload_retry_max)  # fmt: skip
+        watch = StoreWatch(reactor, objects, uploader)
+        library = BucketLibrary(reactor, store, objects, uploader)
+    metrics = Metrics(events, lambda: registry.sessions, webhooks, watch)
     factory = RecordingFactory(reactor, registry, limits, config.access)
-    health = Health(store, config.ffmpeg, limits.min_free_bytes)
+    health = Health(store, config.ffmpeg, limits.min_free_bytes, watch)
     page = Page(lambda: registry.sessions, config.access, config.fps, config.resume_grace)
     site = make_site(
         store, factory, page, config.access, limits.handshake_timeout, registry=registry,
-        health=health, metrics=metrics,
+        health=health, metrics=metrics, library=library, objects=objects, presign=config.presign,
     )
 
     top = MultiService()
@@ -89,19 +98,19 @@ def build(config: Config, reactor) -> MultiService:
         # it still queues the events of the sessions finished at shutdown.
         webhooks.setName("webhooks")
         webhooks.setServiceParent(top)
-    if config.store is not None:
+    if objects is not None and uploader is not None and watch is not None:
         # Before recovery and the sessions: started first, stopped last, so the uploads of the
         # recordings finished at stop get their chance, and the thread pool outlives them.
-        objects = ObjectStore(reactor, config.store)
         objects.setName("objectstore")
         objects.setServiceParent(top)
-        uploader = Uploader(reactor, store, objects, events, config.node, fps=config.fps,
-                            retry_max=config.upload_retry_max)  # fmt: skip
         uploader.setName("uploader")
         uploader.setServiceParent(top)
+        watch.setName("storewatch")
+        watch.setServiceParent(top)
     Recovery(reactor, store, config.ffmpeg, events).setServiceParent(top)
     retention = Retention(
-        reactor, store, config.retention, lambda: (s.name for s in registry.sessions)
+        reactor, store, config.retention, lambda: (s.name for s in registry.sessions),
+        bucket=library,
     )
     retention.setName("retention")
     retention.setServiceParent(top)

@@ -129,7 +129,7 @@ class MediaStore:
 
     def listing(self) -> dict[str, list[str]]:
         """The seed's ``GET /recordings`` document: finished files only, oldest first."""
-        return {kind: sorted(self._names(kind), key=_by_time) for kind in KINDS}
+        return {kind: sorted(self._names(kind), key=by_time) for kind in KINDS}
 
     def _names(self, kind: str) -> Iterator[str]:
         suffix = KINDS[kind]
@@ -156,7 +156,8 @@ class MediaStore:
         return [Leftover(name, paths) for name, paths in groups.items()], strangers
 
 
-def _by_time(filename: str) -> tuple[str, str]:
+def by_time(filename: str) -> tuple[str, str]:
+    """The seed listing's order: the epoch-ms in the name, then the stem."""
     stem = filename.rsplit(".", 1)[0]
     head, _, stamp = stem.rpartition("_")
     return (stamp.rjust(16, "0"), head)

@@ -10,6 +10,10 @@ Two nodes can make the same name (the same client id in the same millisecond). T
 upload finds the first's object, which holds other bytes, and stores its file as
 ``<stem>.<node>_<epoch-ms>`` instead: names stay in the seed's ``<stem>_<epoch-ms>`` shape and
 only a collision, which is rare, costs a recording its original name.
+
+The object's metadata carries what ``GET /api/recordings`` shows without reading the object:
+``duration`` and ``frames`` or ``samples``, read from the file's headers before the upload. A
+video's poster follows it to ``<prefix>/posters/<name>.jpg`` before the local files go.
 """
 
 from __future__ import annotations
@@ -27,9 +31,20 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from livestream.catalog import COUNT_FIELDS
 from livestream.events import Event, Events, Recovered, SessionEnded
+from livestream.mediainfo import Info, mp4_info, wav_info
 from livestream.objectstore import KeyTaken, ObjectStore, StoreError, UploadCancelled
-from livestream.store import AUDIO, KINDS, MAX_STEM_LENGTH, VIDEO, MediaStore, is_recording_name
+from livestream.store import (
+    AUDIO,
+    KINDS,
+    MAX_STEM_LENGTH,
+    POSTER_SUFFIX,
+    POSTERS,
+    VIDEO,
+    MediaStore,
+    is_recording_name,
+)
 
 _log = Logger()
 
@@ -76,7 +91,9 @@ class Uploader(Service):
         self._retry_max = retry_max
         self._stop_wait = stop_wait
         self._jobs: dict[tuple[str, str], Deferred[None]] = {}
-        self._waits: set[Deferred[None]] = set()
+        self._waits: dict[tuple[str, str], Deferred[None]] = {}
+        # Recordings deleted while owed to the bucket: their uploads stop and are not retried.
+        self._dropped: set[tuple[str, str]] = set()
         self._cancel = threading.Event()
         # For health and metrics: attempts that failed, and recordings confirmed in the bucket.
         self.failures = 0
@@ -112,7 +129,7 @@ class Uploader(Service):
         """Let uploads under way finish for up to ``stop_wait`` seconds, then abandon them; their
         markers stay for the next start."""
         super().stopService()
-        for wait in list(self._waits):
+        for wait in list(self._waits.values()):
             wait.cancel()
         if not self._jobs:
             return None
@@ -127,6 +144,23 @@ class Uploader(Service):
             return result
 
         return done.addBoth(finished)
+
+    async def discard(self, kind: str, name: str) -> None:
+        """Stop owing the bucket this recording (it is being deleted): a retry waiting is
+        called off, an attempt under way is waited for, and the marker goes, so nothing brings
+        the recording back once the caller has deleted its file and object."""
+        key = (kind, name)
+        self._dropped.add(key)
+        try:
+            wait = self._waits.get(key)
+            if wait is not None:
+                wait.cancel()
+            job = self._jobs.get(key)
+            if job is not None:
+                await DeferredList([job], consumeErrors=True)
+            self._marker(kind, name).unlink(missing_ok=True)
+        finally:
+            self._dropped.discard(key)
 
     def _heard(self, event: Event) -> None:
         if isinstance(event, SessionEnded):
@@ -167,7 +201,7 @@ class Uploader(Service):
         """Try until the bucket holds the recording or the daemon stops, waiting 1, 2, 4 ...
         seconds (at most ``retry_max``) between attempts."""
         delay = 1.0
-        while self.running:
+        while self.running and (kind, name) not in self._dropped:
             try:
                 await self._attempt(kind, name)
                 return
@@ -177,16 +211,16 @@ class Uploader(Service):
                 self.failures += 1
                 _log.warn("upload of {file} failed ({error}); next try in {delay:.0f} s",
                           file=_filename(kind, name), error=e, delay=delay)  # fmt: skip
-            if not self.running:
+            if not self.running or (kind, name) in self._dropped:
                 return
             wait = deferLater(self._reactor, delay)
-            self._waits.add(wait)
+            self._waits[(kind, name)] = wait
             try:
                 await wait
             except CancelledError:
                 return
             finally:
-                self._waits.discard(wait)
+                self._waits.pop((kind, name), None)
             delay = min(delay * 2, self._retry_max)
 
     async def _attempt(self, kind: str, name: str) -> None:
@@ -199,11 +233,17 @@ class Uploader(Service):
         facts = json.loads(marker.read_text("utf-8"))
         size = path.stat().st_size
         pool = self._reactor.getThreadPool()
-        sha256 = await deferToThreadPool(self._reactor, pool, _sha256, path)
+        sha256, info = await deferToThreadPool(self._reactor, pool, _digest_and_info, kind, path)
         metadata = {"node": self._node, "kind": kind, "sha256": sha256, "recording": name}
-        if "duration" in facts:
+        if info.duration is not None:
+            metadata["duration"] = f"{info.duration:.3f}"
+        elif "duration" in facts:
             metadata["duration"] = str(facts["duration"])
+        if info.count is not None:
+            metadata[COUNT_FIELDS[kind]] = str(info.count)
         for target in collision_names(name, self._node):
+            if (kind, name) in self._dropped:
+                return
             filename = _filename(kind, target)
             info = await self._objects.head(kind, filename)
             if info is None:
@@ -220,11 +260,33 @@ class Uploader(Service):
                       file=filename, other=info.metadata.get("node", "?"))  # fmt: skip
         else:
             raise StoreError(f"no free name for {_filename(kind, name)} in the bucket")
+        poster = self._store.poster_path(name)
+        if kind == VIDEO and poster.exists():
+            await self._upload_poster(poster, target, metadata)
         path.unlink()
+        if kind == VIDEO:
+            poster.unlink(missing_ok=True)
         marker.unlink(missing_ok=True)
         self.uploaded += 1
         _log.info("uploaded {file} to {key} ({size} bytes)", file=_filename(kind, name),
                   key=self._objects.location.key(kind, filename), size=size)  # fmt: skip
+
+
+    async def _upload_poster(self, poster: Path, target: str, metadata: dict[str, str]) -> None:
+        """The poster of the video stored as ``target``: that name is this recording's in the
+        bucket, so a poster already under it is its own (an earlier attempt's)."""
+        filename = f"{target}{POSTER_SUFFIX}"
+        if await self._objects.head(POSTERS, filename) is not None:
+            return
+        meta = {"node": self._node, "kind": POSTERS, "recording": metadata["recording"]}
+        try:
+            await self._objects.upload(poster, POSTERS, filename, meta, self._cancel)
+        except KeyTaken:
+            pass
+
+
+def _digest_and_info(kind: str, path: Path) -> tuple[str, Info]:
+    return _sha256(path), (mp4_info(path) if kind == VIDEO else wav_info(path))
 
 
 def _sha256(path: Path) -> str:

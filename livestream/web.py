@@ -22,11 +22,14 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from livestream.access import OPEN, Access, Refused
 from livestream.auth import DELETE, METRICS, READ
-from livestream.catalog import Catalog, iso_utc, regular_file
+from livestream.catalog import iso_utc
 from livestream.deadline import HeaderDeadlineChannel
-from livestream.health import Health
+from livestream.health import FAIL, Health
+from livestream.library import Found, Library, LocalFile, LocalLibrary, StoreUnavailable
 from livestream.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from livestream.metrics import Metrics
+from livestream.objectfile import ObjectFile
+from livestream.objectstore import ObjectStore
 from livestream.page import Page, wants_html
 from livestream.registry import SessionRegistry
 from livestream.store import AUDIO, KINDS, POSTER_SUFFIX, VIDEO, MediaStore, is_recording_name
@@ -100,6 +103,10 @@ def _not_found(request: Request) -> bytes:
     return _error(request, 404, "not_found", "no such recording")
 
 
+def _unavailable(request: Request, error: StoreUnavailable) -> bytes:
+    return _error(request, 503, "store_unavailable", str(error))
+
+
 CONTENT_TYPES = {VIDEO: "video/mp4", AUDIO: "audio/wav"}
 POSTER_TYPE = "image/jpeg"
 
@@ -159,14 +166,22 @@ class WebApp:
         registry: SessionRegistry | None = None,
         health: Health,
         metrics: Metrics | None = None,
+        library: Library | None = None,
+        objects: ObjectStore | None = None,
+        presign: int = 0,
     ) -> None:
+        """``library`` is what the recordings routes act on (default: the media tree);
+        ``objects`` the bucket its stored objects are read from, and ``presign`` the seconds
+        a presigned URL lasts when downloads are redirected to the store (0: streamed here)."""
         self._store = store
         self._websocket = websocket
         self._page = page
         self._access = access
         self._registry = registry
         self._health = health
-        self._catalog = Catalog(store)
+        self._library = library if library is not None else LocalLibrary(store)
+        self._objects = objects
+        self._presign = presign
         self._metrics = metrics
 
     @app.handle_errors(NotFound)
@@ -208,55 +223,76 @@ class WebApp:
 
     @app.route("/recordings", methods=["GET"])
     @requires(READ)
-    def recordings(self, request: Request) -> bytes:
+    async def recordings(self, request: Request) -> bytes:
+        try:
+            listing = await self._library.listing()
+        except StoreUnavailable as e:
+            return _unavailable(request, e)
         request.setHeader("content-type", "application/json")
         request.setHeader("cache-control", "no-store")
-        return json.dumps(self._store.listing()).encode("utf-8")
+        return json.dumps(listing).encode("utf-8")
 
     @app.route("/recordings/video/<filename>", methods=["GET", "HEAD"])
     @requires(READ)
-    def video(self, request: Request, filename: str) -> IResource | bytes:
-        return self._serve(request, VIDEO, filename)
+    async def video(self, request: Request, filename: str) -> IResource | bytes:
+        return await self._serve(request, VIDEO, filename)
 
     @app.route("/recordings/audio/<filename>", methods=["GET", "HEAD"])
     @requires(READ)
-    def audio(self, request: Request, filename: str) -> IResource | bytes:
-        return self._serve(request, AUDIO, filename)
+    async def audio(self, request: Request, filename: str) -> IResource | bytes:
+        return await self._serve(request, AUDIO, filename)
 
-    def _serve(self, request: Request, kind: str, filename: str) -> IResource | bytes:
+    async def _serve(self, request: Request, kind: str, filename: str) -> IResource | bytes:
         name = _name_of(filename, KINDS[kind])
-        path = self._store.final_path(kind, name) if name else None
-        st = regular_file(path) if path else None
-        if st is None:
+        if name is None:
             return _not_found(request)
-        return MediaFile(path, CONTENT_TYPES[kind], st)
+        try:
+            found = await self._library.find(kind, name)
+        except StoreUnavailable as e:
+            return _unavailable(request, e)
+        if found is None:
+            return _not_found(request)
+        return self._file(found, CONTENT_TYPES[kind])
+
+    def _file(self, found: Found, content_type: str) -> IResource:
+        """A local file as :class:`MediaFile`; an object of the bucket streamed or redirected."""
+        if isinstance(found, LocalFile):
+            return MediaFile(found.path, content_type, found.st)
+        assert self._objects is not None, "an object was found without a bucket"
+        return ObjectFile(self._objects, found, self._presign)
 
     @app.route("/recordings/posters/<filename>", methods=["GET", "HEAD"])
     @requires(READ)
-    def poster(self, request: Request, filename: str) -> IResource | bytes:
+    async def poster(self, request: Request, filename: str) -> IResource | bytes:
         name = _name_of(filename, POSTER_SUFFIX)
-        path = self._store.poster_path(name) if name else None
-        st = regular_file(path) if path else None
-        if st is None:
+        try:
+            found = await self._library.find_poster(name) if name else None
+        except StoreUnavailable as e:
+            return _unavailable(request, e)
+        if found is None:
             return _error(request, 404, "not_found", "no such poster")
-        return MediaFile(path, POSTER_TYPE, st)
+        return self._file(found, POSTER_TYPE)
 
     @app.route("/recordings/video/<filename>", methods=["DELETE"])
     @requires(DELETE)
-    def delete_video(self, request: Request, filename: str) -> bytes:
-        return self._delete(request, VIDEO, filename)
+    async def delete_video(self, request: Request, filename: str) -> bytes:
+        return await self._delete(request, VIDEO, filename)
 
     @app.route("/recordings/audio/<filename>", methods=["DELETE"])
     @requires(DELETE)
-    def delete_audio(self, request: Request, filename: str) -> bytes:
-        return self._delete(request, AUDIO, filename)
+    async def delete_audio(self, request: Request, filename: str) -> bytes:
+        return await self._delete(request, AUDIO, filename)
 
-    def _delete(self, request: Request, kind: str, filename: str) -> bytes:
+    async def _delete(self, request: Request, kind: str, filename: str) -> bytes:
         """A recording still being made is in ``temp/``, so it is not found here."""
         name = _name_of(filename, KINDS[kind], bare=True)
-        if name is None or regular_file(self._store.final_path(kind, name)) is None:
+        if name is None:
             return _not_found(request)
-        if not self._store.delete(kind, name):
+        try:
+            deleted = await self._library.delete(kind, name)
+        except StoreUnavailable as e:
+            return _unavailable(request, e)
+        if not deleted:
             return _not_found(request)
         _log.info(
             "deleted {kind} {name} for {peer}", kind=kind, name=name,
@@ -267,8 +303,12 @@ class WebApp:
 
     @app.route("/api/recordings", methods=["GET"])
     @requires(READ)
-    def details(self, request: Request) -> bytes:
-        return _json(request, 200, {"recordings": self._catalog.details()})
+    async def details(self, request: Request) -> bytes:
+        try:
+            recordings = await self._library.details()
+        except StoreUnavailable as e:
+            return _unavailable(request, e)
+        return _json(request, 200, {"recordings": recordings})
 
     @app.route("/api/sessions", methods=["GET"])
     @requires(READ)
@@ -283,9 +323,9 @@ class WebApp:
     @app.route("/healthz", methods=["GET"])
     def healthz(self, request: Request) -> bytes:
         """Open without a token: probes do not carry one, and it tells nothing about recordings."""
-        ok, checks = self._health.check()
-        document = {"status": "ok" if ok else "fail", "checks": checks}
-        return _json(request, 200 if ok else 503, document)
+        status, checks = self._health.status()
+        document = {"status": status, "checks": checks}
+        return _json(request, 503 if status == FAIL else 200, document)
 
     @app.route("/metrics", methods=["GET"])
     @requires(METRICS)
@@ -323,9 +363,13 @@ def make_site(
     registry: SessionRegistry | None = None,
     health: Health | None = None,
     metrics: Metrics | None = None,
+    library: Library | None = None,
+    objects: ObjectStore | None = None,
+    presign: int = 0,
 ) -> Site:
     """``registry`` is where ``/api/sessions`` finds live sessions (none without one);
-    ``health`` what ``/healthz`` checks (by default the media tree and an ``ffmpeg`` on PATH)."""
+    ``health`` what ``/healthz`` checks (by default the media tree and an ``ffmpeg`` on PATH);
+    ``library``, ``objects`` and ``presign`` as for :class:`WebApp`."""
     app = WebApp(
         store,
         WebSocketResource(factory),
@@ -334,6 +378,9 @@ def make_site(
         registry=registry,
         health=health if health is not None else Health(store, "ffmpeg"),
         metrics=metrics,
+        library=library,
+        objects=objects,
+        presign=presign,
     )
     site = Site(app.app.resource(), logFormatter=_access_log_line)
     site.displayTracebacks = False

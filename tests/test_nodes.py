@@ -18,7 +18,16 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.s3 import S3Server
-from tests.support import Daemon, free_port, jpeg_frames, pcm, record, sleep, video_facts
+from tests.support import (
+    Daemon,
+    free_port,
+    get_json,
+    jpeg_frames,
+    pcm,
+    record,
+    sleep,
+    video_facts,
+)
 from tests.test_daemon import children, ended, kill, stop, stream_without_close, wait_gone
 
 FPS = 15
@@ -110,6 +119,17 @@ class NodesTests(TestCase):
         return {key: self.s3.client.head_object(Bucket=self.s3.bucket, Key=key)["Metadata"]["node"]
                 for key in self.s3.keys(prefix)}  # fmt: skip
 
+    async def lists(self, port: int, files: dict[str, set[str]]) -> None:
+        """``GET /recordings`` on ``port`` names exactly ``files`` within 5 s."""
+        deadline = reactor.seconds() + 5
+        while True:
+            listing = await get_json(port, "/recordings")
+            got = {kind: set(names) for kind, names in listing.items()}
+            if got == files or reactor.seconds() > deadline:
+                break
+            await sleep(0.5)
+        self.assertEqual(got, files, f"the listing of port {port}")
+
     def test_two_nodes_one_library(self):
         return ensureDeferred(self._two_nodes_one_library())
 
@@ -131,12 +151,24 @@ class NodesTests(TestCase):
             names.append(connected["recording"])
             self.assertEqual(closed["recordings"]["audio"], f"{connected['recording']}.wav")
         want = sorted([f"lib/audio/{n}.wav" for n in names] + [f"lib/video/{n}.mp4" for n in names])
-        await until(lambda: self.s3.keys() == want, 30, f"{want} in the bucket")
+        def recordings() -> list[str]:
+            return self.s3.keys("lib/audio/") + self.s3.keys("lib/video/")
+
+        await until(lambda: recordings() == want, 30, f"{want} in the bucket")
+        posters = sorted(f"lib/posters/{n}.jpg" for n in names)
+        self.assertEqual(self.s3.keys("lib/posters/"), posters)
         # Round robin: each node recorded two of the four sessions.
         made_by = sorted(self.nodes_of("lib/video/").values())
         self.assertEqual(made_by, ["node-a", "node-a", "node-b", "node-b"])
         for daemon in (a, b):
             self.assertEqual(list((daemon.media / "video").iterdir()), [])
+        # Every node answers with the whole library (a listing is at most 2 s old).
+        files = {"video": {f"{n}.mp4" for n in names}, "audio": {f"{n}.wav" for n in names}}
+        for p in (a.port, b.port, port):
+            await self.lists(p, files)
+            details = (await get_json(p, "/api/recordings"))["recordings"]
+            self.assertEqual({d["name"] for d in details}, files["video"] | files["audio"])
+            self.assertEqual({d["frames"] for d in details if d["kind"] == "video"}, {15})
 
         # node-a dies mid-session (SIGKILL of the daemon alone: its encoder finishes the file).
         chunks = [pcm(2940, seed=100 + i) for i in range(30)]
@@ -170,3 +202,7 @@ class NodesTests(TestCase):
         await until(lambda: set(after) <= set(self.s3.keys()), 30, "the sessions after")
         made_by = self.nodes_of("lib/video/")
         self.assertEqual(sorted(made_by[k] for k in after), ["node-a", "node-b"])
+        everything = {kind: {key.rpartition("/")[2] for key in self.s3.keys(f"lib/{kind}/")}
+                      for kind in ("video", "audio")}  # fmt: skip
+        for p in (restarted.port, b.port):
+            await self.lists(p, everything)

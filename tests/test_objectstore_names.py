@@ -52,15 +52,17 @@ class StoreOptionTests(SynchronousTestCase):
         config = parse().config()
         self.assertIsNone(config.store)
         self.assertEqual(config.node, default_node())
-        self.assertEqual(config.upload_retry_max, 60.0)
+        self.assertEqual((config.upload_retry_max, config.presign), (60.0, 0))
 
     def test_bucket(self) -> None:
         config = parse(
             "--store", "s3://rec-library/site-a", "--s3-endpoint", "http://127.0.0.1:9000",
-            "--node", "edge-2", "--upload-retry-max", "5",
+            "--node", "edge-2", "--upload-retry-max", "5", "--presign", "120",
+            "--retain-total", "1TB",
         ).config()  # fmt: skip
         self.assertEqual(config.store, Location("rec-library", "site-a", "http://127.0.0.1:9000"))
         self.assertEqual((config.node, config.upload_retry_max), ("edge-2", 5.0))
+        self.assertEqual((config.presign, config.retention.total_bytes), (120, 10**12))
 
     def test_refusals_are_one_line(self) -> None:
         for argv, words in [
@@ -69,6 +71,10 @@ class StoreOptionTests(SynchronousTestCase):
             (["--node", "edge.example.com"], "--node"),
             (["--s3-endpoint", "http://127.0.0.1:9000"], "needs --store"),
             (["--upload-retry-max", "0"], "--upload-retry-max"),
+            (["--presign", "60"], "needs --store"),
+            (["--store", "s3://rec-library", "--presign", "3601"], "--presign"),
+            (["--store", "s3://rec-library", "--presign", "-1"], "--presign"),
+            (["--store", "s3://rec-library", "--retain-free", "1GiB"], "--retain-free"),
         ]:
             with self.assertRaises(SystemExit, msg=argv) as caught:
                 parse(*argv)
@@ -78,5 +84,6 @@ class StoreOptionTests(SynchronousTestCase):
 
     def test_in_help(self) -> None:
         text = str(Options())
-        for option in ("--store=", "--s3-endpoint=", "--node=", "--upload-retry-max="):
+        for option in ("--store=", "--s3-endpoint=", "--node=", "--upload-retry-max=",
+                       "--presign="):  # fmt: skip
             self.assertIn(option, text)

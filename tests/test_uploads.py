@@ -87,22 +87,27 @@ class UploadTests(TestCase):
         self.assertEqual(closed["recordings"], {"video": f"{name}.mp4", "audio": f"{name}.wav"})
         await until(lambda: uploader.uploaded == 2, what="two uploads")
 
-        self.assertEqual(self.s3.keys(), [f"lib/audio/{name}.wav", f"lib/video/{name}.mp4"])
+        self.assertEqual(self.s3.keys(), [f"lib/audio/{name}.wav", f"lib/posters/{name}.jpg",
+                                          f"lib/video/{name}.mp4"])  # fmt: skip
         self.assertEqual(list((self.media / "video").iterdir()), [])
         self.assertEqual(list((self.media / "audio").iterdir()), [])
+        self.assertEqual(list((self.media / "posters").iterdir()), [])
+        poster, meta = self.s3.get(f"lib/posters/{name}.jpg")
+        self.assertEqual((poster, meta["recording"]), (frames[15], name))
         self.assertEqual(list((self.media / "uploads").iterdir()), [])
         self.assertEqual((uploader.backlog, uploader.failures), (0, 0))
 
         audio, meta = self.s3.get(f"lib/audio/{name}.wav")
         self.assertEqual(meta["sha256"], hashlib.sha256(audio).hexdigest())
         self.assertEqual(
-            (meta["node"], meta["kind"], meta["duration"]), ("edge-1", "audio", "1.000")
+            (meta["node"], meta["kind"], meta["duration"], meta["samples"]),
+            ("edge-1", "audio", "1.000", "44100"),
         )
         (self.media / "a.wav").write_bytes(audio)
         self.assertEqual(wav_facts(self.media / "a.wav").data, b"".join(chunks))
         video, meta = self.s3.get(f"lib/video/{name}.mp4")
         self.assertEqual(meta["sha256"], hashlib.sha256(video).hexdigest())
-        self.assertEqual(meta["duration"], "2.000")
+        self.assertEqual((meta["duration"], meta["frames"]), ("2.000", "30"))
         (self.media / "v.mp4").write_bytes(video)
         facts = video_facts(self.media / "v.mp4")
         self.assertEqual((facts.frames, facts.codec, facts.faststart), (30, "h264", True))
@@ -111,8 +116,9 @@ class UploadTests(TestCase):
         listed = await objects.listing()
         self.assertEqual(
             sorted((o.kind, o.filename, o.size) for o in listed),
-            [("audio", f"{name}.wav", len(audio)), ("video", f"{name}.mp4", len(video))],
-        )
+            [("audio", f"{name}.wav", len(audio)), ("posters", f"{name}.jpg", len(poster)),
+             ("video", f"{name}.mp4", len(video))],
+        )  # fmt: skip
         download = await objects.open("video", f"{name}.mp4", 100, 1099)
         self.assertEqual((download.length, download.total), (1000, len(video)))
         got = b""
@@ -127,7 +133,7 @@ class UploadTests(TestCase):
         self.assertTrue(await objects.reachable())
         await objects.delete("audio", f"{name}.wav")
         self.assertIsNone(await objects.head("audio", f"{name}.wav"))
-        self.assertEqual(self.s3.keys(), [f"lib/video/{name}.mp4"])
+        self.assertEqual(self.s3.keys(), [f"lib/posters/{name}.jpg", f"lib/video/{name}.mp4"])
 
     def test_upload_waits_out_a_store_that_is_away(self):
         return ensureDeferred(self._upload_waits_out_a_store_that_is_away())
