@@ -18,19 +18,17 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import boto3
-from boto3.exceptions import S3UploadFailedError
-from boto3.s3.transfer import TransferConfig
-from botocore.config import Config as BotoConfig
-from botocore.exceptions import ClientError
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from livestream.store import KINDS, POSTER_SUFFIX, POSTERS
+
+if TYPE_CHECKING:
+    from botocore.exceptions import ClientError
 
 T = TypeVar("T")
 
@@ -139,6 +137,12 @@ class ObjectStore(Service):
         self.location = location
         self._reactor = reactor
         self._pool = ThreadPool(minthreads=1, maxthreads=threads, name="objectstore")
+        # Imported here: boto3 costs the daemon ~10 MB, which a daemon without a bucket need
+        # not pay.
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config as BotoConfig
+
         self._client = boto3.session.Session().client(
             "s3",
             endpoint_url=location.endpoint,
@@ -192,6 +196,8 @@ class ObjectStore(Service):
         metadata: dict[str, str],
         cancelled: threading.Event | None,
     ) -> None:
+        from boto3.exceptions import S3UploadFailedError
+
         def progress(_: int) -> None:
             if cancelled is not None and cancelled.is_set():
                 raise UploadCancelled(f"upload of {filename} abandoned")
@@ -211,7 +217,9 @@ class ObjectStore(Service):
             )
         except S3UploadFailedError as e:
             cause = e.__context__
-            if isinstance(cause, ClientError) and _code(cause) in ("PreconditionFailed", "412"):
+            if isinstance(cause, self._client.exceptions.ClientError) and _code(cause) in (
+                "PreconditionFailed", "412",
+            ):
                 raise KeyTaken(self.location.key(kind, filename)) from None
             raise StoreError(str(e)) from None
 
@@ -224,7 +232,7 @@ class ObjectStore(Service):
             answer = self._client.head_object(
                 Bucket=self.location.bucket, Key=self.location.key(kind, filename)
             )
-        except ClientError as e:
+        except self._client.exceptions.ClientError as e:
             if _code(e) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
@@ -272,7 +280,7 @@ class ObjectStore(Service):
                 Key=self.location.key(kind, filename),
                 Range=byte_range,
             )
-        except ClientError as e:
+        except self._client.exceptions.ClientError as e:
             if _code(e) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
