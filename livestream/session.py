@@ -226,7 +226,7 @@ class Session:
         lead = self._timeline.audio(source, arrival, len(written) // 2)
         if self._track is not None:
             # Silence first where the video began before the sound: both tracks start at 0.
-            self._track.write(bytes(2 * lead) + written if lead else written)
+            self._track.write(written, silence=lead)
 
     def storage_full(self) -> None:
         """The disk is (nearly) full: keep what was written, tell the client, stop."""

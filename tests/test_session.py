@@ -13,6 +13,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from livestream.messages import MediaKind, ProtocolError
+from livestream.recording.aac import SILENCE_BLOCK
 from livestream.recording.video import EncoderSettings
 from livestream.session import CLOSE, DISCONNECT, SHUTDOWN, Session, SessionLimits
 from livestream.store import (
@@ -383,6 +384,24 @@ class MuxSessionTests(SessionTestCase):
         # A dead encoder's pipe lets go of its claim: the socket never stays paused for it.
         track["transport"].producer.pauseProducing()
         track["transport"].producer.stopProducing()
+        self.assertFalse(self.producer.paused)
+
+    def test_late_sound_placed_by_silence_written_as_the_pipe_drains(self) -> None:
+        """--timing capture, sound from 3 s: 3 s of silence go first, a second per write, and
+        samples that come while the pipe is full wait with the socket paused."""
+        self.settings = replace(self.settings, timing="capture")
+        self.session = self.open("late", 1700000000011)
+        sounds = [pcm(441, seed=i) for i in range(2)]
+        self.session.stream(MediaKind.VIDEO, jpeg_frames(1)[0], capture_time=0.0)
+        self.session.stream(MediaKind.AUDIO, sounds[0], capture_time=3000.0)
+        _, track = self.encoders()
+        self.assertEqual(track["transport"].written, [SILENCE_BLOCK] * 3 + sounds[:1])
+        track["transport"].producer.pauseProducing()
+        self.session.stream(MediaKind.AUDIO, sounds[1], capture_time=3010.0)
+        self.assertEqual(len(track["transport"].written), 4)
+        self.assertTrue(self.producer.paused)
+        track["transport"].producer.resumeProducing()
+        self.assertEqual(track["transport"].written[4:], sounds[1:])
         self.assertFalse(self.producer.paused)
 
     def test_publish_takes_both_files(self) -> None:
