@@ -42,8 +42,10 @@ def encoder_args(out: str) -> list[str]:
         "-probesize", "32", "-analyzeduration", "0",
         "-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", str(CHANNELS), "-i", "pipe:0",
         "-c:a", "aac", "-b:a", BITRATE,
-        # Every AAC packet is a sync point: fragments are cut by duration alone.
-        "-movflags", "+empty_moov+default_base_moof",
+        # Every AAC packet is a sync point: fragments are cut by duration alone. The header
+        # waits for the first fragment (0.2 s) so it can say the encoder's 1024 samples of
+        # priming are not sound; without that the track plays 23 ms late.
+        "-movflags", "+empty_moov+delay_moov+default_base_moof",
         "-frag_duration", "200000", "-flush_packets", "1",
         "-f", "mp4", out,
     ]  # fmt: skip
