@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from livestream.events import Events, Recovered
 from livestream.recording import audio, video
 from livestream.store import (
+    AAC_STREAM,
     AUDIO,
     AUDIO_STREAM,
     VIDEO,
@@ -68,16 +69,24 @@ class Recovery(Service):
         found: dict[str, str | None] = {}
         if VIDEO_STREAM in paths:
             if self._store.final_path(VIDEO, name).exists():
-                for suffix in (VIDEO_STREAM, VIDEO_PART):
+                for suffix in (VIDEO_STREAM, VIDEO_PART, AAC_STREAM):
                     self._store.temp_path(name, suffix).unlink(missing_ok=True)
             else:
-                await self._settled(paths[VIDEO_STREAM])
+                # The --mux-audio track, if any, is muxed in by the same publish.
+                for suffix in (VIDEO_STREAM, AAC_STREAM):
+                    if suffix in paths:
+                        await self._settled(paths[suffix])
                 found[VIDEO] = await video.publish(self._reactor, self._ffmpeg, self._store, name)
-        elif VIDEO_PART in paths:
-            _log.warn(
-                "dropping {path}: an unfinished copy without its source", path=paths[VIDEO_PART]
-            )
-            paths[VIDEO_PART].unlink()
+        else:
+            if VIDEO_PART in paths:
+                _log.warn(
+                    "dropping {path}: an unfinished copy without its source",
+                    path=paths[VIDEO_PART],
+                )
+                paths[VIDEO_PART].unlink()
+            if AAC_STREAM in paths:
+                # An audio track without a video makes no MP4: the WAV holds the sound.
+                paths[AAC_STREAM].unlink()
         if AUDIO_STREAM in paths:
             if self._store.final_path(AUDIO, name).exists():
                 paths[AUDIO_STREAM].unlink()

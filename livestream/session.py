@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
 
@@ -18,7 +18,9 @@ from livestream.auth import Grant
 from livestream.events import EncoderFailed, Events, SessionEnded
 from livestream.jpeg import NotAJPEG
 from livestream.messages import MediaKind, ProtocolError
+from livestream.recording.aac import AacRecorder
 from livestream.recording.audio import AudioRecorder
+from livestream.recording.backpressure import SharedPause
 from livestream.recording.ffmpeg import FFmpegResult
 from livestream.recording.video import EncoderSettings, VideoRecorder
 from livestream.store import MediaStore
@@ -103,10 +105,20 @@ class Session:
         self._reactor = reactor
         self._store = store
         self._report_error = report_error
-        self._video = VideoRecorder(reactor, settings, store, name, producer, self._encoder_failed)
+        # The client's socket, paused while the video's or the audio track's encoder is full.
+        self._socket = SharedPause(producer)
+        self._video = VideoRecorder(
+            reactor, settings, store, name, self._socket.hold(), self._encoder_failed
+        )
         self._audio = AudioRecorder(store, name)
+        # --mux-audio: the audio track for the MP4, encoded apart from the video.
+        self._track: AacRecorder | None = None
+        if settings.mux_audio:
+            self._track = AacRecorder(
+                reactor, settings.ffmpeg, store, name, self._socket.hold(), self._track_failed,
+                grace=settings.grace,
+            )  # fmt: skip
         self._timeline = timeline(settings.timing, settings.fps)
-        self._mux = settings.mux_audio
         self._reason: str | None = None
         self._outcome: Outcome | None = None
         self._waiting: list[Deferred[Outcome]] = []
@@ -199,25 +211,22 @@ class Session:
             self._detached = None
         previous, self._owner = self._owner, owner
         self._report_error = report_error
-        self._video.set_producer(producer)
+        self._socket.set_producer(producer)
         return previous
 
     def _write_video(self, frame: bytes, source: float, arrival: float) -> None:
         jpeg.frame_size(frame)  # refused before it moves the timeline
         placed = self._timeline.video(source, arrival)
         self._video.write(frame, placed.repeat, placed.show)
-        if self._mux:
-            silence = self._timeline.fill()
-            if silence:
-                self._video.write_audio(bytes(2 * silence))
 
     def _write_audio(self, pcm: bytes, source: float, arrival: float) -> None:
         written = self._audio.write(pcm)
         if not written:
             return
         lead = self._timeline.audio(source, arrival, len(written) // 2)
-        if self._mux:
-            self._video.write_audio(bytes(2 * lead) + written if lead else written)
+        if self._track is not None:
+            # Silence first where the video began before the sound: both tracks start at 0.
+            self._track.write(written, silence=lead)
 
     def storage_full(self) -> None:
         """The disk is (nearly) full: keep what was written, tell the client, stop."""
@@ -274,7 +283,7 @@ class Session:
         if self.resume_token is not None and self._reason is None:
             _log.info("session {name} lost its connection; kept {grace}s for a resume",
                       name=self.name, grace=self._resume_grace)  # fmt: skip
-            self._video.set_producer(None)
+            self._socket.set_producer(None)
             self._report_error = _nowhere
             self._detached = self._reactor.callLater(self._resume_grace, self._grace_over)
             return
@@ -307,6 +316,14 @@ class Session:
             "encoder_failed", "the video encoder stopped; frames received before it are kept"
         )
 
+    def _track_failed(self, result: FFmpegResult) -> None:
+        self._encoder_broke = True
+        self._events.emit(EncoderFailed(self.name, result))
+        self._report_error(
+            "encoder_failed",
+            "the audio track's encoder stopped; the video goes on without sound, the WAV has all",
+        )
+
     def _result(self, failed: bool) -> str:
         """The session's result in one word, for the log line that ends it."""
         if failed:
@@ -325,7 +342,11 @@ class Session:
             _log.error("finishing audio of {name} failed: {error}", name=self.name, error=e)
         self._video.repeat(self._timeline.end())
         try:
-            video = await self._video.finish()
+            # The encoders end side by side; the publish takes both files.
+            track = self._track.finish() if self._track is not None else None
+            await gatherResults([self._video.end(), *([track] if track else [])],
+                                consumeErrors=True)  # fmt: skip
+            video = await self._video.publish()
         except Exception:
             failed = True
             _log.failure("finishing video of {name} failed", name=self.name)

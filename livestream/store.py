@@ -20,11 +20,13 @@ POSTER_SUFFIX = ".jpg"
 KINDS = {VIDEO: ".mp4", AUDIO: ".wav"}
 
 # What a live session keeps in temp/: the encoder's fragmented MP4 (playable up to its last
-# fragment if the daemon dies), the faststart copy being made from it, and the growing WAV.
+# fragment if the daemon dies), the faststart copy being made from it, the growing WAV, and with
+# --mux-audio the AAC track's own fragmented MP4, muxed into the video at publish.
 VIDEO_STREAM = ".video.fmp4"
 VIDEO_PART = ".video.part.mp4"
 AUDIO_STREAM = ".audio.wav"
-TEMP_SUFFIXES = (VIDEO_STREAM, VIDEO_PART, AUDIO_STREAM)
+AAC_STREAM = ".audio.fmp4"
+TEMP_SUFFIXES = (VIDEO_STREAM, VIDEO_PART, AUDIO_STREAM, AAC_STREAM)
 
 MAX_STEM_LENGTH = 64
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")

@@ -25,9 +25,6 @@ SAMPLE_RATE = 44100
 # The most the video clock is bent toward the master clock: 0.5 %, 5 ms a second. Far above
 # real clock drift (a crystal is off by 0.01 % to 0.1 %), far below what an eye notices.
 MAX_SLEW = 0.005
-# When the muxed audio lags the video by more than this (no audio came, or a gap), silence fills
-# the gap, so the MP4's muxer is never left waiting for audio that does not come.
-FILL_LAG = 3.0
 # The end of the video: the last frame is shown for one mean frame interval, at most this long.
 MAX_LAST_FRAME = 1.0
 
@@ -134,46 +131,24 @@ class CaptureTimeline:
         self.samples += samples
         return lead
 
-    def fill(self) -> int:
-        """Samples of silence to add now (and count) because the audio lags the video by over
-        FILL_LAG; the muxed track gets them, so its muxer never waits for audio that is not
-        coming."""
-        silence = _fill(self.pacer.ticks / self.pacer.fps, self.samples)
-        self.samples += silence
-        return silence
-
     def end(self) -> int:
         """Ticks of the last frame to add so the video lasts as long as what was captured."""
         return self.pacer.end(self.samples / SAMPLE_RATE)
 
 
-def _fill(video_seconds: float, samples: int) -> int:
-    lag = video_seconds - samples / SAMPLE_RATE
-    if lag <= FILL_LAG:
-        return 0
-    return round((lag - FILL_LAG) * SAMPLE_RATE)
-
-
 class FrameTimeline:
-    """``--timing frames``, the seed's rule: every received frame is one output tick."""
+    """``--timing frames``, the seed's rule: every received frame is one output tick, and the
+    audio is every sample in order from 0."""
 
-    def __init__(self, fps: int) -> None:
-        self.fps = fps
+    def __init__(self) -> None:
         self.ticks = 0
-        self.samples = 0
 
     def video(self, source: float, arrival: float) -> Placement:
         self.ticks += 1
         return Placement(0, True)
 
     def audio(self, source: float, arrival: float, samples: int) -> int:
-        self.samples += samples
         return 0
-
-    def fill(self) -> int:
-        silence = _fill(self.ticks / self.fps, self.samples)
-        self.samples += silence
-        return silence
 
     def end(self) -> int:
         return 0
@@ -183,7 +158,7 @@ Timeline = CaptureTimeline | FrameTimeline
 
 
 def timeline(mode: str, fps: int) -> Timeline:
-    return CaptureTimeline(fps) if mode == CAPTURE else FrameTimeline(fps)
+    return CaptureTimeline(fps) if mode == CAPTURE else FrameTimeline()
 
 
 FRAMES = "frames"

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 from twisted.internet import error, reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -253,12 +254,12 @@ class StopTests(DaemonCase):
 
 
 class CrashTests(DaemonCase):
-    async def crash_mid_session(self, *, with_encoders: bool):
+    async def crash_mid_session(self, *extra: str, with_encoders: bool):
         """Stream 60 frames and their audio, give the encoder time, then SIGKILL.
 
         Returns (recording name, frames, audio chunks, encoder pids).
         """
-        daemon = self.daemon()
+        daemon = self.daemon(*extra)
         await daemon.listening()
         frames = jpeg_frames(60)
         audio = audio_chunks(60, 3)
@@ -309,6 +310,28 @@ class CrashTests(DaemonCase):
         self.assert_wav(f"{name}.wav", audio)  # audio is written unbuffered: all of it
         self.assertEqual(self.listdir("temp"), [])
         self.assertFalse(daemon.proto.ended.called)
+
+    async def test_sigkill_with_mux_audio_recovers_both_tracks_into_one_mp4(self) -> None:
+        """--mux-audio, SIGKILL of everything: the video's and the audio track's fragmented MP4s
+        are each cut back to their last whole fragment and muxed into one faststart MP4."""
+        name, frames, audio, encoders = await self.crash_mid_session(
+            "--mux-audio", with_encoders=True
+        )
+        self.assertEqual(len(encoders), 2, "the video and the audio track each have an encoder")
+        self.assertEqual(
+            self.listdir("temp"),
+            sorted(f"{name}{suffix}" for suffix in (".video.fmp4", ".audio.fmp4", ".audio.wav")),
+        )
+        await self.restart_and_recover(name)
+        self.assert_video(f"{name}.mp4", at_least=len(frames) - FPS)
+        self.assert_wav(f"{name}.wav", audio)
+        with av.open(os.fspath(self.media / "video" / f"{name}.mp4")) as container:
+            self.assertEqual(sorted(s.type for s in container.streams), ["audio", "video"])
+            samples = sum(frame.samples for frame in container.decode(audio=0))
+        sent = len(b"".join(audio)) // 2
+        # Like the video, at most about the last second is lost.
+        self.assertGreaterEqual(samples, sent - 44100)
+        self.assertEqual(self.listdir("temp"), [])
 
     async def test_sigkill_of_daemon_alone_is_recovered_whole(self) -> None:
         """SIGKILL of the daemon only: its encoders see their input end and finish their files;

@@ -1,4 +1,7 @@
-"""--mux-audio: one MP4 with picture and sound, in sync; measured with a flash and a beep."""
+"""--mux-audio: one MP4 with picture and sound, in sync; measured with a flash and a beep.
+
+The audio track has an encoder of its own, so video never waits for sound: a session without
+audio, or with audio lagging in bursts, is recorded as fast as it is sent."""
 
 from __future__ import annotations
 
@@ -16,9 +19,11 @@ from tests.support import (
     CLOSE_MSG,
     connect_msg,
     ffmpeg_exe,
+    jpeg_frames,
     open_client,
     start_server,
     stream_msg,
+    video_facts,
     wav_facts,
 )
 
@@ -34,6 +39,14 @@ def solid_jpeg(color: str) -> bytes:
          "-i", f"color=c={color}:size=64x48", "-frames:v", "1", "-f", "mjpeg", "-"],
         check=True, capture_output=True, stdin=subprocess.DEVNULL,
     ).stdout  # fmt: skip
+
+
+def padded(frame: bytes, size: int) -> bytes:
+    """The JPEG with a comment segment of ``size`` bytes after its SOI: the same picture, but as
+    large as a camera's frame, so a backlog of them fills the encoder's pipe."""
+    if not size:
+        return frame
+    return frame[:2] + b"\xff\xfe" + (size + 2).to_bytes(2, "big") + bytes(size) + frame[2:]
 
 
 def beep_chunk(beep: bool) -> bytes:
@@ -87,24 +100,51 @@ def beeps(path: Path) -> list[float]:
 class MuxTests(TestCase):
     timeout = 300
 
-    async def record(self, seconds: int, drift: float, timing: str = "capture"):
+    async def record(
+        self,
+        seconds: int,
+        drift: float,
+        timing: str = "capture",
+        burst_lag: float = 0.0,
+        pad: int = 0,
+    ):
         """A client with a flash and a beep at every whole second but 0, its clock ``drift``
-        fast against its sound card, sending as fast as it can (the stamps carry the time)."""
+        fast against its sound card, sending as fast as it can (the stamps carry the time).
+
+        With ``burst_lag`` its audio goes out a second at a time, as one chunk, once the video
+        has gone ``burst_lag`` s past that second's end (a phone batching its microphone).
+        ``pad`` bytes are added to each frame (see :func:`padded`)."""
         media = Path(self.mktemp())
         _, port = await start_server(self, media, timing=timing, mux_audio=True)
-        dark, light = solid_jpeg("black"), solid_jpeg("white")
+        dark, light = padded(solid_jpeg("black"), pad), padded(solid_jpeg("white"), pad)
         client = await open_client(port)
         client.send(connect_msg("sync"))
         await client.event("CONNECTED")
         silent, loud = beep_chunk(False), beep_chunk(True)
         sent = bytearray()
+        held: list[tuple[int, bytes, float]] = []  # audio not sent yet: (seq, chunk, stamp)
+
+        def send_audio(batch: list[tuple[int, bytes, float]]) -> None:
+            seq, _, stamp = batch[0]
+            joined = b"".join(chunk for _, chunk, _ in batch)
+            client.send(stream_msg("AUDIO", joined, seq=seq, captureTime=stamp))
+
         for i in range(seconds * FPS_IN):
             stamp = 1000.0 * i / FPS_IN * (1 + drift)
             second = i % FPS_IN == 0 and i > 0
             chunk = loud if second else silent
             sent += chunk
-            client.send(stream_msg("AUDIO", chunk, seq=i, captureTime=stamp))
+            held.append((i, chunk, stamp))
+            if not burst_lag:
+                send_audio(held)
+                held.clear()
             client.send(stream_msg("VIDEO", light if second else dark, seq=i, captureTime=stamp))
+            # The video has gone burst_lag s past the end of the oldest second held back.
+            if held and i + 1 >= held[0][0] + FPS_IN * (1 + burst_lag):
+                send_audio(held[:FPS_IN])
+                del held[:FPS_IN]
+        for at in range(0, len(held), FPS_IN):
+            send_audio(held[at : at + FPS_IN])
         client.send(CLOSE_MSG)
         closing = time.monotonic()
         closed = await client.event("CLOSED", timeout=240)
@@ -143,6 +183,47 @@ class MuxTests(TestCase):
             self.check_sync(video, 5)
 
         return ensureDeferred(go())
+
+    def test_audio_in_late_bursts_records_every_frame_in_sync(self):
+        """Audio a second at a time, 1.5 s behind the video it belongs with: every frame is
+        recorded and each beep still lands on its flash."""
+
+        async def go():
+            video, ready = await self.record(8, 0.0, burst_lag=1.5, pad=60_000)
+            self.check_sync(video, 8)
+            self.assertEqual(video_facts(video).frames, 8 * 15)
+            self.assertLess(ready, 10)
+
+        return ensureDeferred(go())
+
+    test_audio_in_late_bursts_records_every_frame_in_sync.timeout = 60  # type: ignore[attr-defined]
+
+    def test_video_only_unpaced_is_not_held_back(self):
+        """A session that sends no audio at all, as fast as it can: every frame is recorded,
+        promptly, into an MP4 with a video track only."""
+
+        async def go():
+            media = Path(self.mktemp())
+            _, port = await start_server(self, media, mux_audio=True)
+            frames = jpeg_frames(240)
+            client = await open_client(port)
+            client.send(connect_msg("mute"))
+            await client.event("CONNECTED")
+            for frame in frames:
+                client.send(stream_msg("VIDEO", frame))
+            client.send(CLOSE_MSG)
+            closing = time.monotonic()
+            closed = await client.event("CLOSED", timeout=25)
+            self.assertLess(time.monotonic() - closing, 10)
+            video = media / "video" / closed["recordings"]["video"]
+            self.assertEqual(video_facts(video).frames, len(frames))
+            self.assertIsNone(closed["recordings"]["audio"])
+            with av.open(os.fspath(video)) as container:
+                self.assertEqual([s.type for s in container.streams], ["video"])
+
+        return ensureDeferred(go())
+
+    test_video_only_unpaced_is_not_held_back.timeout = 30  # type: ignore[attr-defined]
 
     def test_ten_minutes_in_sync_with_drifting_client_clock(self):
         """0.1 % drift is 0.6 s over ten minutes; every beep stays within one frame interval of

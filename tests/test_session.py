@@ -6,14 +6,25 @@ some status) through the fake transport, so the state machine is checked step by
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from livestream.messages import MediaKind, ProtocolError
+from livestream.recording.aac import SILENCE_BLOCK
 from livestream.recording.video import EncoderSettings
 from livestream.session import CLOSE, DISCONNECT, SHUTDOWN, Session, SessionLimits
-from livestream.store import AUDIO, AUDIO_STREAM, VIDEO, VIDEO_PART, VIDEO_STREAM, MediaStore
+from livestream.store import (
+    AAC_STREAM,
+    AUDIO,
+    AUDIO_STREAM,
+    VIDEO,
+    VIDEO_PART,
+    VIDEO_STREAM,
+    MediaStore,
+)
 from tests.support import jpeg_frames, pcm
 from tests.test_ffmpeg import ProcessReactor
 
@@ -68,13 +79,13 @@ class SessionTestCase(SynchronousTestCase):
         self.assertEqual(len(self.reactor.spawned), 1)
         return self.reactor.spawned[0]
 
-    def encoder_writes_fragments(self) -> None:
+    def encoder_writes_fragments(self, suffix: str = VIDEO_STREAM) -> None:
         """What a working encoder leaves: a fragmented MP4 with a movie fragment in it."""
         boxes = b"".join(
             (8 + len(body)).to_bytes(4, "big") + kind + body
             for kind, body in [(b"ftyp", b"isom"), (b"moof", b"...."), (b"mdat", b"frame")]
         )
-        self.store.temp_path(self.session.name, VIDEO_STREAM).write_bytes(boxes)
+        self.store.temp_path(self.session.name, suffix).write_bytes(boxes)
 
     def end(self, call: dict, error: Exception) -> None:
         call["transport"].exited = True
@@ -336,6 +347,121 @@ class VideoSessionTests(SessionTestCase):
         outcome = self.successResultOf(d)
         self.assertEqual(outcome.video, f"{self.session.name}.mp4")
         self.assertIn(b"moof", self.store.final_path(VIDEO, self.session.name).read_bytes())
+        self.assertEqual(self.temp_files(), [])
+
+
+class MuxSessionTests(SessionTestCase):
+    """--mux-audio: the audio track has an encoder of its own, muxed in at publish."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.settings = replace(self.settings, mux_audio=True)
+        self.session = self.open("mux", 1700000000010)
+
+    def encoders(self) -> tuple[dict, dict]:
+        """(the video's encoder, the audio track's), told apart by their output."""
+        by_output = {call["args"][-1]: call for call in self.reactor.spawned}
+        return (
+            by_output[str(self.store.temp_path(self.session.name, VIDEO_STREAM))],
+            by_output[str(self.store.temp_path(self.session.name, AAC_STREAM))],
+        )
+
+    def test_each_pipe_pauses_the_socket_until_both_take_more(self) -> None:
+        frame, sound = jpeg_frames(1)[0], pcm(441)
+        self.session.stream(MediaKind.VIDEO, frame)
+        self.session.stream(MediaKind.AUDIO, sound)
+        video, track = self.encoders()
+        self.assertEqual(video["transport"].written, [frame])
+        self.assertEqual(track["transport"].written, [sound])
+        self.assertNotIn("pipe:3", video["args"])
+        self.assertEqual(track["args"][track["args"].index("-c:a") + 1], "aac")
+        video["transport"].producer.pauseProducing()
+        track["transport"].producer.pauseProducing()
+        video["transport"].producer.resumeProducing()
+        self.assertTrue(self.producer.paused)
+        track["transport"].producer.resumeProducing()
+        self.assertFalse(self.producer.paused)
+        # A dead encoder's pipe lets go of its claim: the socket never stays paused for it.
+        track["transport"].producer.pauseProducing()
+        track["transport"].producer.stopProducing()
+        self.assertFalse(self.producer.paused)
+
+    def test_late_sound_placed_by_silence_written_as_the_pipe_drains(self) -> None:
+        """--timing capture, sound from 3 s: 3 s of silence go first, a second per write, and
+        samples that come while the pipe is full wait with the socket paused."""
+        self.settings = replace(self.settings, timing="capture")
+        self.session = self.open("late", 1700000000011)
+        sounds = [pcm(441, seed=i) for i in range(2)]
+        self.session.stream(MediaKind.VIDEO, jpeg_frames(1)[0], capture_time=0.0)
+        self.session.stream(MediaKind.AUDIO, sounds[0], capture_time=3000.0)
+        _, track = self.encoders()
+        self.assertEqual(track["transport"].written, [SILENCE_BLOCK] * 3 + sounds[:1])
+        track["transport"].producer.pauseProducing()
+        self.session.stream(MediaKind.AUDIO, sounds[1], capture_time=3010.0)
+        self.assertEqual(len(track["transport"].written), 4)
+        self.assertTrue(self.producer.paused)
+        track["transport"].producer.resumeProducing()
+        self.assertEqual(track["transport"].written[4:], sounds[1:])
+        self.assertFalse(self.producer.paused)
+
+    def test_publish_takes_both_files(self) -> None:
+        self.session.stream(MediaKind.VIDEO, jpeg_frames(1)[0])
+        self.session.stream(MediaKind.AUDIO, pcm(441))
+        d = self.session.finish(CLOSE)
+        video, track = self.encoders()
+        self.assertTrue(track["transport"].stdin_closed)
+        self.encoder_writes_fragments()
+        self.encoder_writes_fragments(AAC_STREAM)
+        self.end(video, ProcessDone(0))
+        self.assertEqual(len(self.reactor.spawned), 2)  # the copy waits for the track too
+        self.end(track, ProcessDone(0))
+        copy = self.reactor.spawned[2]["args"]
+        inputs = [copy[i + 1] for i, arg in enumerate(copy) if arg == "-i"]
+        self.assertEqual(
+            inputs,
+            [str(self.store.temp_path(self.session.name, s)) for s in (VIDEO_STREAM, AAC_STREAM)],
+        )
+        self.assertIn("1:a", copy)
+        self.store.temp_path(self.session.name, VIDEO_PART).write_bytes(b"muxed")
+        self.end(self.reactor.spawned[2], ProcessDone(0))
+        outcome = self.successResultOf(d)
+        self.assertEqual(outcome.video, f"{self.session.name}.mp4")
+        self.assertEqual(self.temp_files(), [])
+        self.assertEqual(self.errors, [])
+
+    def test_track_encoder_dies_video_published_without_sound(self) -> None:
+        frame, sounds = jpeg_frames(1)[0], [pcm(441, seed=i) for i in range(3)]
+        self.session.stream(MediaKind.VIDEO, frame)
+        self.session.stream(MediaKind.AUDIO, sounds[0])
+        video, track = self.encoders()
+        self.encoder_writes_fragments(AAC_STREAM)
+        self.end(track, ProcessTerminated(exitCode=1))
+        self.assertEqual([code for code, _ in self.errors], ["encoder_failed"])
+        for sound in sounds[1:]:
+            self.session.stream(MediaKind.AUDIO, sound)
+        self.assertEqual(track["transport"].written, sounds[:1])
+        d = self.session.finish(CLOSE)
+        self.encoder_writes_fragments()
+        self.end(video, ProcessDone(0))
+        copy = self.reactor.spawned[2]["args"]
+        self.assertEqual(copy.count("-i"), 1)
+        self.store.temp_path(self.session.name, VIDEO_PART).write_bytes(b"video only")
+        self.end(self.reactor.spawned[2], ProcessDone(0))
+        outcome = self.successResultOf(d)
+        name = self.session.name
+        self.assertEqual((outcome.video, outcome.audio), (f"{name}.mp4", f"{name}.wav"))
+        self.assertEqual(self.store.final_path(AUDIO, name).read_bytes()[44:], b"".join(sounds))
+        self.assertEqual([code for code, _ in self.errors], ["encoder_failed"])
+        self.assertEqual(self.temp_files(), [])
+
+    def test_audio_only_makes_no_mp4(self) -> None:
+        self.session.stream(MediaKind.AUDIO, pcm(441))
+        d = self.session.finish(CLOSE)
+        (track,) = self.reactor.spawned
+        self.encoder_writes_fragments(AAC_STREAM)
+        self.end(track, ProcessDone(0))
+        outcome = self.successResultOf(d)
+        self.assertEqual((outcome.video, outcome.audio), (None, f"{self.session.name}.wav"))
         self.assertEqual(self.temp_files(), [])
 
 

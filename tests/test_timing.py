@@ -10,7 +10,6 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from livestream.timing import (
-    FILL_LAG,
     MAX_SLEW,
     SAMPLE_RATE,
     CaptureTimeline,
@@ -67,7 +66,7 @@ class PacerTests(SynchronousTestCase):
         self.assertEqual(pacer.ticks + pacer.end(until=2.0), 30)
 
     def test_frames_mode_one_tick_per_frame(self) -> None:
-        timeline = FrameTimeline(15)
+        timeline = FrameTimeline()
         placements = [timeline.video(t, t) for t in (0.0, 0.0, 5.0, 4.0)]
         self.assertEqual({(p.repeat, p.show) for p in placements}, {(0, True)})
         self.assertEqual(timeline.ticks, 4)
@@ -122,15 +121,6 @@ class TimelineTests(SynchronousTestCase):
         timeline.video(10.0, 10.0)
         self.assertEqual(timeline.audio(12.0, 12.0, 441), 2 * SAMPLE_RATE)
         self.assertEqual(timeline.audio(12.01, 12.01, 441), 0)
-
-    def test_fill_when_audio_lags(self) -> None:
-        timeline = CaptureTimeline(10)
-        for i in range(int(10 * (FILL_LAG + 1))):
-            timeline.video(i / 10, i / 10)
-        self.assertEqual(
-            timeline.fill(), round((timeline.pacer.ticks / 10 - FILL_LAG) * SAMPLE_RATE)
-        )
-        self.assertEqual(timeline.fill(), 0)
 
 
 class CaptureRecordingTests(TestCase):

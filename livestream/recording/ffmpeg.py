@@ -79,12 +79,10 @@ def spawn(
     args: Sequence[str],
     label: str,
     *,
-    audio_fd: bool = False,
     proto: FFmpegProcess | None = None,
     read_fds: Sequence[int] = (),
 ) -> FFmpegProcess:
-    """Start ffmpeg with ``args``; its stdin (and with ``audio_fd`` its fd 3, ``pipe:3``) stays
-    open for the caller to write to.
+    """Start ffmpeg with ``args``; its stdin stays open for the caller to write to.
 
     ``proto`` replaces the plain :class:`FFmpegProcess` when the caller reads what ffmpeg
     writes; ``read_fds`` are further pipes (``pipe:3``) ffmpeg writes to and ``proto`` reads.
@@ -92,8 +90,6 @@ def spawn(
     proto = proto if proto is not None else FFmpegProcess(label)
     argv = [executable, *COMMON_ARGS, *args]
     fds: dict[int, object] = {0: "w", 1: "r", 2: "r"}
-    if audio_fd:
-        fds[3] = "w"
     fds.update({fd: "r" for fd in read_fds})
     reactor.spawnProcess(proto, executable, argv, env=_child_env(), childFDs=fds)
     return proto

@@ -2,7 +2,8 @@
 
 The encoder writes a fragmented MP4 with short fragments into ``temp/``, so a daemon killed
 mid-recording leaves a file that is playable up to its last fragment; at the end a stream copy
-(no re-encode, fast whatever the length) moves the index to the front for players and browsers.
+(no re-encode, fast whatever the length) moves the index to the front for players and browsers,
+and with ``--mux-audio`` takes in the audio track encoded beside it (:mod:`.aac`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from livestream import jpeg
 from livestream.recording import ffmpeg, fragments
 from livestream.recording.ffmpeg import FFmpegResult
 from livestream.recording.poster import PosterPicker
-from livestream.store import VIDEO, VIDEO_PART, VIDEO_STREAM, MediaStore
+from livestream.store import AAC_STREAM, VIDEO, VIDEO_PART, VIDEO_STREAM, MediaStore
 
 _log = Logger()
 
@@ -39,22 +40,15 @@ class EncoderSettings:
     # ``frames``: one output frame per received frame; ``capture``: frames placed by their
     # capture time (livestream.timing).
     timing: str = "frames"
-    # Also encode the session's audio (AAC) into the MP4.
+    # Also encode the session's audio (AAC, by an encoder of its own) into the MP4.
     mux_audio: bool = False
 
 
-# Where the muxed audio goes into ffmpeg: a pipe on the child's fd 3 (stdin carries the JPEGs).
-AUDIO_FD = 3
-# Audio that arrived before the first frame (which starts ffmpeg) waits for it, up to this much
-# (60 s); beyond it that session's MP4 carries no audio (its WAV has all of it).
-MAX_EARLY_AUDIO = 60 * 44100 * 2
 # Repeats of a frame are written this many at a time as the encoder's stdin drains.
 REPEAT_BATCH = 8
 
 
-def encoder_args(
-    settings: EncoderSettings, width: int, height: int, out: str, audio: bool = False
-) -> list[str]:
+def encoder_args(settings: EncoderSettings, width: int, height: int, out: str) -> list[str]:
     """ffmpeg arguments: one output frame per input JPEG at the configured rate.
 
     The output size is fixed by the first frame (rounded down to even, as yuv420p needs); later
@@ -66,16 +60,11 @@ def encoder_args(
         f"scale={w}:{h}:force_original_aspect_ratio=decrease:force_divisible_by=2:out_range=tv,"
         f"pad={w}:{h}:-1:-1,format=yuv420p"
     )
-    # PCM on fd 3, timed by its sample count as the frames are by their count; AAC out.
-    audio_in = ["-f", "s16le", "-ar", "44100", "-ac", "1", "-i", f"pipe:{AUDIO_FD}"]
-    audio_out = ["-map", "0:v", "-map", "1:a", "-c:a", "aac", "-b:a", "96k"]
     return [
         # A live pipe: don't wait to probe megabytes before encoding the first frame.
         "-probesize", "32", "-analyzeduration", "0",
         "-f", "image2pipe", "-c:v", "mjpeg", "-framerate", str(settings.fps), "-i", "pipe:0",
-        *(audio_in if audio else []),
         "-vf", fit, "-fps_mode", "passthrough",
-        *(audio_out if audio else []),
         "-c:v", "libx264", "-preset", settings.preset, "-tune", "zerolatency",
         "-g", str(settings.fps * 2), "-pix_fmt", "yuv420p",
         # Short fragments flushed as written: a killed daemon loses at most ~the last second.
@@ -87,7 +76,8 @@ def encoder_args(
 
 @implementer(IPushProducer)
 class VideoRecorder:
-    """Owns one session's encoder. ``producer`` is paused while ffmpeg's stdin is backed up."""
+    """Owns one session's encoder. ``producer`` is paused while ffmpeg's stdin is backed up, or
+    while repeats of a frame are owed to it."""
 
     def __init__(
         self,
@@ -95,7 +85,7 @@ class VideoRecorder:
         settings: EncoderSettings,
         store: MediaStore,
         name: str,
-        producer: IPushProducer | None,
+        producer: IPushProducer,
         on_failure: Callable[[FFmpegResult], None],
     ) -> None:
         self._reactor = reactor
@@ -112,10 +102,6 @@ class VideoRecorder:
         self._queue: deque[tuple[bytes, int]] = deque()
         self._paused = False
         self._drained: Deferred[None] | None = None
-        # Muxed audio that came before the first frame; None once the encoder has it (or, past
-        # MAX_EARLY_AUDIO, once this session's MP4 goes without audio).
-        self._early_audio: list[bytes] | None = [] if settings.mux_audio else None
-        self._early_bytes = 0
         # Frames received, and frames given to the encoder (repeats included).
         self.frames = 0
         self.ticks = 0
@@ -165,8 +151,7 @@ class VideoRecorder:
         if self._proc.exited:
             self._queue.clear()
         if self._queue:
-            if self._producer is not None:
-                self._producer.pauseProducing()
+            self._producer.pauseProducing()
         elif self._drained is not None:
             d, self._drained = self._drained, None
             d.callback(None)
@@ -175,58 +160,21 @@ class VideoRecorder:
     # while repeats are owed.
     def pauseProducing(self) -> None:
         self._paused = True
-        if self._producer is not None:
-            self._producer.pauseProducing()
+        self._producer.pauseProducing()
 
     def resumeProducing(self) -> None:
         self._paused = False
         self._pay()
-        if not self._queue and not self._paused and self._producer is not None:
+        if not self._queue and not self._paused:
             self._producer.resumeProducing()
 
     def stopProducing(self) -> None:
-        if self._producer is not None:
-            self._producer.stopProducing()
-
-    def write_audio(self, pcm: bytes) -> None:
-        """Queue whole PCM samples for the muxed audio track (``mux_audio`` only)."""
-        if self._proc is None:
-            if self._early_audio is None:
-                return
-            self._early_bytes += len(pcm)
-            if self._early_bytes > MAX_EARLY_AUDIO:
-                _log.warn(
-                    "{name}: over 60 s of audio before the first frame; its MP4 has no audio "
-                    "(the WAV has all of it)", name=self._name,
-                )  # fmt: skip
-                self._early_audio = None
-                return
-            self._early_audio.append(pcm)
-        elif self._muxing and not self._proc.exited:
-            try:
-                self._proc.transport.writeToChild(AUDIO_FD, pcm)
-            except KeyError:
-                pass  # ffmpeg closed its end: it is ending, and says why when it has
-
-    def set_producer(self, producer: IPushProducer | None) -> None:
-        """The client's connection changed (a resumed session): back-pressure moves to it."""
-        self._producer = producer
-        if producer is not None and (self._paused or self._queue):
-            producer.pauseProducing()
-
-    @property
-    def _muxing(self) -> bool:
-        return self._settings.mux_audio and self._early_audio is not None
+        self._producer.stopProducing()
 
     def _start(self, width: int, height: int) -> None:
         out = self._store.temp_path(self._name, VIDEO_STREAM)
-        args = encoder_args(self._settings, width, height, os.fspath(out), self._muxing)
-        self._proc = ffmpeg.spawn(
-            self._reactor, self._settings.ffmpeg, args, self._name, audio_fd=self._muxing
-        )
-        if self._muxing:
-            self._proc.transport.writeToChild(AUDIO_FD, b"".join(self._early_audio))
-            self._early_audio = []
+        args = encoder_args(self._settings, width, height, os.fspath(out))
+        self._proc = ffmpeg.spawn(self._reactor, self._settings.ffmpeg, args, self._name)
         self._proc.transport.registerProducer(self, True)
         self._proc.ended.addCallback(self._ended_early)
         _log.info(
@@ -245,8 +193,8 @@ class VideoRecorder:
         return result
 
     @inlineCallbacks
-    def finish(self):
-        """End the input, wait for the encoder, publish; fire with the file name or None."""
+    def end(self):
+        """End the input (frames still queued go first) and wait for the encoder."""
         if self._proc is None:
             return None
         reported = self._proc.exited  # a mid-stream death was reported when it happened
@@ -255,12 +203,19 @@ class VideoRecorder:
             self._drained = Deferred()
             self._proc.ended.addCallback(lambda r: self._pay() or r)
             yield self._drained
-        if self._muxing and not self._proc.exited:
-            self._proc.transport.closeChildFD(AUDIO_FD)
         result = yield ffmpeg.end_input(self._reactor, self._proc, self._settings.grace)
         if not result.ok and not reported:
             _log.error("encoder for {name}: {why}", name=self._name, why=result.describe())
             self._on_failure(result)
+        return None
+
+    @inlineCallbacks
+    def publish(self):
+        """After :meth:`end` (and the audio track's end): publish, fire with the file name or
+        None. A session without a frame has no MP4; its audio track, if any, is dropped."""
+        if self._proc is None:
+            _unlink(self._store.temp_path(self._name, AAC_STREAM))
+            return None
         filename = yield publish(self._reactor, self._settings.ffmpeg, self._store, self._name)
         if filename is not None:
             self._poster.save(self._store, self._name)
@@ -268,41 +223,54 @@ class VideoRecorder:
 
 
 def publish(reactor, executable: str, store: MediaStore, name: str) -> Deferred[str | None]:
-    """Turn ``temp/<name>`` fragmented MP4 into ``video/<name>.mp4`` (faststart) by stream copy.
+    """Turn ``temp/<name>`` fragmented MP4 into ``video/<name>.mp4`` (faststart) by stream copy,
+    with the ``--mux-audio`` track's fragmented MP4 as its sound when there is one.
 
     Shared by a session's end and by recovery after a crash. Fires with the published file name,
     or None when the encoder wrote no frame; temp files of ``name`` are gone either way. If the
-    copy fails, the fragmented file itself (playable, only slower to start) is published instead.
+    copy fails, the fragmented video itself (playable, only slower to start, without the sound)
+    is published instead.
     """
     src = store.temp_path(name, VIDEO_STREAM)
     part = store.temp_path(name, VIDEO_PART)
-    kept, cut = fragments.trim(src)
+    track = store.temp_path(name, AAC_STREAM)
+    kept = _trimmed(src, name, "encoder output")
     if not kept:
-        _unlink(src, part)
+        _unlink(src, part, track)
         return succeed(None)
-    if cut:
-        _log.warn(
-            "{name}: encoder output ended mid-fragment; {cut} bytes cut, {kept} fragments kept",
-            name=name, cut=cut, kept=kept,
-        )  # fmt: skip
-    args = ["-i", os.fspath(src), "-map", "0:v", "-map", "0:a?", "-c", "copy",
-            "-movflags", "+faststart",
-            "-f", "mp4", os.fspath(part)]  # fmt: skip
+    inputs, maps = ["-i", os.fspath(src)], ["-map", "0:v"]
+    if _trimmed(track, name, "audio track"):
+        # Both start at 0 of the session's timeline (the track's silence placed it): copied as
+        # they are, they play in sync.
+        inputs += ["-i", os.fspath(track)]
+        maps += ["-map", "1:a"]
+    args = [*inputs, *maps, "-c", "copy", "-movflags", "+faststart", "-f", "mp4", os.fspath(part)]
     d = ffmpeg.run(reactor, executable, args, f"{name} (faststart)")
 
     def published(result: FFmpegResult) -> str:
         if result.ok and part.exists():
             filename = store.publish(part, VIDEO, name)
-            _unlink(src)
+            _unlink(src, track)
             return filename
         _log.error(
             "faststart copy of {name} failed, publishing its fragmented MP4 as it is: {why}",
             name=name, why=result.describe(),
         )  # fmt: skip
-        _unlink(part)
+        _unlink(part, track)
         return store.publish(src, VIDEO, name)
 
     return d.addCallback(published)
+
+
+def _trimmed(path: Path, name: str, what: str) -> int:
+    """Cut a fragmented MP4 back to its last whole fragment; the fragments kept (0: none)."""
+    kept, cut = fragments.trim(path)
+    if cut:
+        _log.warn(
+            "{name}: {what} ended mid-fragment; {cut} bytes cut, {kept} fragments kept",
+            name=name, what=what, cut=cut, kept=kept,
+        )  # fmt: skip
+    return kept
 
 
 def _unlink(*paths: Path) -> None:
