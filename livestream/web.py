@@ -22,6 +22,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from livestream.access import OPEN, Access, Refused
 from livestream.auth import DELETE, METRICS, READ
+from livestream.bodies import BoundedRequest
 from livestream.catalog import iso_utc
 from livestream.deadline import HeaderDeadlineChannel
 from livestream.health import FAIL, Health
@@ -382,7 +383,7 @@ def make_site(
         objects=objects,
         presign=presign,
     )
-    site = Site(app.app.resource(), logFormatter=_access_log_line)
+    site = Site(app.app.resource(), requestFactory=BoundedRequest, logFormatter=_access_log_line)
     site.displayTracebacks = False
     # Plain HTTP/1.1 (a WebSocket upgrade needs no HTTP/2) with a deadline on request headers.
     site.protocol = HeaderDeadlineChannel
