@@ -9,6 +9,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import unquote_to_bytes
 
 from autobahn.twisted.resource import WebSocketResource
 from klein import Klein
@@ -37,7 +38,8 @@ from livestream.store import AUDIO, KINDS, POSTER_SUFFIX, VIDEO, MediaStore, is_
 
 _log = Logger()
 
-_TOKEN_PARAM = re.compile(rb"([?&])token=[^&]*")
+# How Twisted splits a query into parameters (twisted.web.http.parse_qs).
+_QUERY_SEPARATORS = re.compile(rb"([&;])")
 
 
 def requires(scope: str) -> Callable:
@@ -338,13 +340,35 @@ class WebApp:
         return self._metrics.render()
 
 
+def _without_token(url: bytes) -> bytes:
+    """``url`` with the value of every query parameter Twisted reads as ``token`` (its name
+    percent-decoded: ``%74oken`` is one) blanked."""
+    path, mark, rest = url.partition(b"?")
+    if not mark:
+        return url
+    query, hash_mark, fragment = rest.partition(b"#")
+    parts = _QUERY_SEPARATORS.split(query)
+    for i in range(0, len(parts), 2):
+        name, equals, _ = parts[i].partition(b"=")
+        if equals and unquote_to_bytes(name.replace(b"+", b" ")) == b"token":
+            parts[i] = name + b"=-"
+    return path + mark + b"".join(parts) + hash_mark + fragment
+
+
 class _WithoutToken:
-    """A request as the access log sees it: the URI's ``token`` parameter is blanked, since a log
-    is no place for a credential."""
+    """A request as the access log sees it: a ``token`` parameter in the URI, and in the Referer
+    (a page opened as ``/?token=`` loads its assets with that Referer), is blanked, since a log is
+    no place for a credential."""
 
     def __init__(self, request: Request) -> None:
         self._request = request
-        self.uri = _TOKEN_PARAM.sub(rb"\1token=-", request.uri)
+        self.uri = _without_token(request.uri)
+
+    def getHeader(self, name: bytes | str) -> bytes | str | None:
+        value = self._request.getHeader(name)
+        if isinstance(value, bytes) and name in (b"referer", "referer"):
+            return _without_token(value)
+        return value
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._request, name)
