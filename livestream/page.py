@@ -89,9 +89,12 @@ class Page:
         return self._live
 
     def index(self, request: Request) -> bytes:
+        """The page may be opened as ``/?token=<JWT>``: no-referrer keeps that URL out of the
+        requests it makes (and the logs of proxies on their way)."""
         request.setHeader("content-type", TYPES[".html"])
         request.setHeader("cache-control", CACHE)
         request.setHeader("x-content-type-options", "nosniff")
+        request.setHeader("referrer-policy", "no-referrer")
         return (STATIC / "index.html").read_bytes()
 
     def config(self, request: Request) -> bytes:

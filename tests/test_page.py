@@ -91,6 +91,8 @@ class PageRoutesTests(TestCase):
         self.assertEqual(page.code, 200)
         self.assertEqual(page.headers.getRawHeaders("content-type"), ["text/html; charset=utf-8"])
         self.assertEqual(await page.content(), (STATIC / "index.html").read_bytes())
+        # Opened as /?token=, the page must not hand its URL on as the Referer of what it loads.
+        self.assertEqual(page.headers.getRawHeaders("referrer-policy"), ["no-referrer"])
         plain = await get(port, "/")
         self.assertEqual(plain.headers.getRawHeaders("content-type"), ["text/plain; charset=utf-8"])
         self.assertIn(b"connect a WebSocket", await plain.content())
