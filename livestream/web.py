@@ -62,9 +62,10 @@ def requires(scope: str) -> Callable:
 
 
 def _token(request: Request) -> str | None:
-    header = request.getHeader("authorization")
-    if header is not None:
-        scheme, _, value = header.partition(" ")
+    # As bytes: HTTP lets a header hold any octet, and a str would be decoded as UTF-8 (a 500).
+    raw = request.getHeader(b"authorization")
+    if raw is not None:
+        scheme, _, value = raw.decode("latin-1").partition(" ")
         return (value.strip() or None) if scheme.lower() == "bearer" else None
     values = request.args.get(b"token")
     return values[0].decode("ascii", "replace") if values else None
@@ -201,7 +202,7 @@ class WebApp:
     def root(self, request: Request) -> IResource | bytes:
         """Clients of the seed connect to ``ws://host:8080/``: hand the upgrade to Autobahn.
         A browser gets the page."""
-        if request.getHeader("upgrade") is not None:
+        if request.getHeader(b"upgrade") is not None:
             return self._websocket
         if wants_html(request):
             return self._page.index(request)
