@@ -72,8 +72,12 @@ class ViewerProtocol(WebSocketServerProtocol):
         session.watchers.append(self.chunk)
         session.finished().addCallback(self._ended)
 
+    def onMessageFrame(self, payload: list[bytes]) -> None:
+        """Viewers have nothing to say: each frame is dropped as it arrives. Gathered, a message
+        of many small frames could grow up to the (large, for sending) message limit."""
+
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        """Viewers have nothing to say; what they send is ignored."""
+        """What a viewer sends is ignored."""
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self._stop_watching()

@@ -97,7 +97,8 @@ class ObjectFile(Resource):
         etag = f'"{size:x}-{int(found.modified * 1000):x}"'.encode("ascii")
         if request.setETag(etag) is CACHED:
             return None
-        span = parse_range(request.getHeader("range"), size)
+        raw = request.getHeader(b"range")  # bytes: a str is decoded as UTF-8, which may fail
+        span = parse_range(raw.decode("latin-1") if raw is not None else None, size)
         if span is False:
             request.setResponseCode(416)
             request.setHeader("content-range", f"bytes */{size}")

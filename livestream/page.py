@@ -62,8 +62,8 @@ def error(request: Request, status: int, code: str, message: str) -> bytes:
 
 def wants_html(request: Request) -> bool:
     """Browsers ask for ``text/html`` when they open a page; curl and other clients do not."""
-    accept = request.getHeader("accept") or ""
-    return "text/html" in accept.lower()
+    accept = request.getHeader(b"accept") or b""
+    return b"text/html" in accept.lower()
 
 
 class Page:
@@ -84,14 +84,17 @@ class Page:
 
     def live(self, request: Request) -> IResource | bytes:
         """The viewer WebSocket of a live session (see :mod:`livestream.live`)."""
-        if (request.getHeader("upgrade") or "").lower() != "websocket":
+        if (request.getHeader(b"upgrade") or b"").lower() != b"websocket":
             return error(request, 400, "websocket_expected", "open this URL as a WebSocket")
         return self._live
 
     def index(self, request: Request) -> bytes:
+        """The page may be opened as ``/?token=<JWT>``: no-referrer keeps that URL out of the
+        requests it makes (and the logs of proxies on their way)."""
         request.setHeader("content-type", TYPES[".html"])
         request.setHeader("cache-control", CACHE)
         request.setHeader("x-content-type-options", "nosniff")
+        request.setHeader("referrer-policy", "no-referrer")
         return (STATIC / "index.html").read_bytes()
 
     def config(self, request: Request) -> bytes:

@@ -9,6 +9,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import unquote_to_bytes
 
 from autobahn.twisted.resource import WebSocketResource
 from klein import Klein
@@ -22,6 +23,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from livestream.access import OPEN, Access, Refused
 from livestream.auth import DELETE, METRICS, READ
+from livestream.bodies import BoundedRequest
 from livestream.catalog import iso_utc
 from livestream.deadline import HeaderDeadlineChannel
 from livestream.health import FAIL, Health
@@ -36,7 +38,8 @@ from livestream.store import AUDIO, KINDS, POSTER_SUFFIX, VIDEO, MediaStore, is_
 
 _log = Logger()
 
-_TOKEN_PARAM = re.compile(rb"([?&])token=[^&]*")
+# How Twisted splits a query into parameters (twisted.web.http.parse_qs).
+_QUERY_SEPARATORS = re.compile(rb"([&;])")
 
 
 def requires(scope: str) -> Callable:
@@ -59,9 +62,10 @@ def requires(scope: str) -> Callable:
 
 
 def _token(request: Request) -> str | None:
-    header = request.getHeader("authorization")
-    if header is not None:
-        scheme, _, value = header.partition(" ")
+    # As bytes: HTTP lets a header hold any octet, and a str would be decoded as UTF-8 (a 500).
+    raw = request.getHeader(b"authorization")
+    if raw is not None:
+        scheme, _, value = raw.decode("latin-1").partition(" ")
         return (value.strip() or None) if scheme.lower() == "bearer" else None
     values = request.args.get(b"token")
     return values[0].decode("ascii", "replace") if values else None
@@ -198,7 +202,7 @@ class WebApp:
     def root(self, request: Request) -> IResource | bytes:
         """Clients of the seed connect to ``ws://host:8080/``: hand the upgrade to Autobahn.
         A browser gets the page."""
-        if request.getHeader("upgrade") is not None:
+        if request.getHeader(b"upgrade") is not None:
             return self._websocket
         if wants_html(request):
             return self._page.index(request)
@@ -337,13 +341,35 @@ class WebApp:
         return self._metrics.render()
 
 
+def _without_token(url: bytes) -> bytes:
+    """``url`` with the value of every query parameter Twisted reads as ``token`` (its name
+    percent-decoded: ``%74oken`` is one) blanked."""
+    path, mark, rest = url.partition(b"?")
+    if not mark:
+        return url
+    query, hash_mark, fragment = rest.partition(b"#")
+    parts = _QUERY_SEPARATORS.split(query)
+    for i in range(0, len(parts), 2):
+        name, equals, _ = parts[i].partition(b"=")
+        if equals and unquote_to_bytes(name.replace(b"+", b" ")) == b"token":
+            parts[i] = name + b"=-"
+    return path + mark + b"".join(parts) + hash_mark + fragment
+
+
 class _WithoutToken:
-    """A request as the access log sees it: the URI's ``token`` parameter is blanked, since a log
-    is no place for a credential."""
+    """A request as the access log sees it: a ``token`` parameter in the URI, and in the Referer
+    (a page opened as ``/?token=`` loads its assets with that Referer), is blanked, since a log is
+    no place for a credential."""
 
     def __init__(self, request: Request) -> None:
         self._request = request
-        self.uri = _TOKEN_PARAM.sub(rb"\1token=-", request.uri)
+        self.uri = _without_token(request.uri)
+
+    def getHeader(self, name: bytes | str) -> bytes | str | None:
+        value = self._request.getHeader(name)
+        if isinstance(value, bytes) and name in (b"referer", "referer"):
+            return _without_token(value)
+        return value
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._request, name)
@@ -382,7 +408,7 @@ def make_site(
         objects=objects,
         presign=presign,
     )
-    site = Site(app.app.resource(), logFormatter=_access_log_line)
+    site = Site(app.app.resource(), requestFactory=BoundedRequest, logFormatter=_access_log_line)
     site.displayTracebacks = False
     # Plain HTTP/1.1 (a WebSocket upgrade needs no HTTP/2) with a deadline on request headers.
     site.protocol = HeaderDeadlineChannel

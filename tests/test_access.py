@@ -175,3 +175,23 @@ class AccessLogTests(SynchronousTestCase):
         line = _access_log_line("[ts]", request)
         self.assertNotIn("secret", line)
         self.assertIn("/recordings?a=1&token=-&b=2", line)
+
+    def test_token_by_any_spelling_not_in_the_access_log(self) -> None:
+        """Twisted decodes a parameter's name, so ``%74oken`` is a token too."""
+        request = DummyRequest([b"recordings"])
+        request.uri = b"/recordings?%74oken=eyJ.secret1.sig&tok%65n=eyJ.secret2.sig&tokens=kept"
+        request.uri += b";token=eyJ.secret3.sig"
+        request.code, request.sentLength = 200, 40
+        line = _access_log_line("[ts]", request)
+        self.assertNotIn("secret", line)
+        self.assertIn("/recordings?%74oken=-&tok%65n=-&tokens=kept;token=- ", line)
+
+    def test_token_not_in_the_logged_referer(self) -> None:
+        """The page opened as ``/?token=`` loads its assets with that URL as the Referer."""
+        request = DummyRequest([b"static", b"app.js"])
+        request.uri = b"/static/app.js"
+        request.requestHeaders.setRawHeaders(b"referer", [b"http://h:8080/?token=eyJ.secret.sig#x"])
+        request.code, request.sentLength = 200, 40
+        line = _access_log_line("[ts]", request)
+        self.assertNotIn("secret", line)
+        self.assertIn('"http://h:8080/?token=-#x"', line)

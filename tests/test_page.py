@@ -27,6 +27,7 @@ from tests.support import (
     jpeg_frames,
     open_client,
     pcm,
+    sleep,
     start_server,
 )
 
@@ -35,6 +36,7 @@ SECRET = b"0123456789abcdef0123456789abcdef-page"
 
 class _Viewer(WebSocketClientProtocol):
     def onOpen(self) -> None:
+        self.factory.client = self
         self.factory.opened.callback(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
@@ -89,6 +91,8 @@ class PageRoutesTests(TestCase):
         self.assertEqual(page.code, 200)
         self.assertEqual(page.headers.getRawHeaders("content-type"), ["text/html; charset=utf-8"])
         self.assertEqual(await page.content(), (STATIC / "index.html").read_bytes())
+        # Opened as /?token=, the page must not hand its URL on as the Referer of what it loads.
+        self.assertEqual(page.headers.getRawHeaders("referrer-policy"), ["no-referrer"])
         plain = await get(port, "/")
         self.assertEqual(plain.headers.getRawHeaders("content-type"), ["text/plain; charset=utf-8"])
         self.assertIn(b"connect a WebSocket", await plain.content())
@@ -169,6 +173,37 @@ class PageRoutesTests(TestCase):
             await open_viewer(port, "/live/nobody_1")
         plain = await get(port, "/live/nobody_1")
         self.assertEqual((plain.code, (await plain.json())["error"]), (400, "websocket_expected"))
+
+    async def test_what_a_viewer_sends_is_dropped_as_it_arrives(self) -> None:
+        """A viewer's frames are small, but one message may have any number of them: the
+        daemon must not gather them into a message it then ignores."""
+        service, port = await start_server(self, Path(self.mktemp()).absolute())
+        publisher = await open_client(port)
+        publisher.send(connect_msg("cam"))
+        name = (await publisher.event("CONNECTED"))["recording"]
+        viewer = await open_viewer(port, f"/live/{name}")
+        await until(viewer, 1)
+        (session,) = service.getServiceNamed("sessions").sessions
+        (watching,) = session.watchers
+        server_side = watching.__self__
+        sent = 256 * 4096
+        viewer.client.beginMessage(isBinary=True)
+        for _ in range(sent // 4096):
+            viewer.client.beginMessageFrame(4096)
+            viewer.client.sendMessageFrameData(bytes(4096))
+        for _ in range(200):
+            if getattr(server_side, "message_data_total_length", 0) >= sent:
+                break
+            await sleep(0.05)
+        self.assertEqual(server_side.message_data_total_length, sent)
+        self.assertEqual(sum(map(len, server_side.message_data)), 0)
+        viewer.client.endMessage()
+        frame = jpeg_frames(1)[0]
+        publisher.send_binary(b"\x01" + frame)
+        self.assertEqual((await until(viewer, 2))[1], VIDEO + frame)
+        viewer.closed.addErrback(lambda _: None)
+        publisher.send(CLOSE_MSG)
+        await publisher.event("CLOSED")
 
     async def test_watching_needs_read(self) -> None:
         port = await self.serve(access=Access(Verifier(SECRET)))
