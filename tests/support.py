@@ -231,6 +231,22 @@ def video_facts(path: Path) -> VideoFacts:
     return facts
 
 
+def brightness(path: Path) -> list[tuple[float, float]]:
+    """Each decoded frame's time and mean luma (0-255), for tests that mark frames by light."""
+    levels = []
+    with av.open(os.fspath(path)) as container:
+        for frame in container.decode(video=0):
+            plane = frame.planes[0]
+            rows = bytes(plane)
+            # Rows are padded to line_size; only the first width bytes are picture.
+            luma = b"".join(
+                rows[y * plane.line_size : y * plane.line_size + plane.width]
+                for y in range(plane.height)
+            )
+            levels.append((float(frame.time), sum(luma) / len(luma)))
+    return levels
+
+
 def _moov_before_mdat(path: Path) -> bool:
     with open(path, "rb") as f:
         pos = 0

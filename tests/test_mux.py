@@ -17,6 +17,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.support import (
     CLOSE_MSG,
+    brightness,
     connect_msg,
     ffmpeg_exe,
     jpeg_frames,
@@ -64,19 +65,11 @@ def beep_chunk(beep: bool) -> bytes:
 def flashes(path: Path) -> list[float]:
     """Times of the frames where the picture turns bright."""
     found, bright = [], False
-    with av.open(os.fspath(path)) as container:
-        for frame in container.decode(video=0):
-            plane = frame.planes[0]
-            rows = bytes(plane)
-            # Rows are padded to line_size; only the first width bytes are picture.
-            luma = b"".join(
-                rows[y * plane.line_size : y * plane.line_size + plane.width]
-                for y in range(plane.height)
-            )
-            now = sum(luma) / len(luma) > 128
-            if now and not bright:
-                found.append(float(frame.time))
-            bright = now
+    for at, level in brightness(path):
+        now = level > 128
+        if now and not bright:
+            found.append(at)
+        bright = now
     return found
 
 

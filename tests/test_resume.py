@@ -8,12 +8,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import av
 from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import TestCase
 
 from tests.support import (
     CLOSE_MSG,
+    brightness,
     connect_msg,
     ffmpeg_exe,
     get_json,
@@ -38,20 +38,6 @@ def gray_frames(count: int) -> list[bytes]:
             check=True, stdin=subprocess.DEVNULL,
         )  # fmt: skip
         return [p.read_bytes() for p in sorted(Path(tmp).iterdir())]
-
-
-def brightness(path: Path) -> list[float]:
-    levels = []
-    with av.open(os.fspath(path)) as container:
-        for frame in container.decode(video=0):
-            plane = frame.planes[0]
-            rows = bytes(plane)
-            luma = b"".join(
-                rows[y * plane.line_size : y * plane.line_size + plane.width]
-                for y in range(plane.height)
-            )
-            levels.append(sum(luma) / len(luma))
-    return levels
 
 
 class ResumeTests(TestCase):
@@ -110,7 +96,8 @@ class ResumeTests(TestCase):
             self.assertGreater(lost, 0)  # the cuts did lose chunks in flight
             wav = wav_facts(media / "audio" / closed["recordings"]["audio"])
             self.assertEqual(wav.data, b"".join(audio))
-            levels = brightness(media / "video" / closed["recordings"]["video"])
+            video = media / "video" / closed["recordings"]["video"]
+            levels = [level for _, level in brightness(video)]
             self.assertEqual(len(levels), COUNT)
             self.assertEqual(levels, sorted(levels))
             self.assertEqual(await get_json(port, "/recordings"), {
