@@ -96,9 +96,15 @@ class Source_:
 class OutboxTests(SynchronousTestCase):
     def make(self, realtime: bool, **kw) -> tuple[Clock, list, Outbox, Source_]:
         clock = Clock()
+        self.numbered: list[tuple[str, int, float]] = []
         sent: list[tuple[float, str, bytes]] = []
-        outbox = Outbox(clock, lambda kind, data: sent.append((clock.seconds(), kind, data)), 10,
-                        realtime=realtime, **kw)  # fmt: skip
+
+        def send(kind: str, seq: int, capture_time: float, data: bytes) -> bool:
+            self.numbered.append((kind, seq, capture_time))
+            sent.append((clock.seconds(), kind, data))
+            return True
+
+        outbox = Outbox(clock, send, 10, realtime=realtime, **kw)
         source = Source_()
         outbox.attach(source)
         return clock, sent, outbox, source
@@ -120,7 +126,13 @@ class OutboxTests(SynchronousTestCase):
             [(0, AUDIO), (0, VIDEO), (0.05, AUDIO), (0.1, AUDIO), (0.1, VIDEO), (0.2, VIDEO)],
         )
         self.assertEqual((outbox.frames, outbox.audio_bytes), (3, BYTES_PER_SECOND // 5))
-        self.successResultOf(outbox.emptied)
+        self.successResultOf(outbox.drained())
+        # Numbered per source; captureTime is the media time (ms) on the clock's start.
+        self.assertEqual(
+            sorted(self.numbered),
+            [(AUDIO, 0, 0), (AUDIO, 1, 50), (AUDIO, 2, 100),
+             (VIDEO, 0, 0), (VIDEO, 1, 100), (VIDEO, 2, 200)],
+        )  # fmt: skip
 
     def test_fast_and_socket_back_pressure(self) -> None:
         """Fast, everything leaves at once, except while the socket's transport has paused the
@@ -131,11 +143,12 @@ class OutboxTests(SynchronousTestCase):
         outbox.frame(b"b")
         outbox.audio(b"cc")
         outbox.source_done()
+        drained = outbox.drained()
         self.assertEqual([data for _, _, data in sent], [b"a"])
-        self.assertNoResult(outbox.emptied)
+        self.assertNoResult(drained)
         outbox.resumeProducing()
         self.assertEqual([data for _, _, data in sent], [b"a", b"cc", b"b"])
-        self.successResultOf(outbox.emptied)
+        self.successResultOf(drained)
 
     def test_source_paused_while_too_much_waits(self) -> None:
         """Over ``high`` queued bytes the source is paused; below ``low`` it reads again."""
@@ -158,6 +171,64 @@ class OutboxTests(SynchronousTestCase):
         clock.advance(1)
         self.assertEqual([data for _, _, data in sent], [b"a"])
         self.assertEqual(outbox.queued, 0)
+
+    def test_kept_until_acknowledged_and_sent_again(self) -> None:
+        """Keeping (resume), what was sent stays until an ACK covers it; after a drop nothing
+        is sent until the resumed connection, which gets the rest again first, in order and
+        with the same numbers; the counts do not count it twice."""
+        clock, sent, outbox, _ = self.make(False, keep=True)
+        for name in (b"a", b"b", b"c"):
+            outbox.frame(name)
+        outbox.audio(b"11")
+        outbox.acknowledge(video=0, audio=None)
+        outbox.stopProducing()
+        outbox.frame(b"d")
+        outbox.source_done()
+        drained = outbox.drained()
+        self.assertEqual([data for _, _, data in sent], [b"a", b"b", b"c", b"11"])
+        self.assertNoResult(drained)
+        del sent[:], self.numbered[:]
+        outbox.acknowledge(video=1, audio=None)
+        outbox.resend()
+        self.assertEqual([data for _, _, data in sent], [b"11", b"c", b"d"])
+        self.assertEqual([seq for _, seq, _ in self.numbered], [0, 2, 3])
+        self.successResultOf(drained)
+        self.assertEqual((outbox.frames, outbox.audio_bytes, outbox.resent), (4, 2, 2))
+
+    def test_keep_bound_pauses_the_source(self) -> None:
+        """Past ``keep_seconds`` of media not acknowledged nothing more is sent: what waits
+        piles up until the source is paused, and nothing is dropped; an ACK lets it go on."""
+        clock, sent, outbox, source = self.make(False, keep=True, keep_seconds=1, high=250,
+                                                low=100)  # fmt: skip
+        for i in range(30):
+            outbox.frame(b"%03d" % i + b"x" * 20)
+        self.assertEqual(len(sent), 10)  # 0.0 s to 0.9 s
+        self.assertTrue(source.paused)
+        outbox.acknowledge(video=4, audio=None)
+        self.assertEqual(len(sent), 15)
+        outbox.acknowledge(video=14, audio=None)
+        self.assertEqual(len(sent), 25)
+        self.assertTrue(source.paused)
+        outbox.acknowledge(video=24, audio=None)
+        self.assertEqual(len(sent), 30)
+        self.assertFalse(source.paused)
+        self.assertEqual([data[:3] for _, _, data in sent], [b"%03d" % i for i in range(30)])
+
+    def test_connection_closing(self) -> None:
+        """A chunk the closing connection does not take stays first in line."""
+        clock = Clock()
+        taken: list[bytes] = []
+        open_ = [True]
+        outbox = Outbox(clock, lambda kind, seq, at, data: open_[0] and not taken.append(data),
+                        10, realtime=False, keep=True)  # fmt: skip
+        outbox.frame(b"a")
+        open_[0] = False
+        outbox.frame(b"b")
+        outbox.frame(b"c")
+        outbox.stopProducing()
+        open_[0] = True
+        outbox.resend()
+        self.assertEqual(taken, [b"a", b"a", b"b", b"c"])
 
 
 class SourceArgsTests(SynchronousTestCase):
