@@ -7,6 +7,7 @@ import configparser
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -26,8 +27,17 @@ from livestream.jpeg import NotAJPEG
 from livestream.send.outbox import AUDIO, VIDEO, Outbox
 from livestream.send.source import BYTES_PER_SECOND, Source
 from livestream.send.split import JPEGSplitter, PCMChunker
+from livestream.session import DISCONNECT
 from tests import support
-from tests.support import ffmpeg_exe, jpeg_frames, sleep, start_server, video_facts, wav_facts
+from tests.support import (
+    ffmpeg_exe,
+    get_json,
+    jpeg_frames,
+    sleep,
+    start_server,
+    video_facts,
+    wav_facts,
+)
 from tests.test_tls import authority, server_files
 
 SECRET = b"a secret for livestream-send tests, 32+ bytes"
@@ -253,6 +263,17 @@ class SourceArgsTests(SynchronousTestCase):
         self.assertIn("livestream-send = livestream.send_cli:main", scripts)
 
 
+def tone(seconds: float) -> bytes:
+    """The PCM the test pattern's ffmpeg makes for ``seconds``: the same arguments, the audio
+    output alone, to stdout."""
+    args = Source(None, 10, (320, 240), seconds, video=False).args()
+    assert args[-1] == "pipe:3"
+    return subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", *args[:-1], "pipe:1"],
+        check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+    ).stdout  # fmt: skip
+
+
 class Collect(ProcessProtocol):
     def __init__(self) -> None:
         self.out = self.err = b""
@@ -431,3 +452,111 @@ class SendTests(TestCase):
         self.check_recording(out, 10, 1)
         code, out, err, _ = await self.send(url, "--test-pattern", "--duration", "1")
         self.assertEqual((code, out), (1, ""))
+
+
+class ResumeTests(TestCase):
+    """The sender against a server that offers resume (and one that does not), its connection
+    cut from the server's side while it streams, as a failing network would."""
+
+    timeout = 30
+    SECONDS = 3.5
+    FPS = 10
+
+    async def serve(self, **options) -> int:
+        self.media = Path(self.mktemp()).absolute() / "media"
+        self.service, self.port = await start_server(self, self.media, fps=self.FPS, **options)
+        self.registry = self.service.getServiceNamed("sessions")
+        return self.port
+
+    def start(self, *argv: str) -> Collect:
+        """Stream the test pattern for SECONDS in real time, in a subprocess."""
+        done = Collect()
+        command = [sys.executable, "-m", "livestream.send_cli", f"ws://127.0.0.1:{self.port}/",
+                   "--test-pattern", "--duration", f"{self.SECONDS:g}", "--fps", str(self.FPS),
+                   "--size", "320x240", "--id", "fragile", "--ffmpeg", ffmpeg_exe(),
+                   *argv]  # fmt: skip
+        reactor.spawnProcess(done, sys.executable, command,
+                             env=dict(os.environ, PYTHONPATH=os.fspath(support.ROOT)))  # fmt: skip
+        return done
+
+    async def cut(self, after_frames: int, previous: object = None) -> object:
+        """Once the session has recorded ``after_frames`` on a connection other than
+        ``previous`` (the one cut before), abort that connection; return it. The server stops
+        reading it 0.3 s before, so what the sender sent meanwhile is lost with it."""
+        while True:
+            sessions = self.registry.sessions
+            owner = sessions[0]._owner if sessions else None
+            if owner is not None and owner is not previous and sessions[0].frames >= after_frames:
+                owner.transport.pauseProducing()
+                await sleep(0.3)
+                owner.transport.abortConnection()
+                return owner
+            await sleep(0.02)
+
+    async def cut_three_times(self, *argv: str) -> None:
+        port = await self.serve()
+        done = self.start(*argv)
+        owner = None
+        for frames in (5, 12, 20):
+            owner = await self.cut(frames, owner)
+        code = await done.ended
+        out, err = done.out.decode(), done.err.decode()
+        self.assertEqual(code, 0, err)
+        self.assertIn("35 frames, 3.5 s audio", err.splitlines()[-1])
+        resent = re.search(r"resumed after 3 drops \((\d+) chunks sent again\)", err)
+        self.assertIsNotNone(resent, err)
+        self.assertGreater(int(resent[1]), 0)  # the cuts did lose chunks in flight
+        self.assertEqual(out.count("\n"), 1)
+        names = json.loads(out)
+        self.assertEqual(names["video"][:-4], names["audio"][:-4])
+        # One recording: the cuts did not start others.
+        self.assertEqual(await get_json(port, "/recordings"),
+                         {"video": [names["video"]], "audio": [names["audio"]]})  # fmt: skip
+        video = video_facts(self.media / "video" / names["video"])
+        self.assertEqual(video.frames, round(self.SECONDS * self.FPS))
+        self.assertEqual(wav_facts(self.media / "audio" / names["audio"]).data,
+                         tone(self.SECONDS))  # fmt: skip
+
+    async def test_cut_three_times_json(self) -> None:
+        """Cut three times, the sender comes back each time with its resume token and sends
+        again what was not acknowledged: one recording, every frame and sample once."""
+        await self.cut_three_times()
+
+    async def test_cut_three_times_binary(self) -> None:
+        await self.cut_three_times("--binary")
+
+    async def test_without_resume_a_cut_ends_it(self) -> None:
+        """A server that does not offer resume (--resume-grace 0, or an older one): a cut ends
+        the sender with status 1 and one line; the server keeps what it got."""
+        await self.serve(resume_grace=0)
+        done = self.start()
+        await self.cut(5)
+        code = await done.ended
+        out, err = done.out.decode(), done.err.decode()
+        self.assertEqual((code, out), (1, ""), err)
+        self.assertEqual(err.splitlines()[-1], "livestream-send: the connection was lost")
+        listing = await get_json(self.port, "/recordings")
+        self.assertEqual((len(listing["video"]), len(listing["audio"])), (1, 1))
+
+    async def test_resume_failed(self) -> None:
+        """The server ended the session before the sender came back (its grace ran out):
+        status 1, and one line that names the files the server made of it."""
+        await self.serve()
+        done = self.start()
+        await self.cut(12)  # a second in, after ACKs that acknowledged frames and audio
+        (session,) = self.registry.sessions
+        finished = session.finish(DISCONNECT)
+        code = await done.ended
+        out, err = done.out.decode(), done.err.decode()
+        self.assertEqual((code, out), (1, ""), err)
+        line = err.splitlines()[-1]
+        self.assertTrue(line.startswith(
+            "livestream-send: the connection was lost and the server could not resume the "
+            "session (resume_failed: "
+        ), line)  # fmt: skip
+        self.assertTrue(line.endswith(f"should be in {session.name}.mp4 and {session.name}.wav"),
+                        line)  # fmt: skip
+        await finished
+        listing = await get_json(self.port, "/recordings")
+        self.assertEqual(listing, {"video": [f"{session.name}.mp4"],
+                                   "audio": [f"{session.name}.wav"]})  # fmt: skip

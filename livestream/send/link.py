@@ -84,7 +84,9 @@ class Link:
         if self.reconnecting:
             return "reconnecting"
         if self.resumes:
-            return f"resumed after {self.resumes} drop{'s' if self.resumes > 1 else ''}"
+            again = self._outbox.resent if self._outbox is not None else 0
+            return (f"resumed after {self.resumes} drop{'s' if self.resumes > 1 else ''} "
+                    f"({again} chunks sent again)")  # fmt: skip
         return ""
 
     async def open(self, timeout: float) -> dict:
@@ -219,7 +221,7 @@ class Link:
         kinds = ((VIDEO, "mp4"), (AUDIO, "wav"))
         files = [f"{self.recording}.{ext}" for kind, ext in kinds if self._acked[kind] is not None]
         if not files:
-            return "the server had acknowledged nothing"
+            return f"the server had acknowledged nothing of recording {self.recording}"
         return "what the server acknowledged should be in " + " and ".join(files)
 
     def _end(self, gone: ServerGone) -> None:
