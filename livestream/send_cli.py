@@ -3,7 +3,8 @@
 A client of the seed protocol for trying a server, loading it, and recording from the command
 line: ``livestream-send ws://localhost:8080/ talk.mp4`` or
 ``livestream-send ws://localhost:8080/ --test-pattern --duration 10``. The names of the
-recordings are printed on stdout as one JSON object, exactly as ``CLOSED`` gave them.
+recordings are printed on stdout as one JSON object, exactly as ``CLOSED`` gave them. A server
+that offers resume gets a session that survives dropped connections (:mod:`livestream.send.link`).
 """
 
 from __future__ import annotations
