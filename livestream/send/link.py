@@ -144,8 +144,8 @@ class Link:
         proto.factory.closed.addCallback(self._lost, proto)
 
     def _close_when_drained(self) -> None:
-        assert self._outbox is not None
         proto = self._proto
+        assert self._outbox is not None and proto is not None
 
         def close(_: None) -> None:
             # A drop in between leaves it to the resume that follows.
