@@ -123,8 +123,7 @@ class SendProtocol(WebSocketClientProtocol):
             self.factory.on_closed(reply)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        dropped = self.error is None and code in (None, 1006)
-        gone = ServerGone(self._how_it_ended(code, reason), dropped)
+        gone = ServerGone(self._how_it_ended(code, reason), dropped=code in (None, 1006))
         if not self.ready.called:
             self.ready.errback(gone)
         self.factory.closed.callback(gone)
