@@ -3,7 +3,8 @@
 A client of the seed protocol for trying a server, loading it, and recording from the command
 line: ``livestream-send ws://localhost:8080/ talk.mp4`` or
 ``livestream-send ws://localhost:8080/ --test-pattern --duration 10``. The names of the
-recordings are printed on stdout as one JSON object, exactly as ``CLOSED`` gave them.
+recordings are printed on stdout as one JSON object, exactly as ``CLOSED`` gave them. A server
+that offers resume gets a session that survives dropped connections (:mod:`livestream.send.link`).
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ import sys
 from typing import TextIO
 
 from twisted.internet import task
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.error import ConnectError, DNSLookupError, ProcessExitedAlready
 from twisted.web.error import SchemeNotSupported
 
 from livestream.recording import ffmpeg
 from livestream.recording.ffmpeg import FFmpegResult, FFmpegUnusable
 from livestream.send import source as media
-from livestream.send.client import SendFactory, ServerGone, Target, endpoint, target
+from livestream.send.client import ServerGone, Target, reason, target
+from livestream.send.link import Link
 from livestream.send.outbox import Outbox
 from livestream.send.progress import Progress
 from livestream.token_cli import duration
@@ -113,24 +115,28 @@ async def run(reactor, args: argparse.Namespace, where: Target, stdout: TextIO,
     source = media.Source(args.file, args.fps, args.size, args.duration, video, audio)
 
     errors: list[dict] = []
-    factory = SendFactory(where, args.id, args.token, args.binary, errors.append)
+    link = Link(reactor, where, args.cafile, args.id, args.token, args.binary, errors.append)
     try:
-        proto = await endpoint(reactor, where, args.cafile, CONNECT_TIMEOUT).connect(factory)
-        await factory.opened
-        await proto.reply("CONNECTED")
+        await link.open(CONNECT_TIMEOUT)
     except (ConnectError, DNSLookupError, SchemeNotSupported) as e:
-        raise Failed(f"cannot connect to {where.url}: {_reason(e)}") from None
+        raise Failed(f"cannot connect to {where.url}: {reason(e)}") from None
+    except TimeoutError:
+        raise Failed(
+            f"cannot connect to {where.url}: no CONNECTED within {CONNECT_TIMEOUT:g} s"
+        ) from None
     except ServerGone as e:
         raise Failed(str(e)) from None
 
-    outbox = Outbox(reactor, proto.send_media, args.fps, realtime=not args.fast)
-    proto.registerProducer(outbox, True)
+    outbox = Outbox(reactor, link.send_media, args.fps, realtime=not args.fast,
+                    keep=link.resumable)  # fmt: skip
+    link.carry(outbox)
     reader = media.start(reactor, executable, source, outbox.frame, outbox.audio, AUDIO_CHUNK)
     outbox.attach(reader.transport)
     progress = Progress(
         reactor, stderr, lambda: (outbox.frames, outbox.audio_bytes / media.BYTES_PER_SECOND,
-                                  proto.bytes_out)
+                                  link.bytes_out), link.status,
     )  # fmt: skip
+    link.on_change = progress.show
     progress.start()
     interrupted: list[bool] = []
 
@@ -139,12 +145,6 @@ async def run(reactor, args: argparse.Namespace, where: Target, stdout: TextIO,
             reader.transport.signalProcess("TERM")
         except ProcessExitedAlready:
             pass
-
-    def connection_lost(gone: ServerGone) -> ServerGone:
-        stop_source()
-        if not outbox.emptied.called:
-            outbox.emptied.errback(gone)
-        return gone
 
     def source_ended(result: FFmpegResult) -> FFmpegResult:
         outbox.source_done()
@@ -158,19 +158,17 @@ async def run(reactor, args: argparse.Namespace, where: Target, stdout: TextIO,
         return finished
 
     finished: Deferred[None] = Deferred()
-    factory.closed.addCallback(connection_lost)
+    link.lost.addCallback(stop_source)
     reader.ended.addCallback(source_ended)
     trigger = reactor.addSystemEventTrigger("before", "shutdown", on_interrupt)
     closed: dict | None = None
     gone: ServerGone | None = None
     try:
-        await outbox.emptied
         result = await reader.ended
-        proto.send_close()
-        closed = await proto.reply("CLOSED")
+        closed = await link.close()
     except ServerGone as e:
         # The server may have finished the recording before it went (a limit, its shutdown).
-        closed, gone = proto.unclaimed("CLOSED"), e
+        closed, gone = link.closed_reply, e
     finally:
         progress.stop()
         reactor.removeSystemEventTrigger(trigger)
@@ -190,12 +188,6 @@ async def run(reactor, args: argparse.Namespace, where: Target, stdout: TextIO,
             f"the server refused {len(errors)} message(s); last: {last.get('code')}: "
             f"{last.get('message')}"
         )
-
-
-def _reason(error: Exception) -> str:
-    """"Connection was refused by other side: 111: Connection refused." -> "Connection refused"."""
-    text = str(error).strip().rstrip(".")
-    return re.sub(r"^\d+: ", "", text.split(": ", 1)[-1])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ import configparser
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -26,8 +27,17 @@ from livestream.jpeg import NotAJPEG
 from livestream.send.outbox import AUDIO, VIDEO, Outbox
 from livestream.send.source import BYTES_PER_SECOND, Source
 from livestream.send.split import JPEGSplitter, PCMChunker
+from livestream.session import DISCONNECT
 from tests import support
-from tests.support import ffmpeg_exe, jpeg_frames, sleep, start_server, video_facts, wav_facts
+from tests.support import (
+    ffmpeg_exe,
+    get_json,
+    jpeg_frames,
+    sleep,
+    start_server,
+    video_facts,
+    wav_facts,
+)
 from tests.test_tls import authority, server_files
 
 SECRET = b"a secret for livestream-send tests, 32+ bytes"
@@ -96,9 +106,15 @@ class Source_:
 class OutboxTests(SynchronousTestCase):
     def make(self, realtime: bool, **kw) -> tuple[Clock, list, Outbox, Source_]:
         clock = Clock()
+        self.numbered: list[tuple[str, int, float]] = []
         sent: list[tuple[float, str, bytes]] = []
-        outbox = Outbox(clock, lambda kind, data: sent.append((clock.seconds(), kind, data)), 10,
-                        realtime=realtime, **kw)  # fmt: skip
+
+        def send(kind: str, seq: int, capture_time: float, data: bytes) -> bool:
+            self.numbered.append((kind, seq, capture_time))
+            sent.append((clock.seconds(), kind, data))
+            return True
+
+        outbox = Outbox(clock, send, 10, realtime=realtime, **kw)
         source = Source_()
         outbox.attach(source)
         return clock, sent, outbox, source
@@ -120,7 +136,13 @@ class OutboxTests(SynchronousTestCase):
             [(0, AUDIO), (0, VIDEO), (0.05, AUDIO), (0.1, AUDIO), (0.1, VIDEO), (0.2, VIDEO)],
         )
         self.assertEqual((outbox.frames, outbox.audio_bytes), (3, BYTES_PER_SECOND // 5))
-        self.successResultOf(outbox.emptied)
+        self.successResultOf(outbox.drained())
+        # Numbered per source; captureTime is the media time (ms) on the clock's start.
+        self.assertEqual(
+            sorted(self.numbered),
+            [(AUDIO, 0, 0), (AUDIO, 1, 50), (AUDIO, 2, 100),
+             (VIDEO, 0, 0), (VIDEO, 1, 100), (VIDEO, 2, 200)],
+        )  # fmt: skip
 
     def test_fast_and_socket_back_pressure(self) -> None:
         """Fast, everything leaves at once, except while the socket's transport has paused the
@@ -131,11 +153,12 @@ class OutboxTests(SynchronousTestCase):
         outbox.frame(b"b")
         outbox.audio(b"cc")
         outbox.source_done()
+        drained = outbox.drained()
         self.assertEqual([data for _, _, data in sent], [b"a"])
-        self.assertNoResult(outbox.emptied)
+        self.assertNoResult(drained)
         outbox.resumeProducing()
         self.assertEqual([data for _, _, data in sent], [b"a", b"cc", b"b"])
-        self.successResultOf(outbox.emptied)
+        self.successResultOf(drained)
 
     def test_source_paused_while_too_much_waits(self) -> None:
         """Over ``high`` queued bytes the source is paused; below ``low`` it reads again."""
@@ -159,6 +182,64 @@ class OutboxTests(SynchronousTestCase):
         self.assertEqual([data for _, _, data in sent], [b"a"])
         self.assertEqual(outbox.queued, 0)
 
+    def test_kept_until_acknowledged_and_sent_again(self) -> None:
+        """Keeping (resume), what was sent stays until an ACK covers it; after a drop nothing
+        is sent until the resumed connection, which gets the rest again first, in order and
+        with the same numbers; the counts do not count it twice."""
+        clock, sent, outbox, _ = self.make(False, keep=True)
+        for name in (b"a", b"b", b"c"):
+            outbox.frame(name)
+        outbox.audio(b"11")
+        outbox.acknowledge(video=0, audio=None)
+        outbox.stopProducing()
+        outbox.frame(b"d")
+        outbox.source_done()
+        drained = outbox.drained()
+        self.assertEqual([data for _, _, data in sent], [b"a", b"b", b"c", b"11"])
+        self.assertNoResult(drained)
+        del sent[:], self.numbered[:]
+        outbox.acknowledge(video=1, audio=None)
+        outbox.resend()
+        self.assertEqual([data for _, _, data in sent], [b"11", b"c", b"d"])
+        self.assertEqual([seq for _, seq, _ in self.numbered], [0, 2, 3])
+        self.successResultOf(drained)
+        self.assertEqual((outbox.frames, outbox.audio_bytes, outbox.resent), (4, 2, 2))
+
+    def test_keep_bound_pauses_the_source(self) -> None:
+        """Past ``keep_seconds`` of media not acknowledged nothing more is sent: what waits
+        piles up until the source is paused, and nothing is dropped; an ACK lets it go on."""
+        clock, sent, outbox, source = self.make(False, keep=True, keep_seconds=1, high=250,
+                                                low=100)  # fmt: skip
+        for i in range(30):
+            outbox.frame(b"%03d" % i + b"x" * 20)
+        self.assertEqual(len(sent), 10)  # 0.0 s to 0.9 s
+        self.assertTrue(source.paused)
+        outbox.acknowledge(video=4, audio=None)
+        self.assertEqual(len(sent), 15)
+        outbox.acknowledge(video=14, audio=None)
+        self.assertEqual(len(sent), 25)
+        self.assertTrue(source.paused)
+        outbox.acknowledge(video=24, audio=None)
+        self.assertEqual(len(sent), 30)
+        self.assertFalse(source.paused)
+        self.assertEqual([data[:3] for _, _, data in sent], [b"%03d" % i for i in range(30)])
+
+    def test_connection_closing(self) -> None:
+        """A chunk the closing connection does not take stays first in line."""
+        clock = Clock()
+        taken: list[bytes] = []
+        open_ = [True]
+        outbox = Outbox(clock, lambda kind, seq, at, data: open_[0] and not taken.append(data),
+                        10, realtime=False, keep=True)  # fmt: skip
+        outbox.frame(b"a")
+        open_[0] = False
+        outbox.frame(b"b")
+        outbox.frame(b"c")
+        outbox.stopProducing()
+        open_[0] = True
+        outbox.resend()
+        self.assertEqual(taken, [b"a", b"a", b"b", b"c"])
+
 
 class SourceArgsTests(SynchronousTestCase):
     def test_test_pattern(self) -> None:
@@ -180,6 +261,17 @@ class SourceArgsTests(SynchronousTestCase):
         setup.read(support.ROOT / "setup.cfg")
         scripts = setup["options.entry_points"]["console_scripts"].split("\n")
         self.assertIn("livestream-send = livestream.send_cli:main", scripts)
+
+
+def tone(seconds: float) -> bytes:
+    """The PCM the test pattern's ffmpeg makes for ``seconds``: the same arguments, the audio
+    output alone, to stdout."""
+    args = Source(None, 10, (320, 240), seconds, video=False).args()
+    assert args[-1] == "pipe:3"
+    return subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", *args[:-1], "pipe:1"],
+        check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+    ).stdout  # fmt: skip
 
 
 class Collect(ProcessProtocol):
@@ -360,3 +452,111 @@ class SendTests(TestCase):
         self.check_recording(out, 10, 1)
         code, out, err, _ = await self.send(url, "--test-pattern", "--duration", "1")
         self.assertEqual((code, out), (1, ""))
+
+
+class ResumeTests(TestCase):
+    """The sender against a server that offers resume (and one that does not), its connection
+    cut from the server's side while it streams, as a failing network would."""
+
+    timeout = 30
+    SECONDS = 3.5
+    FPS = 10
+
+    async def serve(self, **options) -> int:
+        self.media = Path(self.mktemp()).absolute() / "media"
+        self.service, self.port = await start_server(self, self.media, fps=self.FPS, **options)
+        self.registry = self.service.getServiceNamed("sessions")
+        return self.port
+
+    def start(self, *argv: str) -> Collect:
+        """Stream the test pattern for SECONDS in real time, in a subprocess."""
+        done = Collect()
+        command = [sys.executable, "-m", "livestream.send_cli", f"ws://127.0.0.1:{self.port}/",
+                   "--test-pattern", "--duration", f"{self.SECONDS:g}", "--fps", str(self.FPS),
+                   "--size", "320x240", "--id", "fragile", "--ffmpeg", ffmpeg_exe(),
+                   *argv]  # fmt: skip
+        reactor.spawnProcess(done, sys.executable, command,
+                             env=dict(os.environ, PYTHONPATH=os.fspath(support.ROOT)))  # fmt: skip
+        return done
+
+    async def cut(self, after_frames: int, previous: object = None) -> object:
+        """Once the session has recorded ``after_frames`` on a connection other than
+        ``previous`` (the one cut before), abort that connection; return it. The server stops
+        reading it 0.3 s before, so what the sender sent meanwhile is lost with it."""
+        while True:
+            sessions = self.registry.sessions
+            owner = sessions[0]._owner if sessions else None
+            if owner is not None and owner is not previous and sessions[0].frames >= after_frames:
+                owner.transport.pauseProducing()
+                await sleep(0.3)
+                owner.transport.abortConnection()
+                return owner
+            await sleep(0.02)
+
+    async def cut_three_times(self, *argv: str) -> None:
+        port = await self.serve()
+        done = self.start(*argv)
+        owner = None
+        for frames in (5, 12, 20):
+            owner = await self.cut(frames, owner)
+        code = await done.ended
+        out, err = done.out.decode(), done.err.decode()
+        self.assertEqual(code, 0, err)
+        self.assertIn("35 frames, 3.5 s audio", err.splitlines()[-1])
+        resent = re.search(r"resumed after 3 drops \((\d+) chunks sent again\)", err)
+        self.assertIsNotNone(resent, err)
+        self.assertGreater(int(resent[1]), 0)  # the cuts did lose chunks in flight
+        self.assertEqual(out.count("\n"), 1)
+        names = json.loads(out)
+        self.assertEqual(names["video"][:-4], names["audio"][:-4])
+        # One recording: the cuts did not start others.
+        self.assertEqual(await get_json(port, "/recordings"),
+                         {"video": [names["video"]], "audio": [names["audio"]]})  # fmt: skip
+        video = video_facts(self.media / "video" / names["video"])
+        self.assertEqual(video.frames, round(self.SECONDS * self.FPS))
+        self.assertEqual(wav_facts(self.media / "audio" / names["audio"]).data,
+                         tone(self.SECONDS))  # fmt: skip
+
+    async def test_cut_three_times_json(self) -> None:
+        """Cut three times, the sender comes back each time with its resume token and sends
+        again what was not acknowledged: one recording, every frame and sample once."""
+        await self.cut_three_times()
+
+    async def test_cut_three_times_binary(self) -> None:
+        await self.cut_three_times("--binary")
+
+    async def test_without_resume_a_cut_ends_it(self) -> None:
+        """A server that does not offer resume (--resume-grace 0, or an older one): a cut ends
+        the sender with status 1 and one line; the server keeps what it got."""
+        await self.serve(resume_grace=0)
+        done = self.start()
+        await self.cut(5)
+        code = await done.ended
+        out, err = done.out.decode(), done.err.decode()
+        self.assertEqual((code, out), (1, ""), err)
+        self.assertEqual(err.splitlines()[-1], "livestream-send: the connection was lost")
+        listing = await get_json(self.port, "/recordings")
+        self.assertEqual((len(listing["video"]), len(listing["audio"])), (1, 1))
+
+    async def test_resume_failed(self) -> None:
+        """The server ended the session before the sender came back (its grace ran out):
+        status 1, and one line that names the files the server made of it."""
+        await self.serve()
+        done = self.start()
+        await self.cut(12)  # a second in, after ACKs that acknowledged frames and audio
+        (session,) = self.registry.sessions
+        finished = session.finish(DISCONNECT)
+        code = await done.ended
+        out, err = done.out.decode(), done.err.decode()
+        self.assertEqual((code, out), (1, ""), err)
+        line = err.splitlines()[-1]
+        self.assertTrue(line.startswith(
+            "livestream-send: the connection was lost and the server could not resume the "
+            "session (resume_failed: "
+        ), line)  # fmt: skip
+        self.assertTrue(line.endswith(f"should be in {session.name}.mp4 and {session.name}.wav"),
+                        line)  # fmt: skip
+        await finished
+        listing = await get_json(self.port, "/recordings")
+        self.assertEqual(listing, {"video": [f"{session.name}.mp4"],
+                                   "audio": [f"{session.name}.wav"]})  # fmt: skip

@@ -1,30 +1,46 @@
 """The WebSocket side of ``livestream-send``: connect (ws:// or wss://), speak the seed protocol
-(``CONNECT``, ``STREAM``, ``CLOSE``, JSON or the binary fast path) and read the server's replies.
+(``CONNECT``, ``STREAM``, ``CLOSE``, JSON or the binary fast path) with its ``seq`` and
+``captureTime`` fields, and read the server's replies (``CONNECTED``, ``ACK``, ``ERROR``,
+``CLOSED``). One protocol is one connection; :mod:`livestream.send.link` keeps a session going
+across several.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pybase64
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.util import parse_url
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 
+from livestream.messages import TIMED_HEADER
 from livestream.send.outbox import AUDIO, VIDEO
 
-BINARY_KIND = {VIDEO: b"\x01", AUDIO: b"\x02"}
+# The timed binary kinds: the chunk behind a 13-byte header of kind, seq and captureTime.
+BINARY_KIND = {VIDEO: 0x11, AUDIO: 0x12}
 # The server's replies are small JSON objects; nothing it sends is larger.
 MAX_REPLY = 64 * 1024
 
 
 class ServerGone(Exception):
     """The connection ended before the reply being waited for; the message says how, in one
-    line (the server's last ERROR when it sent one)."""
+    line (the server's last ERROR when it sent one). ``dropped``: it ended without a close from
+    the server (a network failure, the server's process gone), which a resume may mend."""
+
+    def __init__(self, message: str, dropped: bool = False) -> None:
+        super().__init__(message)
+        self.dropped = dropped
+
+
+class ResumeFailed(Exception):
+    """The server answered a resume with ``resume_failed``: the session is over."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +73,12 @@ def endpoint(reactor, where: Target, cafile: str | None, timeout: float) -> IStr
     return wrapClientTLS(optionsForClientTLS(where.host, trustRoot=trust), tcp)
 
 
+def reason(error: Exception) -> str:
+    """"Connection was refused by other side: 111: Connection refused." -> "Connection refused"."""
+    text = str(error).strip().rstrip(".")
+    return re.sub(r"^\d+: ", "", text.split(": ", 1)[-1])
+
+
 class SendProtocol(WebSocketClientProtocol):
     factory: SendFactory
 
@@ -64,16 +86,13 @@ class SendProtocol(WebSocketClientProtocol):
         super().__init__()
         self.bytes_out = 0
         self.error: dict | None = None
-        self.gone: ServerGone | None = None
-        self._waiting: dict[str, Deferred[dict]] = {}
-        self._replies: dict[str, dict] = {}
+        self.connected_reply: dict | None = None
+        # CONNECTED, once the server has also said what it holds (the ACK that follows a
+        # CONNECTED with a resume token); cancelling it drops the connection.
+        self.ready: Deferred[dict] = Deferred(lambda _: self.dropConnection(abort=True))
 
     def onOpen(self) -> None:
-        self.factory.opened.callback(self)
-        connect: dict[str, str] = {"eventType": "CONNECT", "id": self.factory.client_id}
-        if self.factory.token:
-            connect["token"] = self.factory.token
-        self._send_json(connect)
+        self._send_json(self.factory.hello)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         try:
@@ -82,25 +101,31 @@ class SendProtocol(WebSocketClientProtocol):
         except (ValueError, KeyError, TypeError):
             return
         if kind == "ERROR":
+            if reply.get("code") == "resume_failed" and not self.ready.called:
+                # Not fatal for the server (a plain CONNECT could follow); this client is done.
+                self.ready.errback(ResumeFailed(f"resume_failed: {reply.get('message')}"))
+                self.dropConnection(abort=True)
+                return
             # session_closed answers what was still in flight when the server ended the
             # session; how it ended (the close, or the ERROR before) is what to report.
             if reply.get("code") != "session_closed":
                 self.error = reply
             self.factory.on_error(reply)
-            return
-        waiter = self._waiting.pop(kind, None)
-        if waiter is not None:
-            waiter.callback(reply)
-        else:
-            self._replies[kind] = reply
+        elif kind == "CONNECTED" and self.connected_reply is None:
+            self.connected_reply = reply
+            if "resumeToken" not in reply:
+                self.ready.callback(reply)
+        elif kind == "ACK":
+            self.factory.on_ack(reply)
+            if self.connected_reply is not None and not self.ready.called:
+                self.ready.callback(self.connected_reply)
+        elif kind == "CLOSED":
+            self.factory.on_closed(reply)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        gone = self.gone = ServerGone(self._how_it_ended(code, reason))
-        if not self.factory.opened.called:
-            self.factory.opened.errback(gone)
-        for waiter in self._waiting.values():
-            waiter.errback(gone)
-        self._waiting.clear()
+        gone = ServerGone(self._how_it_ended(code, reason), dropped=code in (None, 1006))
+        if not self.ready.called:
+            self.ready.errback(gone)
         self.factory.closed.callback(gone)
 
     def _how_it_ended(self, code: int | None, reason: str | None) -> str:
@@ -112,53 +137,55 @@ class SendProtocol(WebSocketClientProtocol):
             return "the connection was lost"
         return f"the server closed the connection ({code}{': ' + reason if reason else ''})"
 
-    def reply(self, kind: str) -> Deferred[dict]:
-        """The reply of ``kind`` (``CONNECTED``, ``CLOSED``); fails with :class:`ServerGone`
-        when the connection ends first."""
-        if kind in self._replies:
-            return succeed(self._replies.pop(kind))
-        if self.gone is not None:
-            return fail(self.gone)
-        return self._waiting.setdefault(kind, Deferred())
-
-    def unclaimed(self, kind: str) -> dict | None:
-        """A reply of ``kind`` that came without being waited for (``CLOSED`` before the
-        server closes with 1012 or 1008), or None."""
-        return self._replies.pop(kind, None)
-
-    def send_media(self, kind: str, data: bytes) -> None:
+    def send_media(self, kind: str, seq: int, capture_time: float, data: bytes) -> bool:
+        """Send one chunk with its ``seq`` and ``captureTime`` (ms); False when the connection
+        is no longer open (closing, or gone) and nothing was sent."""
+        if self.state != self.STATE_OPEN:
+            return False
         if self.factory.binary:
-            payload = BINARY_KIND[kind] + data
+            payload = TIMED_HEADER.pack(BINARY_KIND[kind], seq, capture_time) + data
             self.sendMessage(payload, isBinary=True)
         else:
             chunk = pybase64.b64encode(data).decode("ascii")
-            payload = json.dumps(
-                {"eventType": "STREAM", "mediaSourceType": kind, "encodedMediaChunk": chunk}
-            ).encode("ascii")
+            payload = json.dumps({
+                "eventType": "STREAM", "mediaSourceType": kind, "encodedMediaChunk": chunk,
+                "seq": seq, "captureTime": capture_time,
+            }).encode("ascii")  # fmt: skip
             self.sendMessage(payload, isBinary=False)
         self.bytes_out += len(payload)
+        return True
 
     def send_close(self) -> None:
         self._send_json({"eventType": "CLOSE"})
 
     def _send_json(self, message: dict) -> None:
-        payload = json.dumps(message).encode("utf-8")
-        self.sendMessage(payload, isBinary=False)
-        self.bytes_out += len(payload)
+        if self.state == self.STATE_OPEN:
+            payload = json.dumps(message).encode("utf-8")
+            self.sendMessage(payload, isBinary=False)
+            self.bytes_out += len(payload)
 
 
 class SendFactory(WebSocketClientFactory):
+    """One connection: ``hello`` is its CONNECT; the server's ``ACK``, ``ERROR`` and ``CLOSED``
+    go to the callbacks; ``closed`` fires with how the connection ended."""
+
     protocol = SendProtocol
 
     def __init__(
-        self, where: Target, client_id: str, token: str | None, binary: bool, on_error
+        self,
+        where: Target,
+        hello: dict,
+        binary: bool,
+        on_ack: Callable[[dict], None],
+        on_error: Callable[[dict], None],
+        on_closed: Callable[[dict], None],
     ) -> None:
         super().__init__(where.url)
-        self.client_id = client_id
-        self.token = token
+        self.hello = hello
         self.binary = binary
+        self.on_ack = on_ack
         self.on_error = on_error
-        self.opened: Deferred[SendProtocol] = Deferred()
+        self.on_closed = on_closed
         self.closed: Deferred[ServerGone] = Deferred()
         self.setProtocolOptions(
             openHandshakeTimeout=30, closeHandshakeTimeout=10,

@@ -20,14 +20,17 @@ class Progress:
         clock: IReactorTime,
         out: TextIO,
         counts: Callable[[], tuple[int, float, int]],
+        note: Callable[[], str] = lambda: "",
     ) -> None:
-        """``counts`` gives (frames, audio seconds, bytes) sent so far."""
+        """``counts`` gives (frames, audio seconds, bytes) sent so far; ``note``, when not
+        empty, ends the line ("reconnecting")."""
         self._clock = clock
         self._out = out
         self._counts = counts
+        self._note = note
         self._tty = out.isatty()
         self._start = clock.seconds()
-        self._loop = LoopingCall(self._show)
+        self._loop = LoopingCall(self.show)
         self._loop.clock = clock
 
     def start(self) -> None:
@@ -37,7 +40,7 @@ class Progress:
         """Show the final figures, and leave the cursor on a fresh line."""
         if self._loop.running:
             self._loop.stop()
-        self._show()
+        self.show()
         if self._tty:
             self._out.write("\n")
             self._out.flush()
@@ -45,12 +48,14 @@ class Progress:
     def line(self) -> str:
         frames, audio, sent = self._counts()
         elapsed = max(self._clock.seconds() - self._start, 1e-6)
+        note = self._note()
         return (
             f"{frames} frames, {audio:.1f} s audio, {sent / 1e6:.1f} MB sent in {elapsed:.1f} s "
-            f"({sent * 8 / 1e6 / elapsed:.2f} Mbit/s)"
+            f"({sent * 8 / 1e6 / elapsed:.2f} Mbit/s){', ' + note if note else ''}"
         )
 
-    def _show(self) -> None:
+    def show(self) -> None:
+        """Write the line now (also between the periodic ones, when something changed)."""
         if self._tty:
             self._out.write("\r" + self.line() + "\x1b[K")
         else:
