@@ -194,11 +194,11 @@ class WebApp:
 
     @app.handle_errors(MethodNotAllowed)
     def not_allowed(self, request: Request, failure: Failure) -> bytes:
-        allowed = failure.value.valid_methods or []
+        allowed = sorted(failure.value.valid_methods or [])
         request.setHeader("allow", ", ".join(allowed))
         return _error(request, 405, "method_not_allowed", "allowed: " + ", ".join(allowed))
 
-    @app.route("/", branch=False)
+    @app.route("/", branch=False, methods=["GET", "HEAD"])
     def root(self, request: Request) -> IResource | bytes:
         """Clients of the seed connect to ``ws://host:8080/``: hand the upgrade to Autobahn.
         A browser gets the page."""
