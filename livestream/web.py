@@ -19,7 +19,7 @@ from twisted.web.http import CACHED, combinedLogFormatter
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 from twisted.web.static import File
-from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from livestream.access import OPEN, Access, Refused
 from livestream.auth import DELETE, METRICS, READ
@@ -197,6 +197,20 @@ class WebApp:
         allowed = sorted(failure.value.valid_methods or [])
         request.setHeader("allow", ", ".join(allowed))
         return _error(request, 405, "method_not_allowed", "allowed: " + ", ".join(allowed))
+
+    @app.handle_errors
+    def internal_error(self, request: Request, failure: Failure) -> bytes | Failure:
+        """Whatever a route did not expect: logged once with its traceback, answered as every
+        other error is, without the traceback. Werkzeug's HTTP exceptions are answers, not
+        failures: those without a handler above are left to Klein."""
+        if failure.check(HTTPException):
+            return failure
+        _log.failure(
+            "{method} {path} failed", failure,
+            method=request.method.decode("ascii", "replace"),
+            path=request.path.decode("ascii", "replace"),
+        )  # fmt: skip
+        return _error(request, 500, "internal_error", "the server could not answer this request")
 
     @app.route("/", branch=False, methods=["GET", "HEAD"])
     def root(self, request: Request) -> IResource | bytes:

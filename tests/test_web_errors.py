@@ -6,10 +6,28 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from autobahn.twisted.websocket import WebSocketServerFactory
+from twisted.internet import reactor
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
+from livestream.access import OPEN
+from livestream.page import Page
+from livestream.store import MediaStore
+from livestream.web import make_site
 from tests.support import pcm, record, start_server
 from tests.test_http_api import raw
+
+
+class DiskOnFire(Exception):
+    pass
+
+
+class BrokenStore(MediaStore):
+    """A media tree whose listing fails in a way no route expects."""
+
+    def listing(self) -> dict[str, list[str]]:
+        raise DiskOnFire("/srv/media: the disk is on fire")
 
 
 class RootMethodTests(TestCase):
@@ -40,3 +58,38 @@ class RootMethodTests(TestCase):
                               ("/recordings/video/a_1.mp4", "DELETE, GET, HEAD")):  # fmt: skip
             status, headers, _ = await raw(port, "PUT", path, "Content-Length: 0\r\n")
             self.assertEqual((status, headers["allow"]), (405, allowed), path)
+
+
+class InternalErrorTests(TestCase):
+    timeout = 30
+
+    def serve(self, store: MediaStore) -> int:
+        store.ensure()
+        site = make_site(store, WebSocketServerFactory(), Page(lambda: (), OPEN, 15))
+        listening = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        return listening.getHost().port
+
+    async def test_a_failing_route_is_a_json_500_and_one_logged_failure(self) -> None:
+        logged: list[dict] = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        port = self.serve(BrokenStore(Path(self.mktemp()).absolute()))
+        status, headers, body = await raw(port, "GET", "/recordings?token=abc")
+        self.assertEqual(status, 500)
+        self.assertEqual(headers["content-type"], "application/json")
+        document = json.loads(body)
+        self.assertEqual(document["error"], "internal_error")
+        self.assertIsInstance(document["message"], str)
+        for secret in (b"Traceback", b"DiskOnFire", b"on fire", b"/srv/media"):
+            self.assertNotIn(secret, body)
+        self.assertEqual(len(self.flushLoggedErrors(DiskOnFire)), 1)
+        failures = [e for e in logged if "log_failure" in e]
+        self.assertEqual(len(failures), 1)
+        self.assertEqual((failures[0]["method"], failures[0]["path"]), ("GET", "/recordings"))
+        # Routing's own answers are not failures.
+        status, _, body = await raw(port, "GET", "/nowhere")
+        self.assertEqual((status, json.loads(body)["error"]), (404, "not_found"))
+        status, _, _ = await raw(port, "PUT", "/recordings", "Content-Length: 0\r\n")
+        self.assertEqual(status, 405)
+        self.assertEqual(len([e for e in logged if "log_failure" in e]), 1)
