@@ -8,6 +8,7 @@ from pathlib import Path
 
 from autobahn.twisted.websocket import WebSocketServerFactory
 from twisted.internet import reactor
+from twisted.internet.threads import deferToThread
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
@@ -16,6 +17,7 @@ from livestream.page import Page
 from livestream.store import MediaStore
 from livestream.web import make_site
 from tests.support import pcm, record, start_server
+from tests.test_bodies import exchange, status_and_document
 from tests.test_http_api import raw
 
 
@@ -93,3 +95,22 @@ class InternalErrorTests(TestCase):
         status, _, _ = await raw(port, "PUT", "/recordings", "Content-Length: 0\r\n")
         self.assertEqual(status, 405)
         self.assertEqual(len([e for e in logged if "log_failure" in e]), 1)
+
+
+class NonUtf8URLTests(TestCase):
+    timeout = 30
+
+    async def test_a_path_or_host_that_is_not_utf8_is_a_json_400(self) -> None:
+        _, port = await start_server(self, Path(self.mktemp()).absolute())
+        for path in ("/recordings/audio/%ff_1.wav", "/recordings/video/%c3%28_1.mp4", "/%ff"):
+            status, headers, body = await raw(port, "GET", path)
+            self.assertEqual(status, 400, path)
+            self.assertEqual(headers["content-type"], "application/json", path)
+            self.assertEqual(json.loads(body)["error"], "bad_url", path)
+        request = b"GET /recordings HTTP/1.1\r\nHost: h\xffst\r\nConnection: close\r\n\r\n"
+        status, document = status_and_document(await deferToThread(exchange, port, "", request))
+        self.assertEqual((status, document["error"]), (b"HTTP/1.1 400 Bad Request", "bad_url"))
+        # Nothing logged as an error (trial would fail the test on it), and UTF-8 still routes.
+        self.assertEqual(self.flushLoggedErrors(), [])
+        status, _, body = await raw(port, "GET", "/recordings/audio/%c3%a9_1.wav")
+        self.assertEqual((status, json.loads(body)["error"]), (404, "not_found"))
