@@ -16,10 +16,10 @@ from klein import Klein
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import CACHED, combinedLogFormatter
-from twisted.web.resource import IResource
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 from twisted.web.static import File
-from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from livestream.access import OPEN, Access, Refused
 from livestream.auth import DELETE, METRICS, READ
@@ -194,11 +194,25 @@ class WebApp:
 
     @app.handle_errors(MethodNotAllowed)
     def not_allowed(self, request: Request, failure: Failure) -> bytes:
-        allowed = failure.value.valid_methods or []
+        allowed = sorted(failure.value.valid_methods or [])
         request.setHeader("allow", ", ".join(allowed))
         return _error(request, 405, "method_not_allowed", "allowed: " + ", ".join(allowed))
 
-    @app.route("/", branch=False)
+    @app.handle_errors
+    def internal_error(self, request: Request, failure: Failure) -> bytes | Failure:
+        """Whatever a route did not expect: logged once with its traceback, answered as every
+        other error is, without the traceback. Werkzeug's HTTP exceptions are answers, not
+        failures: those without a handler above are left to Klein."""
+        if failure.check(HTTPException):
+            return failure
+        _log.failure(
+            "{method} {path} failed", failure,
+            method=request.method.decode("ascii", "replace"),
+            path=request.path.decode("ascii", "replace"),
+        )  # fmt: skip
+        return _error(request, 500, "internal_error", "the server could not answer this request")
+
+    @app.route("/", branch=False, methods=["GET", "HEAD"])
     def root(self, request: Request) -> IResource | bytes:
         """Clients of the seed connect to ``ws://host:8080/``: hand the upgrade to Autobahn.
         A browser gets the page."""
@@ -375,6 +389,26 @@ class _WithoutToken:
         return getattr(self._request, name)
 
 
+class _Utf8Only(Resource):
+    """Klein decodes the host and the path as UTF-8 before it routes, and answers what does not
+    decode in plain text, with a traceback in the log. No route could match such a URL: it is
+    answered here, as any other bad request, before Klein sees it."""
+
+    isLeaf = True
+
+    def __init__(self, app: Resource) -> None:
+        super().__init__()
+        self._app = app
+
+    def render(self, request: Request) -> bytes | int:
+        try:
+            request.getRequestHostname().decode("utf-8")
+            b"/".join(request.prepath + request.postpath).decode("utf-8")
+        except UnicodeDecodeError:
+            return _error(request, 400, "bad_url", "the host or path of the URL is not UTF-8")
+        return self._app.render(request)
+
+
 def _access_log_line(timestamp: str, request: Request) -> str:
     return combinedLogFormatter(timestamp, _WithoutToken(request))
 
@@ -408,7 +442,9 @@ def make_site(
         objects=objects,
         presign=presign,
     )
-    site = Site(app.app.resource(), requestFactory=BoundedRequest, logFormatter=_access_log_line)
+    site = Site(
+        _Utf8Only(app.app.resource()), requestFactory=BoundedRequest, logFormatter=_access_log_line
+    )
     site.displayTracebacks = False
     # Plain HTTP/1.1 (a WebSocket upgrade needs no HTTP/2) with a deadline on request headers.
     site.protocol = HeaderDeadlineChannel

@@ -18,7 +18,17 @@ from twisted.web.server import Request, Site
 from livestream.events import Events, Recovered
 from livestream.store import MediaStore
 from livestream.webhooks import MAX_RETRY, Webhooks, WebhookSettings, retry_delay, sign
-from tests.support import free_port, jpeg_frames, pcm, record, sleep, start_server
+from tests.support import (
+    CLOSE_MSG,
+    free_port,
+    jpeg_frames,
+    pcm,
+    record,
+    sleep,
+    start_server,
+    wav_facts,
+)
+from tests.test_websocket import stand_in
 
 SECRET = b"w" * 32
 
@@ -115,6 +125,43 @@ class WebhookDeliveryTests(TestCase):
             "kind": "audio", "name": path.name, "url": f"/recordings/audio/{path.name}",
             "size": path.stat().st_size, "sha256": sha256(path), "samples": 13230, "duration": 0.3,
         })  # fmt: skip
+
+    async def test_a_broken_encoder_is_a_failed_event_with_the_audio_it_kept(self) -> None:
+        receiver = Receiver()
+        tmp = Path(self.mktemp()).absolute()
+        # An ffmpeg that cannot encode a stream: it fails as soon as it is started on one.
+        broken = stand_in(tmp / "bin", 'case "$*" in *pipe:0*) echo "x264: no" >&2; exit 1;; '
+                                       'esac\nexec "$REAL" "$@"')  # fmt: skip
+        service, port = await start_server(
+            self, tmp / "media", ffmpeg=broken, webhooks=self.settings(receiver.listen(self))
+        )
+        audio = [pcm(4410, seed=i) for i in range(3)]
+        client, connected, _ = await record(port, "doomed", jpeg_frames(3), audio, close=False)
+        error = await client.event("ERROR")
+        self.assertEqual(error["code"], "encoder_failed")
+        client.send(CLOSE_MSG)
+        closed = await client.event("CLOSED", timeout=60)
+        await until(lambda: len(receiver.got) == 2)
+        await until(lambda: service.getServiceNamed("webhooks").pending == 0)
+
+        for headers, body in receiver.got:
+            self.assertTrue(verify(SECRET, headers, body))
+            self.assertFalse(verify(b"x" * 32, headers, body))
+        by_type = {e["type"]: e for e in receiver.events()}
+        self.assertEqual(set(by_type), {"recording.started", "recording.failed"})
+        failed = by_type["recording.failed"]
+        self.assertEqual((failed["recording"], failed["client_id"]),
+                         (connected["recording"], "doomed"))  # fmt: skip
+        self.assertEqual((failed["error"], failed["reason"]), ("encoder_failed", "close"))
+        # No video came out of the encoder; the WAV, written without it, is whole and described.
+        self.assertIsNone(closed["recordings"]["video"])
+        wav = tmp / "media" / "audio" / closed["recordings"]["audio"]
+        (described,) = failed["files"]
+        self.assertEqual(described, {
+            "kind": "audio", "name": wav.name, "url": f"/recordings/audio/{wav.name}",
+            "size": wav.stat().st_size, "sha256": sha256(wav), "samples": 13230, "duration": 0.3,
+        })  # fmt: skip
+        self.assertEqual(wav_facts(wav).samples, 13230)
 
     async def test_a_failed_delivery_is_retried_until_a_2xx(self) -> None:
         receiver = Receiver([500, 503])
