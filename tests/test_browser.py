@@ -133,6 +133,13 @@ def watch(url: str, start: Callable[[Page], None]) -> dict:
         }
 
 
+def give_token(page: Page, token: str) -> None:
+    """Type ``token`` into the form the page shows when it needs one."""
+    page.wait_for_selector("#token-form")
+    page.fill("#token-input", token)
+    page.click("#token-form button[type=submit]")
+
+
 def play(page: Page, stem: str) -> int:
     """Wait for recording ``stem`` in the list and load every player of it until it knows its
     duration (the page says ``preload=none``, so nothing is fetched before); how many there are."""
@@ -462,9 +469,7 @@ class BrowserTests(TestCase):
         def look(url: str) -> dict:
             with browser() as page:
                 open_page(page, url)
-                page.wait_for_selector("#token-form")
-                page.fill("#token-input", token)
-                page.click("#token-form button[type=submit]")
+                give_token(page, token)
                 count = play(page, stem)
                 item = f"#recording-list li[data-stem='{stem}']"
                 # Played, not only probed: muted (autoplay rules), until a second has gone by.
@@ -500,3 +505,13 @@ class BrowserTests(TestCase):
         self.check_watched(seen)
         self.assertNotIn("token", seen["address"])
         self.assertTrue(seen["address"].endswith(f"/#watch={name}"), seen["address"])
+
+    async def test_watch_by_its_link_once_a_token_is_given(self) -> None:
+        """A live view's link opened with authentication on and no token yet: the page asks
+        for one, and once given, the view connects with it."""
+        port = await self.serve(access=Access(Verifier(SECRET)))
+        name = await self.feed(port, mint(SECRET, ("publish",), 300))
+        token = mint(SECRET, ("read",), 300)
+        url = f"http://127.0.0.1:{port}/#watch={name}"
+        seen = await deferToThread(watch, url, lambda page: give_token(page, token))
+        self.check_watched(seen)
