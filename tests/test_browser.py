@@ -128,8 +128,49 @@ def watch(url: str, start: Callable[[Page], None]) -> dict:
             "audio": page.evaluate("Number(document.querySelector('#viewer').dataset.audioBytes)"),
             "width": page.evaluate("document.querySelector('#viewer-canvas').width"),
             "status": page.text_content("#viewer-status"),
+            "address": page.evaluate("location.href"),
             "errors": page.errors,
         }
+
+
+def give_token(page: Page, token: str) -> None:
+    """Type ``token`` into the form the page shows when it needs one."""
+    page.wait_for_selector("#token-form")
+    page.fill("#token-input", token)
+    page.click("#token-form button[type=submit]")
+
+
+def play(page: Page, stem: str) -> int:
+    """Wait for recording ``stem`` in the list and load every player of it until it knows its
+    duration (the page says ``preload=none``, so nothing is fetched before); how many there are."""
+    item = f"#recording-list li[data-stem='{stem}']"
+    page.wait_for_selector(item)
+    players = page.locator(f"{item} video, {item} audio")
+    count = players.count()
+    for i in range(count):
+        players.nth(i).evaluate("m => { m.preload = 'metadata'; m.load(); }")
+    page.wait_for_function(
+        f"[...document.querySelectorAll(\"{item} video, {item} audio\")]"
+        ".every(media => media.readyState >= 1 && media.duration > 2.5)"
+    )
+    return count
+
+
+def delete(page: Page, stem: str) -> list[tuple[str, str]]:
+    """Click Delete on recording ``stem``, say yes to what the page asks, and wait until the
+    list no longer shows it; the dialogs the page opened (type, message)."""
+    item = f"#recording-list li[data-stem='{stem}']"
+    dialogs: list[tuple[str, str]] = []
+
+    def answer(dialog) -> None:
+        dialogs.append((dialog.type, dialog.message))
+        dialog.accept()
+
+    page.on("dialog", answer)
+    page.click(f"{item} button.danger")
+    page.wait_for_selector(item, state="detached")
+    page.wait_for_selector("#recording-list li.empty")
+    return dialogs
 
 
 class BrowserTests(TestCase):
@@ -268,9 +309,11 @@ class BrowserTests(TestCase):
         self.assertEqual(listing, {"video": [seen["video"]], "audio": [seen["audio"]]})
         self.assertGreater(video_facts(self.media / "video" / seen["video"]).frames, 10)
 
-    async def feed(self, port: int) -> str:
-        """A session fed by another client at the server's rate; stopped when the test ends."""
-        publisher = await open_client(port)
+    async def feed(self, port: int, token: str | None = None) -> str:
+        """A session fed by another client at the server's rate; stopped when the test ends.
+        ``token`` goes in the WebSocket's URL, as a client of a server with authentication on
+        would send it."""
+        publisher = await open_client(port, f"/?token={token}" if token else "/")
         publisher.send(connect_msg("camera"))
         name = (await publisher.event("CONNECTED"))["recording"]
         frames = jpeg_frames(FPS)
@@ -331,19 +374,11 @@ class BrowserTests(TestCase):
         def look(url: str) -> dict:
             with browser() as page:
                 open_page(page, url)
-                item = f"#recording-list li[data-stem='{stem}']"
-                page.wait_for_selector(item)
-                players = page.locator(f"{item} video, {item} audio")
-                count = players.count()
-                for i in range(count):
-                    players.nth(i).evaluate("m => { m.preload = 'metadata'; m.load(); }")
-                page.wait_for_function(
-                    f"[...document.querySelectorAll(\"{item} video, {item} audio\")]"
-                    ".every(media => media.readyState >= 1 && media.duration > 2.5)"
-                )
+                count = play(page, stem)
                 SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(SCREENSHOT), full_page=True)
-                return {"players": count, "meta": page.text_content(f"{item} .meta"),
+                return {"players": count,
+                        "meta": page.text_content(f"#recording-list li[data-stem='{stem}'] .meta"),
                         "errors": page.errors}  # fmt: skip
 
         seen = await deferToThread(look, f"http://127.0.0.1:{port}/")
@@ -351,3 +386,132 @@ class BrowserTests(TestCase):
         self.assertEqual(seen["players"], 2)
         self.assertIn("00:03", seen["meta"])
         self.assertTrue(SCREENSHOT.exists())
+
+    async def recorded(self, port: int, token: str | None = None) -> str:
+        """A finished 3 s recording (video, its poster, audio) sent by another client; its stem.
+        ``token`` goes in the WebSocket's URL."""
+        client = await open_client(port, f"/?token={token}" if token else "/")
+        client.send(connect_msg("phone"))
+        stem = (await client.event("CONNECTED"))["recording"]
+        for i, frame in enumerate(jpeg_frames(3 * FPS)):
+            client.send_binary(b"\x01" + frame)
+            client.send_binary(b"\x02" + pcm(44100 // FPS, seed=i))
+        client.send(CLOSE_MSG)
+        await client.event("CLOSED", timeout=60)
+        return stem
+
+    def files_of(self, stem: str) -> list[Path]:
+        return [self.media / "video" / f"{stem}.mp4", self.media / "audio" / f"{stem}.wav",
+                self.media / "posters" / f"{stem}.jpg"]  # fmt: skip
+
+    def check_deleted(self, stem: str, dialogs: list[tuple[str, str]]) -> None:
+        """The page asked once, about this recording, and reported no failure."""
+        self.assertEqual(len(dialogs), 1, dialogs)
+        self.assertEqual(dialogs[0][0], "confirm")
+        self.assertIn(stem, dialogs[0][1])
+        for path in self.files_of(stem):
+            self.assertFalse(path.exists(), f"{path} is still there")
+
+    async def test_delete_a_recording_from_the_page(self) -> None:
+        port = await self.serve()
+        stem = await self.recorded(port)
+        for path in self.files_of(stem):
+            self.assertTrue(path.exists(), f"{path} was not made")
+
+        def remove(url: str) -> dict:
+            with browser() as page:
+                open_page(page, url)
+                dialogs = delete(page, stem)
+                return {"dialogs": dialogs, "list": page.text_content("#recording-list"),
+                        "errors": page.errors}  # fmt: skip
+
+        seen = await deferToThread(remove, f"http://127.0.0.1:{port}/")
+        self.assertEqual(seen["errors"], [])
+        self.check_deleted(stem, seen["dialogs"])
+        self.assertIn("No recordings yet", seen["list"])
+        self.assertEqual(await get_json(port, "/recordings"), {"video": [], "audio": []})
+
+    async def test_delete_needs_the_delete_scope(self) -> None:
+        """With authentication on, a token that may read but not delete lists the recording
+        without a Delete button; one with ``delete`` deletes it."""
+        port = await self.serve(access=Access(Verifier(SECRET)))
+        stem = await self.recorded(port, mint(SECRET, ("publish",), 300))
+        reader = mint(SECRET, ("read",), 300)
+        deleter = mint(SECRET, ("read", "delete"), 300)
+        item = f"#recording-list li[data-stem='{stem}']"
+
+        def remove(url: str) -> dict:
+            with browser() as page:
+                open_page(page, f"{url}?token={reader}")
+                page.wait_for_selector(item)
+                reader_sees = page.is_visible(f"{item} button.danger")
+                open_page(page, f"{url}?token={deleter}")
+                page.wait_for_selector(item)
+                deleter_sees = page.is_visible(f"{item} button.danger")
+                dialogs = delete(page, stem)
+                return {"reader": reader_sees, "deleter": deleter_sees, "dialogs": dialogs,
+                        "errors": page.errors}  # fmt: skip
+
+        seen = await deferToThread(remove, f"http://127.0.0.1:{port}/")
+        self.assertEqual(seen["errors"], [])
+        self.assertEqual((seen["reader"], seen["deleter"]), (False, True))
+        self.check_deleted(stem, seen["dialogs"])
+        listing = await get_json(port, f"/recordings?token={reader}")
+        self.assertEqual(listing, {"video": [], "audio": []})
+
+    async def test_play_a_recording_with_authentication_on(self) -> None:
+        """The token typed into the page's form lets it list recordings and play them: the
+        players fetch the files over the Range routes with the token in their URL."""
+        port = await self.serve(access=Access(Verifier(SECRET)))
+        stem = await self.recorded(port, mint(SECRET, ("publish",), 300))
+        token = mint(SECRET, ("read",), 300)
+
+        def look(url: str) -> dict:
+            with browser() as page:
+                open_page(page, url)
+                give_token(page, token)
+                count = play(page, stem)
+                item = f"#recording-list li[data-stem='{stem}']"
+                # Played, not only probed: muted (autoplay rules), until a second has gone by.
+                page.eval_on_selector(f"{item} video", "v => { v.muted = true; v.play(); }")
+                page.wait_for_function(f"document.querySelector(\"{item} video\").currentTime > 1")
+                tokens = "ms => ms.map(m => new URL(m.currentSrc).searchParams.get('token'))"
+                return {
+                    "players": count,
+                    "tokens": page.eval_on_selector_all(f"{item} :is(video, audio)", tokens),
+                    "auth": page.is_visible("#auth"),
+                    "delete": page.is_visible(f"{item} button.danger"),
+                    "errors": page.errors,
+                }
+
+        seen = await deferToThread(look, f"http://127.0.0.1:{port}/")
+        self.assertEqual(seen["errors"], [])
+        self.assertEqual(seen["players"], 2)
+        self.assertEqual(seen["tokens"], [token, token])
+        self.assertFalse(seen["auth"])
+        self.assertFalse(seen["delete"])
+
+    async def test_watch_with_authentication_on(self) -> None:
+        """The page opened as /?token=: the token leaves the address bar, and the page watches
+        a live session fed by another client."""
+        port = await self.serve(access=Access(Verifier(SECRET)))
+        name = await self.feed(port, mint(SECRET, ("publish",), 300))
+        token = mint(SECRET, ("read",), 300)
+
+        def click_watch(page: Page) -> None:
+            page.click(f"#sessions li[data-recording='{name}'] button.watch")
+
+        seen = await deferToThread(watch, f"http://127.0.0.1:{port}/?token={token}", click_watch)
+        self.check_watched(seen)
+        self.assertNotIn("token", seen["address"])
+        self.assertTrue(seen["address"].endswith(f"/#watch={name}"), seen["address"])
+
+    async def test_watch_by_its_link_once_a_token_is_given(self) -> None:
+        """A live view's link opened with authentication on and no token yet: the page asks
+        for one, and once given, the view connects with it."""
+        port = await self.serve(access=Access(Verifier(SECRET)))
+        name = await self.feed(port, mint(SECRET, ("publish",), 300))
+        token = mint(SECRET, ("read",), 300)
+        url = f"http://127.0.0.1:{port}/#watch={name}"
+        seen = await deferToThread(watch, url, lambda page: give_token(page, token))
+        self.check_watched(seen)

@@ -371,6 +371,12 @@ function watch(name) {
   history.replaceState(null, "", `#watch=${encodeURIComponent(name)}`);
 }
 
+/** The recording a live view's link (`/#watch=<recording>`) names, or null. */
+function linkedRecording() {
+  const link = location.hash.match(/^#watch=(.+)$/);
+  return link ? decodeURIComponent(link[1]) : null;
+}
+
 function closeViewer() {
   state.viewer?.close();
   state.viewer = null;
@@ -500,6 +506,9 @@ async function main() {
     state.token = $("#token-input").value.trim();
     localStorage.setItem(TOKEN_KEY, state.token);
     $("#auth").hidden = true;
+    // A view opened without a token (or with one refused) connects again with this one.
+    const watching = state.viewer?.name ?? linkedRecording();
+    if (watching) watch(watching);
     refreshSessions();
     refreshRecordings();
   });
@@ -515,8 +524,8 @@ async function main() {
     liveStatus("error", "This browser cannot go live here (camera access needs https or localhost).");
     $("#go").disabled = true;
   }
-  const link = location.hash.match(/^#watch=(.+)$/);
-  if (link) watch(decodeURIComponent(link[1]));
+  const link = linkedRecording();
+  if (link && !(config.auth && !state.token)) watch(link); // else once a token is given
   refreshSessions();
   refreshRecordings();
   setInterval(() => document.hidden || refreshSessions(), 2000);
