@@ -27,7 +27,7 @@ function scopes() {
   if (!state.auth) return null; // authentication off: everything is allowed
   try {
     const part = state.token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-    return (JSON.parse(atob(part)).scope || "").split(" ");
+    return (JSON.parse(atob(part)).scope || "").split(/\s+/);
   } catch {
     return [];
   }
