@@ -13,6 +13,7 @@ import hashlib
 import random
 from pathlib import Path
 
+from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import SkipTest, TestCase
 
@@ -49,9 +50,13 @@ class MultipartTests(TestCase):
         self.path = self.media / "audio" / f"{NAME}.wav"
 
     async def serve(self):
+        service = await self.serve_all()
+        return service.getServiceNamed("uploader")
+
+    async def serve_all(self):
         location = Location(self.s3.bucket, PREFIX, self.s3.endpoint)
         service, _ = await start_server(self, self.media, store=location, upload_retry_max=1)
-        return service.getServiceNamed("uploader")
+        return service
 
     def assert_stored_whole(self, content: bytes) -> None:
         """Stored once, multipart, with the checksum of its parts, byte for byte; gone from the
@@ -117,6 +122,24 @@ class MultipartTests(TestCase):
         )
         self.assert_stored_whole(content)
         self.assertEqual(uploader.backlog, 0)
+
+    def test_daemon_stopped_mid_upload_lets_it_finish(self):
+        return ensureDeferred(self._daemon_stopped_mid_upload())
+
+    async def _daemon_stopped_mid_upload(self) -> None:
+        """The stop waits (up to 10 s) for the upload under way, which the object store's
+        threads outlive: the file lands, is confirmed, and leaves the local disk."""
+        content = noise_wav(100 * MiB, seed=3)
+        self.path.write_bytes(content)
+        await self.s3.start()
+        service = await self.serve_all()
+        uploader = service.getServiceNamed("uploader")
+        await self.first_parts_in()
+        started = reactor.seconds()
+        await service.stopService()
+        self.assertLess(reactor.seconds() - started, 15)
+        self.assertEqual((uploader.uploaded, uploader.failures, uploader.backlog), (1, 0, 0))
+        self.assert_stored_whole(content)
 
     async def first_parts_in(self) -> int:
         """Wait until the store holds some parts of the upload (but not the object): how many."""
