@@ -1,7 +1,9 @@
 """``makeService``: the daemon as one MultiService, built from a :class:`Config`.
 
-Children start in order and stop in reverse: recovery scans ``temp/`` before anything listens,
-and on stop the listeners close first, then every live session is finalized.
+Children start in order and stop in reverse, each once the one started after it has stopped:
+recovery scans ``temp/`` before anything listens, and on stop the listeners close first, then
+every live session is finalized, then the uploader waits for its uploads, then the object store's
+threads stop.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sys
 from OpenSSL import SSL
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
@@ -92,7 +95,7 @@ def build(config: Config, reactor) -> MultiService:
         health=health, metrics=metrics, library=library, objects=objects, presign=config.presign,
     )
 
-    top = MultiService()
+    top = _InOrder()
     if webhooks is not None:
         # Before recovery (its events are queued) and before the sessions: stopped after them,
         # it still queues the events of the sessions finished at shutdown.
@@ -159,6 +162,25 @@ def _require_tls_callbacks(description: str) -> None:
             f"livestream: --listen {description!r}: TLS needs memory both writable and "
             "executable for OpenSSL's callbacks; with systemd, set MemoryDenyWriteExecute=no"
         )
+
+
+class _InOrder(MultiService):
+    """Stops its services one after another, the last started first.
+
+    MultiService stops them all at once: the object store's thread pool stopped while the
+    uploader still waited for an upload in it, so the reactor blocked until that upload ended and
+    the uploader's next call (the HEAD that confirms it) was never answered: the stop hung."""
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        return ensureDeferred(self._stop_each())
+
+    async def _stop_each(self) -> None:
+        for service in reversed(list(self)):
+            try:
+                await maybeDeferred(service.stopService)
+            except Exception:
+                _log.failure("stopping {service}", service=service)
 
 
 class _Announcement(Service):

@@ -195,7 +195,13 @@ class Uploader(Service):
         if self.running and (kind, name) not in self._jobs:
             job = ensureDeferred(self._upload(kind, name))
             self._jobs[(kind, name)] = job
-            job.addBoth(lambda _: self._jobs.pop((kind, name), None))
+
+            def forget(_: object) -> None:
+                # Not the popped job itself as the result: a Deferred that results in itself
+                # never fires its later callbacks (the stop waiting for it hung).
+                self._jobs.pop((kind, name), None)
+
+            job.addBoth(forget)
 
     async def _upload(self, kind: str, name: str) -> None:
         """Try until the bucket holds the recording or the daemon stops, waiting 1, 2, 4 ...
