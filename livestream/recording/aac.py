@@ -15,16 +15,15 @@ keeps. (Raw ADTS would survive a crash as well, but needs its own repair and tim
 from __future__ import annotations
 
 import os
-from collections import deque
 from collections.abc import Callable
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from livestream.recording import ffmpeg
 from livestream.recording.audio import CHANNELS, SAMPLE_BYTES, SAMPLE_RATE
+from livestream.recording.feed import Feed
 from livestream.recording.ffmpeg import FFmpegResult
 from livestream.store import AAC_STREAM, MediaStore
 
@@ -51,13 +50,11 @@ def encoder_args(out: str) -> list[str]:
     ]  # fmt: skip
 
 
-@implementer(IPushProducer)
 class AacRecorder:
     """Owns one session's audio-track encoder, started by the first samples it is given.
 
     ``producer`` is paused while the encoder's stdin is backed up, or while silence is owed to
-    it. If the encoder dies, the
-    track is dropped (its file removed at :meth:`finish`), ``on_failure`` is told, and later
+    it. If the encoder dies, the track is dropped (its file removed at :meth:`finish`), ``on_failure`` is told, and later
     samples go nowhere: the video is published without sound, the WAV has every sample.
     """
 
@@ -80,11 +77,7 @@ class AacRecorder:
         self._grace = grace
         self._proc: ffmpeg.FFmpegProcess | None = None
         self._ending = False
-        # What is not written yet, in order: samples, or a count of silent bytes; and whether
-        # stdin is full.
-        self._queue: deque[bytes | int] = deque()
-        self._paused = False
-        self._drained: Deferred[None] | None = None
+        self._feed: Feed | None = None
 
     def write(self, pcm: bytes, silence: int = 0) -> None:
         """Whole samples, after ``silence`` samples of silence (where the video began before
@@ -93,50 +86,17 @@ class AacRecorder:
             self._start()
         if self._proc.exited:
             return
-        if silence:
-            self._queue.append(silence * SAMPLE_BYTES)
-        self._queue.append(pcm)
-        self._pay()
-
-    def _pay(self) -> None:
-        """Write what is queued until stdin is full (it pauses us) or nothing is left."""
-        while self._queue and not self._paused and not self._proc.exited:
-            item = self._queue.popleft()
-            if isinstance(item, int):
-                block = min(item, len(SILENCE_BLOCK))
-                if item > block:
-                    self._queue.appendleft(item - block)
-                item = SILENCE_BLOCK[:block]
-            self._proc.transport.write(item)
-        if self._proc.exited:
-            self._queue.clear()
-        if self._queue:
-            self._producer.pauseProducing()
-        elif self._drained is not None:
-            d, self._drained = self._drained, None
-            d.callback(None)
-
-    # The encoder's stdin pauses and resumes us; we pass it on to the client's socket, except
-    # while silence is owed.
-    def pauseProducing(self) -> None:
-        self._paused = True
-        self._producer.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        self._pay()
-        if not self._queue and not self._paused:
-            self._producer.resumeProducing()
-
-    def stopProducing(self) -> None:
-        self._producer.stopProducing()
+        blocks, rest = divmod(silence * SAMPLE_BYTES, len(SILENCE_BLOCK))
+        self._feed.push(SILENCE_BLOCK, blocks)
+        self._feed.push(SILENCE_BLOCK[:rest])
+        self._feed.push(pcm)
 
     def _start(self) -> None:
         out = os.fspath(self._store.temp_path(self._name, AAC_STREAM))
         self._proc = ffmpeg.spawn(
             self._reactor, self._executable, encoder_args(out), f"{self._name} (audio track)"
         )
-        self._proc.transport.registerProducer(self, True)
+        self._feed = Feed(self._proc, self._producer)
         self._proc.ended.addCallback(self._ended_early)
 
     def _ended_early(self, result: FFmpegResult) -> FFmpegResult:
@@ -157,10 +117,7 @@ class AacRecorder:
             return None
         reported = self._proc.exited
         self._ending = True
-        if self._queue and not self._proc.exited:
-            self._drained = Deferred()
-            self._proc.ended.addCallback(lambda r: self._pay() or r)
-            yield self._drained
+        yield self._feed.drained()
         result = yield ffmpeg.end_input(self._reactor, self._proc, self._grace)
         if not result.ok:
             if not reported:

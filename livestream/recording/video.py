@@ -9,7 +9,6 @@ and with ``--mux-audio`` takes in the audio track encoded beside it (:mod:`.aac`
 from __future__ import annotations
 
 import os
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +16,10 @@ from pathlib import Path
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from livestream import jpeg
 from livestream.recording import ffmpeg, fragments
+from livestream.recording.feed import Feed
 from livestream.recording.ffmpeg import FFmpegResult
 from livestream.recording.poster import PosterPicker
 from livestream.store import AAC_STREAM, VIDEO, VIDEO_PART, VIDEO_STREAM, MediaStore
@@ -74,7 +73,6 @@ def encoder_args(settings: EncoderSettings, width: int, height: int, out: str) -
     ]  # fmt: skip
 
 
-@implementer(IPushProducer)
 class VideoRecorder:
     """Owns one session's encoder. ``producer`` is paused while ffmpeg's stdin is backed up, or
     while repeats of a frame are owed to it."""
@@ -98,13 +96,8 @@ class VideoRecorder:
         self._ending = False
         self._poster = PosterPicker(settings.fps)
         self._last: bytes | None = None
-        # Frames (and how many ticks each) not yet written, and whether stdin is full.
-        self._queue: deque[tuple[bytes, int]] = deque()
-        self._paused = False
-        self._drained: Deferred[None] | None = None
-        # Frames received, and frames given to the encoder (repeats included).
+        self._feed: Feed | None = None
         self.frames = 0
-        self.ticks = 0
         self.dropped = 0
 
     def write(self, frame: bytes, repeat: int = 0, show: bool = True) -> None:
@@ -121,9 +114,8 @@ class VideoRecorder:
         self.frames += 1
         self.repeat(repeat, self._last or frame)
         if show:
-            self._queue.append((frame, 1))
+            self._feed.push(frame)
         self._last = frame
-        self._pay()
 
     def repeat(self, count: int, frame: bytes | None = None) -> None:
         """Show the last frame ``count`` more ticks (``--timing capture`` fills gaps this way).
@@ -131,51 +123,14 @@ class VideoRecorder:
         Frames are queued and written as ffmpeg's stdin drains, with the client's socket
         paused while any wait: a long gap filled with repeats costs no memory."""
         frame = frame or self._last
-        if frame is None or count <= 0 or self._proc is None or self._proc.exited:
-            return
-        self._queue.append((frame, count))
-        self._pay()
-
-    def _pay(self) -> None:
-        """Write queued frames until ffmpeg's stdin is full (it pauses us) or none is left."""
-        transport = self._proc.transport
-        while self._queue and not self._paused and not self._proc.exited:
-            frame, count = self._queue[0]
-            n = min(count, REPEAT_BATCH)
-            if n == count:
-                self._queue.popleft()
-            else:
-                self._queue[0] = (frame, count - n)
-            self.ticks += n
-            transport.write(frame * n if n > 1 else frame)
-        if self._proc.exited:
-            self._queue.clear()
-        if self._queue:
-            self._producer.pauseProducing()
-        elif self._drained is not None:
-            d, self._drained = self._drained, None
-            d.callback(None)
-
-    # The encoder's stdin pauses and resumes us; we pass it on to the client's socket, except
-    # while repeats are owed.
-    def pauseProducing(self) -> None:
-        self._paused = True
-        self._producer.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        self._pay()
-        if not self._queue and not self._paused:
-            self._producer.resumeProducing()
-
-    def stopProducing(self) -> None:
-        self._producer.stopProducing()
+        if frame is not None and self._feed is not None:
+            self._feed.push(frame, count)
 
     def _start(self, width: int, height: int) -> None:
         out = self._store.temp_path(self._name, VIDEO_STREAM)
         args = encoder_args(self._settings, width, height, os.fspath(out))
         self._proc = ffmpeg.spawn(self._reactor, self._settings.ffmpeg, args, self._name)
-        self._proc.transport.registerProducer(self, True)
+        self._feed = Feed(self._proc, self._producer, REPEAT_BATCH)
         self._proc.ended.addCallback(self._ended_early)
         _log.info(
             "encoding {name}: {width}x{height} at {fps} fps",
@@ -199,10 +154,7 @@ class VideoRecorder:
             return None
         reported = self._proc.exited  # a mid-stream death was reported when it happened
         self._ending = True
-        if self._queue and not self._proc.exited:
-            self._drained = Deferred()
-            self._proc.ended.addCallback(lambda r: self._pay() or r)
-            yield self._drained
+        yield self._feed.drained()
         result = yield ffmpeg.end_input(self._reactor, self._proc, self._settings.grace)
         if not result.ok and not reported:
             _log.error("encoder for {name}: {why}", name=self._name, why=result.describe())
