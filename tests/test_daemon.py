@@ -7,6 +7,7 @@ errors. Outputs are checked by decoding them, never by trusting the daemon's rep
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -130,12 +131,19 @@ async def stop(daemon: Daemon) -> None:
 
 
 async def refuses(port: int) -> bool:
-    """True if a TCP connection to ``port`` is refused: nothing listens there."""
+    """True if a TCP connection to ``port`` is refused: nothing listens there.
+
+    A reset while connecting counts too: the listening socket closed with this connection still
+    in its accept queue."""
     try:
         proto = await TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=5).connect(
             Factory.forProtocol(Protocol)
         )
     except error.ConnectionRefusedError:
+        return True
+    except error.ConnectError as e:
+        if e.osError != errno.ECONNRESET:
+            raise
         return True
     proto.transport.abortConnection()
     return False
