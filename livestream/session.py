@@ -215,9 +215,9 @@ class Session:
         return previous
 
     def _write_video(self, frame: bytes, source: float, arrival: float) -> None:
-        jpeg.frame_size(frame)  # refused before it moves the timeline
+        size = jpeg.frame_size(frame)  # refused before it moves the timeline
         placed = self._timeline.video(source, arrival)
-        self._video.write(frame, placed.repeat, placed.show)
+        self._video.write(frame, size, placed.repeat, placed.show)
 
     def _write_audio(self, pcm: bytes, source: float, arrival: float) -> None:
         written = self._audio.write(pcm)

@@ -54,8 +54,9 @@ class AacRecorder:
     """Owns one session's audio-track encoder, started by the first samples it is given.
 
     ``producer`` is paused while the encoder's stdin is backed up, or while silence is owed to
-    it. If the encoder dies, the track is dropped (its file removed at :meth:`finish`), ``on_failure`` is told, and later
-    samples go nowhere: the video is published without sound, the WAV has every sample.
+    it. If the encoder dies, the track is dropped (its file removed at :meth:`finish`),
+    ``on_failure`` is told, and later samples go nowhere: the video is published without sound,
+    the WAV has every sample.
     """
 
     def __init__(

@@ -17,7 +17,6 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 
-from livestream import jpeg
 from livestream.recording import ffmpeg, fragments
 from livestream.recording.feed import Feed
 from livestream.recording.ffmpeg import FFmpegResult
@@ -100,11 +99,15 @@ class VideoRecorder:
         self.frames = 0
         self.dropped = 0
 
-    def write(self, frame: bytes, repeat: int = 0, show: bool = True) -> None:
+    def write(
+        self, frame: bytes, size: tuple[int, int], repeat: int = 0, show: bool = True
+    ) -> None:
         """Queue one JPEG for the encoder, after ``repeat`` copies of the previous frame (or of
         this one, if it is the first); one not shown only becomes the frame later repeats show.
-        Raises :class:`jpeg.NotAJPEG` for anything that is not a JPEG."""
-        width, height = jpeg.frame_size(frame)
+
+        ``size`` is what :func:`livestream.jpeg.frame_size` found when the session checked the
+        frame: parsing its headers once per frame is enough."""
+        width, height = size
         if self._proc is None:
             self._start(width, height)
         if self._proc.exited:
