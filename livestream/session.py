@@ -68,6 +68,15 @@ class Outcome:
     failed: bool
     # Everything the client streamed that was accepted, video and audio.
     bytes: int = 0
+    # An encoder stopped mid-session (the client was told then); what it wrote is kept.
+    encoder_failed: bool = False
+
+    @property
+    def result(self) -> str:
+        """In one word, for the log line that ends the session and the webhook that tells of it."""
+        if self.failed:
+            return "finalize_failed"
+        return "encoder_failed" if self.encoder_failed else "ok"
 
 
 def _seq_or_none(seq: int) -> int | None:
@@ -324,12 +333,6 @@ class Session:
             "the audio track's encoder stopped; the video goes on without sound, the WAV has all",
         )
 
-    def _result(self, failed: bool) -> str:
-        """The session's result in one word, for the log line that ends it."""
-        if failed:
-            return "finalize_failed"
-        return "encoder_failed" if self._encoder_broke else "ok"
-
     async def _finalize(self) -> None:
         if self._time_up.active():
             self._time_up.cancel()
@@ -363,13 +366,14 @@ class Session:
             self._audio.bytes,
             failed,
             self.bytes,
+            self._encoder_broke,
         )
         self._store.release(self.name)
         _log.info(
             "session {id!r} from {peer} ended ({reason}, {result}) after {seconds:.1f}s: "
             "{frames} frames, {samples} samples, {bytes} bytes -> video={video} audio={audio}",
             session_event="ended", id=self.client_id, peer=self.peer, name=self.name,
-            reason=outcome.reason, result=self._result(failed),
+            reason=outcome.reason, result=outcome.result,
             seconds=self._reactor.seconds() - self.started, frames=outcome.frames,
             samples=outcome.audio_bytes // 2, audio_bytes=outcome.audio_bytes,
             bytes=outcome.bytes, video=video, audio=audio,

@@ -31,7 +31,6 @@ from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from livestream.events import (
-    EncoderFailed,
     Event,
     Events,
     Recovered,
@@ -141,7 +140,6 @@ class Webhooks(Service):
         self._pending: dict[Path, _Pending] = {}
         self._preparing = 0
         self._live: set[str] = set()
-        self._encoder_failed: set[str] = set()
         self._http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
         # Set once stopping has given up on delivering: what is queued after waits on disk.
         self._closed = True
@@ -220,13 +218,8 @@ class Webhooks(Service):
             case SessionStarted():
                 self._live.add(event.name)
                 return _Draft(STARTED, _session_fields(event))
-            case EncoderFailed():
-                self._encoder_failed.add(event.name)
-                return None
             case SessionEnded(outcome=outcome):
                 self._live.discard(event.name)
-                encoder_failed = event.name in self._encoder_failed
-                self._encoder_failed.discard(event.name)
                 fields = {
                     **_session_fields(event),
                     "reason": outcome.reason,
@@ -234,9 +227,9 @@ class Webhooks(Service):
                     "bytes": outcome.bytes,
                 }
                 kind = COMPLETED
-                if outcome.failed or encoder_failed:
+                if outcome.result != "ok":
                     kind = FAILED
-                    fields["error"] = "finalize_failed" if outcome.failed else "encoder_failed"
+                    fields["error"] = outcome.result
                 draft = _Draft(kind, fields)
                 if outcome.video:
                     draft.files.append(_FileRef(VIDEO, self._store.dir(VIDEO) / outcome.video,
