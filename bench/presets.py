@@ -66,7 +66,7 @@ def encode(exe: str, frames: list[Path], preset: str, extra: list[str], out: Pat
 
 
 def frames_size(exe: str, frame: Path) -> str:
-    from livestream import jpeg
+    from livestream.wire import jpeg
 
     width, height = jpeg.frame_size(frame.read_bytes())
     return f"{width}x{height}"

@@ -420,10 +420,10 @@ async def start_server(
     ``access`` is the who-may-connect policy (default: open), ``listen`` the endpoint with the
     port left as ``{port}``; ``webhooks`` and ``retention`` go to the Config, ``store`` is an
     objectstore.Location to upload recordings to; the other overrides go to its Limits."""
-    from livestream.access import OPEN
-    from livestream.limits import Limits
-    from livestream.options import Config
-    from livestream.service import build
+    from livestream.auth.access import OPEN
+    from livestream.daemon.options import Config
+    from livestream.daemon.service import build
+    from livestream.sessions.limits import Limits
 
     port = free_port()
     config = Config(

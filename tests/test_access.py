@@ -12,11 +12,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from livestream.access import Access, Refused, origin_key, select_subprotocol
-from livestream.auth import Verifier, mint
-from livestream.messages import ProtocolError
-from livestream.options import Options
-from livestream.web import _access_log_line
+from livestream.auth.access import Access, Refused, origin_key, select_subprotocol
+from livestream.auth.tokens import Verifier, mint
+from livestream.daemon.options import Options
+from livestream.web.app import _access_log_line
+from livestream.wire.messages import ProtocolError
 
 SECRET = b"0123456789abcdef0123456789abcdef-unit"
 

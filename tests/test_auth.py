@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from twisted.trial.unittest import SynchronousTestCase
 
-from livestream.auth import (
+from livestream.auth.tokens import (
     LEEWAY,
     MAX_TOKEN_LENGTH,
     Grant,

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from livestream.access import Access, origin_key
-from livestream.auth import Verifier, mint
+from livestream.auth.access import Access, origin_key
+from livestream.auth.tokens import Verifier, mint
 from tests.support import (
     CLOSE_MSG,
     HandshakeRefused,

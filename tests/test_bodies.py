@@ -10,9 +10,9 @@ from pathlib import Path
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from livestream.access import Access
-from livestream.auth import Verifier
-from livestream.bodies import MAX_BODY
+from livestream.auth.access import Access
+from livestream.auth.tokens import Verifier
+from livestream.web.bodies import MAX_BODY
 from tests.support import start_server
 
 SECRET = b"0123456789abcdef0123456789abcdef-bodies"

@@ -21,9 +21,9 @@ from twisted.internet.task import LoopingCall
 from twisted.internet.threads import blockingCallFromThread, deferToThread
 from twisted.trial.unittest import TestCase
 
-from livestream.access import Access
-from livestream.auth import Verifier, mint
-from livestream.session import DISCONNECT
+from livestream.auth.access import Access
+from livestream.auth.tokens import Verifier, mint
+from livestream.sessions.outcome import DISCONNECT
 from tests.support import (
     CLOSE_MSG,
     ROOT,

@@ -16,10 +16,10 @@ from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
 
-from livestream.library import LISTING_TTL
-from livestream.objectfile import CHUNK, parse_range
-from livestream.objectstore import Location
-from livestream.retention import RetentionPolicy
+from livestream.bucket.library import LISTING_TTL
+from livestream.bucket.objectstore import Location
+from livestream.ops.retention import RetentionPolicy
+from livestream.web.objectfile import CHUNK, parse_range
 from tests.s3 import S3Server
 from tests.support import get_json, jpeg_frames, pcm, record, sleep, start_server
 from tests.test_http_api import raw

@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from livestream.events import ErrorSent, Events, SessionStarted
+from livestream.sessions.events import ErrorSent, Events, SessionStarted
 
 
 class EventsTests(SynchronousTestCase):

@@ -10,9 +10,9 @@ from pathlib import Path
 from twisted.internet import reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from livestream.library.tree import VIDEO_STREAM, MediaStore
 from livestream.recording import fragments, video
 from livestream.recording.video import EncoderSettings, encoder_args
-from livestream.store import VIDEO_STREAM, MediaStore
 
 from .support import ffmpeg_exe, jpeg_frames, video_facts
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from livestream.access import Access
-from livestream.auth import Verifier
+from livestream.auth.access import Access
+from livestream.auth.tokens import Verifier
 from tests.support import start_server
 from tests.test_bodies import exchange
 

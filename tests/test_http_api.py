@@ -17,10 +17,10 @@ from twisted.internet.protocol import Protocol
 from twisted.trial import unittest
 from twisted.web.client import HTTPConnectionPool
 
-from livestream.access import Access
-from livestream.auth import Verifier, mint
+from livestream.auth.access import Access
+from livestream.auth.tokens import Verifier, mint
+from livestream.library.tree import TEMP, VIDEO_STREAM
 from livestream.recording.audio import SAMPLE_RATE
-from livestream.store import TEMP, VIDEO_STREAM
 from tests.support import (
     CLOSE_MSG,
     connect_msg,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
-from livestream.mediainfo import UNKNOWN, Info, InfoCache, mp4_info, wav_info
+from livestream.library.mediainfo import UNKNOWN, Info, InfoCache, mp4_info, wav_info
 from livestream.recording.audio import SAMPLE_RATE, wav_header
 from livestream.recording.fragments import trim
 from livestream.recording.video import EncoderSettings, encoder_args

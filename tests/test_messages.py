@@ -7,8 +7,8 @@ import json
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from livestream import messages
-from livestream.messages import (
+from livestream.wire import messages
+from livestream.wire.messages import (
     MAX_ID_LENGTH,
     MAX_TOKEN_LENGTH,
     Close,

@@ -7,12 +7,18 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from livestream.access import Access
-from livestream.auth import Verifier, mint
-from livestream.events import EncoderFailed, Events, Recovered, SessionEnded, SessionStarted
-from livestream.metrics import Metrics
+from livestream.auth.access import Access
+from livestream.auth.tokens import Verifier, mint
+from livestream.ops.metrics import Metrics
 from livestream.recording.ffmpeg import FFmpegResult
-from livestream.session import Outcome
+from livestream.sessions.events import (
+    EncoderFailed,
+    Events,
+    Recovered,
+    SessionEnded,
+    SessionStarted,
+)
+from livestream.sessions.outcome import Outcome
 from tests.support import (
     CLOSE_MSG,
     connect_msg,

@@ -19,10 +19,10 @@ from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import SkipTest, TestCase
 
-from livestream.events import Events
-from livestream.objectstore import MULTIPART_THRESHOLD, PART_SIZE, Location, MiB, ObjectStore
-from livestream.store import MediaStore
-from livestream.uploader import Uploader
+from livestream.bucket.objectstore import MULTIPART_THRESHOLD, PART_SIZE, Location, MiB, ObjectStore
+from livestream.bucket.uploader import Uploader
+from livestream.library.tree import MediaStore
+from livestream.sessions.events import Events
 from tests.s3 import S3Server
 from tests.support import sleep, start_server
 from tests.test_uploads import PREFIX, until, wav_bytes

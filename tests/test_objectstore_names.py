@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from livestream.objectstore import Location, default_node, is_node_name, parse_location
-from livestream.options import Options
+from livestream.bucket.objectstore import Location, default_node, is_node_name, parse_location
+from livestream.daemon.options import Options
 
 
 def parse(*argv: str) -> Options:

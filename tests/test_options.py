@@ -7,11 +7,11 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from livestream.limits import Limits
-from livestream.options import DEFAULT_LISTEN, Options
+from livestream.daemon.options import DEFAULT_LISTEN, Options
+from livestream.ops.retention import RetentionPolicy
+from livestream.ops.webhooks import WebhookSettings
 from livestream.recording import ffmpeg
-from livestream.retention import RetentionPolicy
-from livestream.webhooks import WebhookSettings
+from livestream.sessions.limits import Limits
 
 
 def parse(*argv: str) -> Options:

@@ -14,11 +14,11 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from livestream.access import Access
-from livestream.auth import Verifier, mint
-from livestream.live import AUDIO, MAX_HELD_AUDIO, VIDEO, ViewerProtocol
-from livestream.messages import MediaKind
-from livestream.page import STATIC
+from livestream.auth.access import Access
+from livestream.auth.tokens import Verifier, mint
+from livestream.web.live import AUDIO, MAX_HELD_AUDIO, VIDEO, ViewerProtocol
+from livestream.web.page import STATIC
+from livestream.wire.messages import MediaKind
 from tests.support import (
     CLOSE_MSG,
     HandshakeRefused,

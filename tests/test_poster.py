@@ -6,8 +6,8 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
+from livestream.library.tree import POSTERS, VIDEO, MediaStore
 from livestream.recording.poster import PosterPicker
-from livestream.store import POSTERS, VIDEO, MediaStore
 
 
 class PickerTests(unittest.TestCase):

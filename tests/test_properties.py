@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from livestream import jpeg
-from livestream.messages import Close, Connect, ProtocolError, Stream, parse_binary, parse_text
-from livestream.store import is_recording_name, safe_stem
+from livestream.library.tree import is_recording_name, safe_stem
+from livestream.wire import jpeg
+from livestream.wire.messages import Close, Connect, ProtocolError, Stream, parse_binary, parse_text
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),

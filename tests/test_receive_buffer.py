@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from livestream.protocol import RECEIVE_BUFFER, _cap_receive_buffer
+from livestream.web.protocol import RECEIVE_BUFFER, _cap_receive_buffer
 
 
 class ReceiveBufferTests(SynchronousTestCase):

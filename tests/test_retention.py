@@ -9,8 +9,8 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from livestream.retention import AGE, FREE, TOTAL, Finished, Retention, RetentionPolicy, plan
-from livestream.store import MediaStore
+from livestream.library.tree import MediaStore
+from livestream.ops.retention import AGE, FREE, TOTAL, Finished, Retention, RetentionPolicy, plan
 from tests.support import get_json, pcm, record, start_server
 
 DAY = 86400

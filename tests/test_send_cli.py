@@ -21,13 +21,13 @@ from twisted.internet.task import Clock
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from livestream.access import Access
-from livestream.auth import Verifier, mint
-from livestream.jpeg import NotAJPEG
-from livestream.send.outbox import AUDIO, VIDEO, Outbox
-from livestream.send.source import BYTES_PER_SECOND, Source
-from livestream.send.split import JPEGSplitter, PCMChunker
-from livestream.session import DISCONNECT
+from livestream.auth.access import Access
+from livestream.auth.tokens import Verifier, mint
+from livestream.cli.send.outbox import AUDIO, VIDEO, Outbox
+from livestream.cli.send.source import BYTES_PER_SECOND, Source
+from livestream.cli.send.split import JPEGSplitter, PCMChunker
+from livestream.sessions.outcome import DISCONNECT
+from livestream.wire.jpeg import NotAJPEG
 from tests import support
 from tests.support import (
     ffmpeg_exe,
@@ -260,7 +260,7 @@ class SourceArgsTests(SynchronousTestCase):
         setup = configparser.ConfigParser()
         setup.read(support.ROOT / "setup.cfg")
         scripts = setup["options.entry_points"]["console_scripts"].split("\n")
-        self.assertIn("livestream-send = livestream.send_cli:main", scripts)
+        self.assertIn("livestream-send = livestream.cli.send.main:main", scripts)
 
 
 def tone(seconds: float) -> bytes:
@@ -298,10 +298,10 @@ class SendTests(TestCase):
         return port
 
     async def send(self, *argv: str, env: dict[str, str] | None = None):
-        """Run ``python -m livestream.send_cli``; return (exit status, stdout, stderr, seconds)."""
+        """Run ``python -m livestream.cli.send.main``; return (exit status, stdout, stderr, seconds)."""
         started = time.monotonic()
         out, err, code = await getProcessOutputAndValue(
-            sys.executable, ["-m", "livestream.send_cli", *argv],
+            sys.executable, ["-m", "livestream.cli.send.main", *argv],
             env=dict(os.environ, PYTHONPATH=os.fspath(support.ROOT), **(env or {})),
             reactor=reactor,
         )  # fmt: skip
@@ -421,7 +421,7 @@ class SendTests(TestCase):
         the session is closed, and the names printed, with status 0."""
         port = await self.serve()
         done = Collect()
-        argv = [sys.executable, "-m", "livestream.send_cli", f"ws://127.0.0.1:{port}/",
+        argv = [sys.executable, "-m", "livestream.cli.send.main", f"ws://127.0.0.1:{port}/",
                 "--test-pattern", "--fps", "10", "--size", "320x240"]  # fmt: skip
         reactor.spawnProcess(done, sys.executable, argv,
                              env=dict(os.environ, PYTHONPATH=os.fspath(support.ROOT)))  # fmt: skip
@@ -471,7 +471,7 @@ class ResumeTests(TestCase):
     def start(self, *argv: str) -> Collect:
         """Stream the test pattern for SECONDS in real time, in a subprocess."""
         done = Collect()
-        command = [sys.executable, "-m", "livestream.send_cli", f"ws://127.0.0.1:{self.port}/",
+        command = [sys.executable, "-m", "livestream.cli.send.main", f"ws://127.0.0.1:{self.port}/",
                    "--test-pattern", "--duration", f"{self.SECONDS:g}", "--fps", str(self.FPS),
                    "--size", "320x240", "--id", "fragile", "--ffmpeg", ffmpeg_exe(),
                    *argv]  # fmt: skip

@@ -12,11 +12,7 @@ from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from livestream.messages import MediaKind, ProtocolError
-from livestream.recording.aac import SILENCE_BLOCK
-from livestream.recording.video import EncoderSettings
-from livestream.session import CLOSE, DISCONNECT, SHUTDOWN, Session, SessionLimits
-from livestream.store import (
+from livestream.library.tree import (
     AAC_STREAM,
     AUDIO,
     AUDIO_STREAM,
@@ -25,6 +21,11 @@ from livestream.store import (
     VIDEO_STREAM,
     MediaStore,
 )
+from livestream.recording.aac import SILENCE_BLOCK
+from livestream.recording.video import EncoderSettings
+from livestream.sessions.outcome import CLOSE, DISCONNECT, SHUTDOWN
+from livestream.sessions.session import Session, SessionLimits
+from livestream.wire.messages import MediaKind, ProtocolError
 from tests.support import jpeg_frames, pcm
 from tests.test_ffmpeg import ProcessReactor
 
@@ -469,7 +470,7 @@ class GrantLimitTests(SynchronousTestCase):
     """A token's max_seconds/max_bytes tighten the daemon's limits, never loosen them."""
 
     def test_tighter_of_both(self) -> None:
-        from livestream.auth import Grant
+        from livestream.auth.tokens import Grant
 
         daemon = SessionLimits(max_seconds=100.0, max_bytes=1000)
         self.assertEqual(daemon.within(None), daemon)

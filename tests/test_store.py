@@ -7,7 +7,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from livestream.store import (
+from livestream.library.tree import (
     AUDIO,
     AUDIO_STREAM,
     MAX_STEM_LENGTH,

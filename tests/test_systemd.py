@@ -24,7 +24,7 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
-from livestream.notify import STATUS_INTERVAL, Notifier, SystemdNotify, watchdog_interval
+from livestream.ops.notify import STATUS_INTERVAL, Notifier, SystemdNotify, watchdog_interval
 from tests import support
 from tests.support import (
     CLOSE_MSG,

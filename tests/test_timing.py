@@ -9,7 +9,7 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from livestream.timing import (
+from livestream.recording.timing import (
     MAX_SLEW,
     SAMPLE_RATE,
     CaptureTimeline,

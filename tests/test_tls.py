@@ -19,8 +19,8 @@ from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 
-from livestream.access import Access
-from livestream.auth import Verifier, mint
+from livestream.auth.access import Access
+from livestream.auth.tokens import Verifier, mint
 from tests.support import (
     CLOSE_MSG,
     HandshakeRefused,

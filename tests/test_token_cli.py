@@ -14,8 +14,8 @@ from pathlib import Path
 import jwt
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from livestream.auth import Grant, Verifier, read_secret
-from livestream.token_cli import main
+from livestream.auth.tokens import Grant, Verifier, read_secret
+from livestream.cli.token import main
 from tests import support
 from tests.support import CLOSE_MSG, Daemon, connect_msg, get, jpeg_frames, open_client, stream_msg
 from tests.test_daemon import ended, stop
@@ -98,7 +98,7 @@ class MintTests(SynchronousTestCase):
         setup = configparser.ConfigParser()
         setup.read(support.ROOT / "setup.cfg")
         scripts = setup["options.entry_points"]["console_scripts"].split("\n")
-        self.assertIn("livestream-token = livestream.token_cli:main", scripts)
+        self.assertIn("livestream-token = livestream.cli.token:main", scripts)
 
 
 class OperatorTests(TestCase):
@@ -116,7 +116,7 @@ class OperatorTests(TestCase):
         daemon.start()
         self.addCleanup(stop, daemon)
         minted = subprocess.run(
-            [sys.executable, "-m", "livestream.token_cli", "--secret-file", os.fspath(secret),
+            [sys.executable, "-m", "livestream.cli.token", "--secret-file", os.fspath(secret),
              "--scope", "publish read", "--id", "cam-*"],
             env=dict(os.environ, PYTHONPATH=os.fspath(support.ROOT)),
             capture_output=True, check=True, timeout=30,

@@ -12,8 +12,8 @@ from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from livestream.objectstore import Location
-from livestream.uploader import collision_names
+from livestream.bucket.objectstore import Location
+from livestream.bucket.uploader import collision_names
 from tests.s3 import S3Server
 from tests.support import (
     jpeg_frames,
@@ -54,7 +54,7 @@ class CollisionNamesTests(SynchronousTestCase):
         )
 
     def test_stem_stays_bounded(self) -> None:
-        from livestream.store import is_recording_name
+        from livestream.library.tree import is_recording_name
 
         long = "x" * 64 + "_1700000000000"
         for name in list(collision_names(long, "n" * 32))[:3]:

@@ -12,10 +12,10 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from livestream.access import OPEN
-from livestream.page import Page
-from livestream.store import MediaStore
-from livestream.web import make_site
+from livestream.auth.access import OPEN
+from livestream.library.tree import MediaStore
+from livestream.web.app import make_site
+from livestream.web.page import Page
 from tests.support import pcm, record, start_server
 from tests.test_bodies import exchange, status_and_document
 from tests.test_http_api import raw

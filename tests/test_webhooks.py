@@ -15,9 +15,9 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from livestream.events import Events, Recovered
-from livestream.store import MediaStore
-from livestream.webhooks import MAX_RETRY, Webhooks, WebhookSettings, retry_delay, sign
+from livestream.library.tree import MediaStore
+from livestream.ops.webhooks import MAX_RETRY, Webhooks, WebhookSettings, retry_delay, sign
+from livestream.sessions.events import Events, Recovered
 from tests.support import (
     CLOSE_MSG,
     free_port,

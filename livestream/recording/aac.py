@@ -21,11 +21,11 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 
+from livestream.library.tree import AAC_STREAM, MediaStore
 from livestream.recording import ffmpeg
 from livestream.recording.audio import CHANNELS, SAMPLE_BYTES, SAMPLE_RATE
 from livestream.recording.feed import Feed
 from livestream.recording.ffmpeg import FFmpegResult
-from livestream.store import AAC_STREAM, MediaStore
 
 _log = Logger()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from twisted.logger import Logger
 
-from livestream.store import AUDIO, AUDIO_STREAM, MediaStore
+from livestream.library.tree import AUDIO, AUDIO_STREAM, MediaStore
 
 _log = Logger()
 

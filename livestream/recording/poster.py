@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from twisted.logger import Logger
 
-from livestream.store import MediaStore
+from livestream.library.tree import MediaStore
 
 _log = Logger()
 

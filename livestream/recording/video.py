@@ -17,11 +17,11 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 
+from livestream.library.tree import AAC_STREAM, VIDEO, VIDEO_PART, VIDEO_STREAM, MediaStore
 from livestream.recording import ffmpeg, fragments
 from livestream.recording.feed import Feed
 from livestream.recording.ffmpeg import FFmpegResult
 from livestream.recording.poster import PosterPicker
-from livestream.store import AAC_STREAM, VIDEO, VIDEO_PART, VIDEO_STREAM, MediaStore
 
 _log = Logger()
 
@@ -36,7 +36,7 @@ class EncoderSettings:
     # How long ffmpeg may take to finish after its input ends before it is signalled.
     grace: float = 30.0
     # ``frames``: one output frame per received frame; ``capture``: frames placed by their
-    # capture time (livestream.timing).
+    # capture time (livestream.recording.timing).
     timing: str = "frames"
     # Also encode the session's audio (AAC, by an encoder of its own) into the MP4.
     mux_audio: bool = False
@@ -105,7 +105,7 @@ class VideoRecorder:
         """Queue one JPEG for the encoder, after ``repeat`` copies of the previous frame (or of
         this one, if it is the first); one not shown only becomes the frame later repeats show.
 
-        ``size`` is what :func:`livestream.jpeg.frame_size` found when the session checked the
+        ``size`` is what :func:`livestream.wire.jpeg.frame_size` found when the session checked the
         frame: parsing its headers once per frame is enough."""
         width, height = size
         if self._proc is None:

@@ -4,7 +4,7 @@ from twisted.application.service import ServiceMaker
 
 livestream = ServiceMaker(
     "livestream",
-    "livestream.service",
+    "livestream.daemon.service",
     "Record live WebSocket audio/video streams into MP4 and WAV files",
     "livestream",
 )

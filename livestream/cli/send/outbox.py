@@ -1,0 +1,222 @@
+"""Frames and audio chunks between the source and the socket: when each may leave, how much may
+wait, and what is kept until the server has it.
+
+Each item carries its media time (frame n at n/fps, audio at its byte offset) and a sequence
+number per source. In real time an item leaves at the start plus its media time, so the server
+sees a live stream; fast, it leaves as soon as the socket takes it. Either way the socket's
+transport pauses the outbox (it is the transport's streaming producer) while its buffer is full,
+and the outbox pauses the source while it holds more than ``high`` bytes, so memory stays
+bounded whatever the length of the source.
+
+With ``keep`` (the server offered resume) what was sent stays here until an ``ACK`` covers it,
+and is sent again, in order, over a resumed connection. At most ``keep_seconds`` of media are
+kept: past that nothing more is sent until an ``ACK`` comes, so the queue fills and the source
+is paused; nothing is dropped.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from zope.interface import implementer
+
+from livestream.cli.send.source import BYTES_PER_SECOND
+
+VIDEO = "VIDEO"
+AUDIO = "AUDIO"
+KEEP_SECONDS = 30.0
+
+# Sends one chunk: kind, seq, captureTime (ms), the chunk; False if the connection cannot take it.
+Send = Callable[[str, int, float, bytes], bool]
+
+
+class Pausable(Protocol):
+    def pauseProducing(self) -> None: ...
+    def resumeProducing(self) -> None: ...
+
+
+@implementer(IPushProducer)
+class Outbox:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        send: Send,
+        fps: int,
+        *,
+        realtime: bool,
+        keep: bool = False,
+        keep_seconds: float = KEEP_SECONDS,
+        high: int = 4 * 1024 * 1024,
+        low: int = 1024 * 1024,
+    ) -> None:
+        self._clock = clock
+        self._send = send
+        self._fps = fps
+        self._realtime = realtime
+        self._keep = keep
+        self._keep_seconds = keep_seconds
+        self._high = high
+        self._low = low
+        # captureTime is the media time on this epoch: exact, since the source's timestamps are.
+        self._start = clock.seconds()
+        # Items waiting to leave, per source: (media time, seq, chunk).
+        self._queues: dict[str, deque[tuple[float, int, bytes]]] = {
+            VIDEO: deque(), AUDIO: deque()
+        }  # fmt: skip
+        self._added = {VIDEO: 0, AUDIO: 0}  # frames, audio bytes: the next item's media time
+        self._seq = {VIDEO: 0, AUDIO: 0}
+        self._sent = {VIDEO: -1, AUDIO: -1}  # the highest seq sent per source
+        # Sent and not yet acknowledged, in the order sent: (media time, kind, seq, chunk).
+        self._kept: deque[tuple[float, str, int, bytes]] = deque()
+        self._timer: IDelayedCall | None = None
+        self._socket_paused = False
+        self._source: Pausable | None = None
+        self._source_paused = False
+        self._source_done = False
+        self._stopped = False
+        self._drained: list[Deferred[None]] = []
+        self.queued = 0
+        self.frames = 0
+        self.audio_bytes = 0
+        self.resent = 0
+
+    def attach(self, source: Pausable) -> None:
+        """The producer to pause while too much waits here (the source's process transport)."""
+        self._source = source
+        self._throttle()
+
+    def frame(self, jpeg: bytes) -> None:
+        self._add(VIDEO, self._added[VIDEO] / self._fps, jpeg)
+        self._added[VIDEO] += 1
+
+    def audio(self, pcm: bytes) -> None:
+        self._add(AUDIO, self._added[AUDIO] / BYTES_PER_SECOND, pcm)
+        self._added[AUDIO] += len(pcm)
+
+    def source_done(self) -> None:
+        """Nothing more will be added."""
+        self._source_done = True
+        self._pump()
+
+    def drained(self) -> Deferred[None]:
+        """Fires once the source is done and all of it has been sent (maybe not acknowledged);
+        again after a resume has sent what was not."""
+        d: Deferred[None] = Deferred()
+        self._drained.append(d)
+        self._pump()
+        return d
+
+    def hurry(self) -> None:
+        """From now on send as fast as the socket takes it (the user wants to stop: what was
+        read is sent at once, not over the seconds it would take in real time)."""
+        self._realtime = False
+        self._pump()
+
+    def acknowledge(self, video: int | None, audio: int | None) -> None:
+        """An ``ACK``: everything up to these sequence numbers is in the recording."""
+        safe = {VIDEO: -1 if video is None else video, AUDIO: -1 if audio is None else audio}
+        self._kept = deque(item for item in self._kept if item[2] > safe[item[1]])
+        self._pump()
+
+    def resend(self) -> None:
+        """A resumed connection (after :meth:`acknowledge` with its first ``ACK``): send what
+        the server has not acknowledged again, first and in order, then go on."""
+        for kind, queue in self._queues.items():
+            again = [(at, seq, data) for at, k, seq, data in self._kept if k == kind]
+            queue.extendleft(reversed(again))
+            self.queued += sum(len(data) for _, _, data in again)
+        self._kept.clear()
+        self._socket_paused = False
+        self._pump()
+
+    def _add(self, kind: str, at: float, data: bytes) -> None:
+        if self._stopped:
+            return
+        self._queues[kind].append((at, self._seq[kind], data))
+        self._seq[kind] += 1
+        self.queued += len(data)
+        self._throttle()
+        # It may be due before the item the timer waits for (audio between two frames).
+        self._pump()
+
+    def _pump(self) -> None:
+        # Called by the timer, or before it is due (something came that may go earlier).
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        while not self._socket_paused and not self._stopped:
+            heads = [(q[0][0], kind) for kind, q in self._queues.items() if q]
+            if not heads:
+                break
+            at, kind = min(heads)
+            if self._realtime:
+                wait = self._start + at - self._clock.seconds()
+                if wait > 0:
+                    self._timer = self._clock.callLater(wait, self._pump)
+                    break
+            if self._kept and at - self._kept[0][0] >= self._keep_seconds:
+                break  # until an ACK lets go of the oldest
+            _, seq, data = self._queues[kind].popleft()
+            if not self._send(kind, seq, (self._start + at) * 1000, data):
+                # The connection is closing; its loss (stopProducing) follows.
+                self._queues[kind].appendleft((at, seq, data))
+                self._socket_paused = True
+                break
+            self.queued -= len(data)
+            if self._keep:
+                self._kept.append((at, kind, seq, data))
+            if seq <= self._sent[kind]:
+                self.resent += 1
+                continue
+            self._sent[kind] = seq
+            if kind == VIDEO:
+                self.frames += 1
+            else:
+                self.audio_bytes += len(data)
+        self._throttle()
+        if self._source_done and not self.queued:
+            waiting, self._drained = self._drained, []
+            for d in waiting:
+                d.callback(None)
+
+    def _throttle(self) -> None:
+        if self._source is None:
+            return
+        if not self._source_paused and self.queued > self._high:
+            self._source_paused = True
+            self._source.pauseProducing()
+        elif self._source_paused and self.queued < self._low:
+            self._source_paused = False
+            self._source.resumeProducing()
+
+    # IPushProducer, for the socket's transport.
+    def pauseProducing(self) -> None:
+        self._socket_paused = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def resumeProducing(self) -> None:
+        self._socket_paused = False
+        self._pump()
+
+    def stopProducing(self) -> None:
+        """The connection is gone: send nothing more. Keeping, hold everything for a resumed
+        connection (:meth:`resend`); otherwise :meth:`discard` it."""
+        self.pauseProducing()
+        if not self._keep:
+            self.discard()
+
+    def discard(self) -> None:
+        """Nothing more can be sent: hold nothing, and let the source run to its end."""
+        self.pauseProducing()
+        self._stopped = True
+        for queue in self._queues.values():
+            queue.clear()
+        self._kept.clear()
+        self.queued = 0
+        self._throttle()

@@ -1,0 +1,211 @@
+"""``makeService``: the daemon as one MultiService, built from a :class:`Config`.
+
+Children start in order and stop in reverse, each once the one started after it has stopped:
+recovery scans ``temp/`` before anything listens, and on stop the listeners close first, then
+every live session is finalized, then the uploader waits for its uploads, then the object store's
+threads stop.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from OpenSSL import SSL
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
+
+from livestream.bucket.library import BucketLibrary
+from livestream.bucket.objectstore import ObjectStore
+from livestream.bucket.uploader import Uploader
+from livestream.bucket.watch import StoreWatch
+from livestream.daemon.options import Config, Options
+from livestream.library.tree import MediaStore
+from livestream.ops import notify
+from livestream.ops.health import Health
+from livestream.ops.metrics import Metrics
+from livestream.ops.retention import Retention
+from livestream.ops.webhooks import Webhooks
+from livestream.recording.recovery import Recovery
+from livestream.recording.video import EncoderSettings
+from livestream.sessions.events import Events
+from livestream.sessions.registry import SessionRegistry
+from livestream.sessions.session import SessionLimits
+from livestream.web.app import make_site
+from livestream.web.page import Page
+from livestream.web.protocol import RecordingFactory
+
+__all__ = ["Options", "makeService", "build"]
+
+_log = Logger()
+
+
+def makeService(options: Options) -> MultiService:
+    """twistd's entry point."""
+    from twisted.internet import reactor
+
+    return build(options.config(), reactor)
+
+
+def build(config: Config, reactor) -> MultiService:
+    store = MediaStore(config.media)
+    try:
+        store.ensure()
+    except OSError as e:
+        sys.exit(f"livestream: cannot use --media {config.media}: {e}")
+    settings = EncoderSettings(
+        ffmpeg=config.ffmpeg,
+        fps=config.fps,
+        preset=config.preset,
+        timing=config.timing,
+        mux_audio=config.mux_audio,
+    )
+    limits = config.limits
+    events = Events()
+    registry = SessionRegistry(
+        reactor,
+        settings,
+        store,
+        max_sessions=limits.max_sessions,
+        session_limits=SessionLimits(limits.max_session_seconds, limits.max_session_bytes),
+        min_free_bytes=limits.min_free_bytes,
+        events=events,
+        resume_grace=config.resume_grace,
+    )
+    webhooks = None
+    if config.webhooks.urls:
+        webhooks = Webhooks(reactor, events, store, config.webhooks, config.fps)
+    objects = uploader = watch = library = None
+    if config.store is not None:
+        objects = ObjectStore(reactor, config.store)
+        uploader = Uploader(reactor, store, objects, events, config.node, fps=config.fps,
+                            retry_max=config.upload_retry_max)  # fmt: skip
+        watch = StoreWatch(reactor, objects, uploader)
+        library = BucketLibrary(reactor, store, objects, uploader)
+    metrics = Metrics(events, lambda: registry.sessions, webhooks, watch)
+    factory = RecordingFactory(reactor, registry, limits, config.access)
+    health = Health(store, config.ffmpeg, limits.min_free_bytes, watch)
+    page = Page(lambda: registry.sessions, config.access, config.fps, config.resume_grace)
+    site = make_site(
+        store, factory, page, config.access, limits.handshake_timeout, registry=registry,
+        health=health, metrics=metrics, library=library, objects=objects, presign=config.presign,
+    )
+
+    top = _InOrder()
+    if webhooks is not None:
+        # Before recovery (its events are queued) and before the sessions: stopped after them,
+        # it still queues the events of the sessions finished at shutdown.
+        webhooks.setName("webhooks")
+        webhooks.setServiceParent(top)
+    if objects is not None and uploader is not None and watch is not None:
+        # Before recovery and the sessions: started first, stopped last, so the uploads of the
+        # recordings finished at stop get their chance, and the thread pool outlives them.
+        objects.setName("objectstore")
+        objects.setServiceParent(top)
+        uploader.setName("uploader")
+        uploader.setServiceParent(top)
+        watch.setName("storewatch")
+        watch.setServiceParent(top)
+    Recovery(reactor, store, config.ffmpeg, events).setServiceParent(top)
+    retention = Retention(
+        reactor, store, config.retention, lambda: (s.name for s in registry.sessions),
+        bucket=library,
+    )
+    retention.setName("retention")
+    retention.setServiceParent(top)
+    registry.setName("sessions")
+    registry.setServiceParent(top)
+    for description in config.listen:
+        _Listener(description, _endpoint(reactor, description), site).setServiceParent(top)
+    _Announcement(config.access.describe()).setServiceParent(top)
+    notifier = notify.Notifier.from_environment(os.environ)
+    if notifier is not None:
+        # Last: READY=1 once everything before it has started, the listeners above all.
+        notify.SystemdNotify(
+            reactor,
+            notifier,
+            notify.watchdog_interval(os.environ, os.getpid()),
+            lambda: f"{len(registry.sessions)} live sessions",
+        ).setServiceParent(top)
+    return top
+
+
+def _endpoint(reactor, description: str):
+    try:
+        endpoint = serverFromString(reactor, description)
+    except (ValueError, KeyError, TypeError) as e:
+        sys.exit(f"livestream: bad --listen {description!r}: {e}")
+    except IndexError:
+        # Only the systemd endpoint indexes a list: the sockets systemd passed, in LISTEN_FDS
+        # (Twisted also needs LISTEN_FDNAMES, which systemd 227 and later always set).
+        sys.exit(
+            f"livestream: --listen {description!r}: systemd passed no socket at that index "
+            "(started without livestream.socket?)"
+        )
+    if description.startswith("ssl:"):
+        _require_tls_callbacks(description)
+    return endpoint
+
+
+def _require_tls_callbacks(description: str) -> None:
+    """Stop at start where TLS would fail every connection: pyOpenSSL gives OpenSSL callbacks
+    (Twisted sets one per context) made in memory both writable and executable, which
+    systemd's MemoryDenyWriteExecute=yes forbids."""
+    try:
+        SSL.Context(SSL.TLS_METHOD).set_alpn_select_callback(lambda connection, offered: b"")
+    except MemoryError:
+        sys.exit(
+            f"livestream: --listen {description!r}: TLS needs memory both writable and "
+            "executable for OpenSSL's callbacks; with systemd, set MemoryDenyWriteExecute=no"
+        )
+
+
+class _InOrder(MultiService):
+    """Stops its services one after another, the last started first.
+
+    MultiService stops them all at once: the object store's thread pool stopped while the
+    uploader still waited for an upload in it, so the reactor blocked until that upload ended and
+    the uploader's next call (the HEAD that confirms it) was never answered: the stop hung."""
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        return ensureDeferred(self._stop_each())
+
+    async def _stop_each(self) -> None:
+        for service in reversed(list(self)):
+            try:
+                await maybeDeferred(service.stopService)
+            except Exception:
+                _log.failure("stopping {service}", service=service)
+
+
+class _Announcement(Service):
+    """One line, once the daemon is up, saying who may connect: an open daemon is no surprise."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def startService(self) -> None:
+        super().startService()
+        _log.info("{message}", message=self.message)
+
+
+class _Listener(StreamServerEndpointService):
+    """A listener whose failure to listen stops the daemon at start with one line."""
+
+    def __init__(self, description: str, endpoint, factory) -> None:
+        super().__init__(endpoint, factory)
+        self.description = description
+        # Fail in startService, not later in the log, when the port cannot be had.
+        self._raiseSynchronously = True
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            reason = getattr(e.socketError, "strerror", None) or e.socketError
+            raise SystemExit(f"livestream: cannot listen on {self.description}: {reason}") from None

@@ -1,0 +1,104 @@
+"""The library of finished recordings that the HTTP routes and retention act on.
+
+One interface, :class:`Library`, so the routes never ask where recordings are kept, and its
+answers (:data:`Found`, :class:`Removable`). :class:`LocalLibrary` is the media tree, as a daemon
+without a bucket has always served it; ``livestream.bucket.library`` holds the bucket's.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from twisted.internet.defer import Deferred, succeed
+
+from livestream.library.catalog import Catalog, regular_file
+from livestream.library.tree import MediaStore
+
+
+class StoreUnavailable(Exception):
+    """The bucket could not be listed or asked; what the routes answer 503 for."""
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A finished file in the media tree (a regular file, not a symlink)."""
+
+    path: Path
+    st: os.stat_result
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An object in the bucket: ``kind`` is ``video``, ``audio`` or ``posters``."""
+
+    kind: str
+    filename: str
+    size: int
+    modified: float
+
+
+Found = LocalFile | StoredObject
+
+
+@dataclass(frozen=True)
+class Removable:
+    """A finished recording as retention sees it, wherever it is kept."""
+
+    kind: str
+    name: str
+    size: int
+    modified: float
+    poster_size: int = 0
+
+
+class Library(Protocol):
+    def listing(self) -> Deferred[dict[str, list[str]]]:
+        """The seed's ``GET /recordings`` document."""
+
+    def details(self) -> Deferred[list[dict[str, object]]]:
+        """``GET /api/recordings``: every finished recording, newest first."""
+
+    def find(self, kind: str, name: str) -> Deferred[Found | None]:
+        """Where a finished recording is, or None."""
+
+    def find_poster(self, name: str) -> Deferred[Found | None]:
+        """Where the poster of video ``name`` is, or None."""
+
+    def delete(self, kind: str, name: str) -> Deferred[bool]:
+        """Remove a finished recording (and a video's poster); False if there was none."""
+
+
+class LocalLibrary:
+    """The media tree alone."""
+
+    def __init__(self, store: MediaStore) -> None:
+        self._store = store
+        self.catalog = Catalog(store)
+
+    def listing(self) -> Deferred[dict[str, list[str]]]:
+        return succeed(self._store.listing())
+
+    def details(self) -> Deferred[list[dict[str, object]]]:
+        return succeed(self.catalog.details())
+
+    def find(self, kind: str, name: str) -> Deferred[Found | None]:
+        return succeed(self.local(self._store.final_path(kind, name)))
+
+    def find_poster(self, name: str) -> Deferred[Found | None]:
+        return succeed(self.local(self._store.poster_path(name)))
+
+    def delete(self, kind: str, name: str) -> Deferred[bool]:
+        return succeed(self.delete_local(kind, name))
+
+    def delete_local(self, kind: str, name: str) -> bool:
+        if regular_file(self._store.final_path(kind, name)) is None:
+            return False
+        return self._store.delete(kind, name)
+
+    @staticmethod
+    def local(path: Path) -> LocalFile | None:
+        st = regular_file(path)
+        return LocalFile(path, st) if st is not None else None

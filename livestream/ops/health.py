@@ -1,0 +1,95 @@
+"""Is the daemon able to record? What ``GET /healthz`` answers, for a load balancer or systemd.
+
+Each check is cheap enough to run on every probe: no ffmpeg is spawned (it was run once at start,
+when it was chosen; here it must still be there and executable), the media tree is proved
+writable by making and removing one empty file in ``temp/``, and free space is one statvfs.
+
+With a bucket, its figures are added: whether it answered the last background check, and the
+uploads owed and failed. A bucket out of reach does not fail the probe: recording goes on to the
+local disk and the uploads wait, so the status is ``degraded`` (still 200) rather than ``fail``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Protocol
+
+from livestream.library.tree import TEMP, MediaStore
+
+OK = "ok"
+DEGRADED = "degraded"
+FAIL = "fail"
+
+
+class StoreFigures(Protocol):
+    reachable: bool | None
+    failures: int
+
+    @property
+    def backlog(self) -> int: ...
+
+
+class Health:
+    """``ffmpeg`` is the encoder the daemon was started with; ``min_free_bytes`` the reserve
+    below which new sessions are refused (0: no reserve)."""
+
+    def __init__(
+        self,
+        store: MediaStore,
+        ffmpeg: str,
+        min_free_bytes: int = 0,
+        objects: StoreFigures | None = None,
+    ) -> None:
+        self._store = store
+        self._ffmpeg = ffmpeg
+        self._min_free = min_free_bytes
+        self._objects = objects
+
+    def status(self) -> tuple[str, dict[str, object]]:
+        """(``ok``, ``degraded`` or ``fail``, the checks by name)."""
+        ok, checks = self.check()
+        if not ok:
+            return FAIL, checks
+        objects = self._objects
+        if objects is None:
+            return OK, checks
+        checks["store_reachable"] = objects.reachable
+        checks["upload_backlog"] = objects.backlog
+        checks["upload_failures"] = objects.failures
+        return (DEGRADED if objects.reachable is False else OK), checks
+
+    def check(self) -> tuple[bool, dict[str, object]]:
+        """(every check of the local recording path passes, the checks by name)."""
+        free = self._free_bytes()
+        checks: dict[str, object] = {
+            "ffmpeg": self._ffmpeg_usable(),
+            "media_writable": self._media_writable(),
+            "free_bytes": free,
+            "min_free_bytes": self._min_free,
+        }
+        enough = free is not None and free >= self._min_free
+        return bool(checks["ffmpeg"] and checks["media_writable"] and enough), checks
+
+    def _ffmpeg_usable(self) -> bool:
+        return shutil.which(self._ffmpeg) is not None
+
+    def _media_writable(self) -> bool:
+        # A dot-name: recovery and listings skip it if the daemon dies between the two calls.
+        try:
+            fd, path = tempfile.mkstemp(prefix=".healthz-", dir=self._store.dir(TEMP))
+        except OSError:
+            return False
+        os.close(fd)
+        try:
+            os.unlink(path)
+        except OSError:
+            return False
+        return True
+
+    def _free_bytes(self) -> int | None:
+        try:
+            return self._store.free_bytes()
+        except OSError:
+            return None

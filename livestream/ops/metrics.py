@@ -1,0 +1,211 @@
+"""``GET /metrics``: what the daemon did and is doing, in the Prometheus text format.
+
+Everything comes from the event hub and from the live sessions at scrape time; nothing here
+reaches into the recording path. Each daemon has its own ``CollectorRegistry`` (not the module
+global one), so several daemons in one process (the tests) keep separate counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+from livestream.sessions.events import (
+    EncoderFailed,
+    ErrorSent,
+    Event,
+    Events,
+    Recovered,
+    SessionEnded,
+    SessionStarted,
+)
+
+__all__ = ["CONTENT_TYPE", "Metrics"]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+# CLOSE-to-ready is about 0.1-0.3 s for any length (bench/); seconds mean something went slow.
+FINALIZE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class LiveSession(Protocol):
+    name: str
+    bytes: int
+
+    @property
+    def frames(self) -> int: ...
+
+
+class WebhookStats(Protocol):
+    delivered: int
+    failed: int
+    dropped: int
+
+    @property
+    def pending(self) -> int: ...
+
+
+class UploadStats(Protocol):
+    reachable: bool | None
+    failures: int
+    uploaded: int
+
+    @property
+    def backlog(self) -> int: ...
+
+
+class Metrics:
+    """Counts what the hub reports; ``live`` gives the sessions recording now, ``uploads`` the
+    figures of the bucket (with ``--store s3://``)."""
+
+    def __init__(
+        self,
+        events: Events,
+        live: Callable[[], Iterable[LiveSession]],
+        webhooks: WebhookStats | None = None,
+        uploads: UploadStats | None = None,
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._live = live
+        self._webhooks = webhooks
+        self._uploads = uploads
+        # Totals of finished sessions; live ones are added at scrape time, so the sum only grows.
+        self._ended_frames = 0
+        self._ended_bytes = 0
+        # Sessions that ended but are still listed as live (their client has not closed yet):
+        # already in the totals above, so not counted again.
+        self._ended_live: set[str] = set()
+        r = self.registry
+        self._started = Counter(
+            "livestream_sessions_started", "Recording sessions opened (CONNECT accepted).",
+            registry=r,
+        )  # fmt: skip
+        self._recordings = Counter(
+            "livestream_recordings", "Recordings finished and listed, by kind.", ["kind"],
+            registry=r,
+        )  # fmt: skip
+        self._finalize = Histogram(
+            "livestream_finalize_seconds",
+            "Time from a session's end (CLOSE, disconnect, limit) to its files being listed.",
+            buckets=FINALIZE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self._errors = Counter(
+            "livestream_errors", "ERROR replies sent to clients, by code.", ["code"], registry=r
+        )
+        self._encoder_failures = Counter(
+            "livestream_encoder_failures", "ffmpeg encoders that stopped before their input ended.",
+            registry=r,
+        )  # fmt: skip
+        self._finalize_failures = Counter(
+            "livestream_finalize_failures",
+            "Sessions whose files could not be finished (left for recovery at the next start).",
+            registry=r,
+        )  # fmt: skip
+        self._recoveries = Counter(
+            "livestream_recoveries", "Interrupted recordings published by recovery at start.",
+            registry=r,
+        )  # fmt: skip
+        r.register(_Sampled(self))
+        events.subscribe(self._observe)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def _observe(self, event: Event) -> None:
+        match event:
+            case SessionStarted():
+                self._started.inc()
+            case SessionEnded(outcome=outcome):
+                self._ended_frames += outcome.frames
+                self._ended_bytes += outcome.bytes
+                self._ended_live.add(event.name)
+                self._finalize.observe(event.finalize_seconds)
+                if outcome.failed:
+                    self._finalize_failures.inc()
+                for kind, published in (("video", outcome.video), ("audio", outcome.audio)):
+                    if published:
+                        self._recordings.labels(kind).inc()
+            case ErrorSent(code=code):
+                self._errors.labels(code).inc()
+            case EncoderFailed():
+                self._encoder_failures.inc()
+            case Recovered(files=files):
+                self._recoveries.inc()
+                for kind, published in files.items():
+                    if published:
+                        self._recordings.labels(kind).inc()
+
+    def _sample(self) -> Iterator[Metric]:
+        sessions = list(self._live())
+        names = {s.name for s in sessions}
+        self._ended_live &= names
+        recording = [s for s in sessions if s.name not in self._ended_live]
+        yield GaugeMetricFamily(
+            "livestream_live_sessions", "Sessions connected or being finished now.", len(sessions)
+        )
+        yield CounterMetricFamily(
+            "livestream_frames_received", "Video frames accepted (finished and live sessions).",
+            self._ended_frames + sum(s.frames for s in recording),
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "livestream_bytes_received", "Media bytes accepted, video and audio.",
+            self._ended_bytes + sum(s.bytes for s in recording),
+        )  # fmt: skip
+        yield from self._sample_uploads()
+        hooks = self._webhooks
+        if hooks is None:
+            return
+        yield CounterMetricFamily(
+            "livestream_webhook_deliveries", "Webhook events delivered (a 2xx answer).",
+            hooks.delivered,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "livestream_webhook_failures",
+            "Webhook delivery attempts that failed (non-2xx, timeout, no connection).",
+            hooks.failed,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "livestream_webhook_dropped", "Webhook events given up after the maximum age.",
+            hooks.dropped,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "livestream_webhook_queue", "Webhook events waiting for delivery (kept on disk).",
+            hooks.pending,
+        )  # fmt: skip
+
+
+    def _sample_uploads(self) -> Iterator[Metric]:
+        uploads = self._uploads
+        if uploads is None:
+            return
+        yield GaugeMetricFamily(
+            "livestream_upload_backlog",
+            "Finished recordings on local disk still owed to the bucket.", uploads.backlog,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "livestream_upload_failures", "Upload attempts that failed (each is retried).",
+            uploads.failures,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "livestream_uploads", "Recordings confirmed in the bucket and removed from local disk.",
+            uploads.uploaded,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "livestream_store_reachable",
+            "1 if the bucket answered the last check (every 10 s), else 0.",
+            1 if uploads.reachable else 0,
+        )  # fmt: skip
+
+
+class _Sampled(Collector):
+    """What is read at scrape time rather than counted from events."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return self._metrics._sample()

@@ -1,0 +1,111 @@
+"""At start, turn what a killed daemon left in ``temp/`` into playable, listed recordings."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from livestream.library.tree import (
+    AAC_STREAM,
+    AUDIO,
+    AUDIO_STREAM,
+    VIDEO,
+    VIDEO_PART,
+    VIDEO_STREAM,
+    Leftover,
+    MediaStore,
+)
+from livestream.recording import audio, video
+from livestream.sessions.events import Events, Recovered
+
+_log = Logger()
+
+# A leftover file modified within SETTLE_QUIET seconds may still have a writer; wait for quiet,
+# in steps of SETTLE_STEP, for at most SETTLE_LIMIT seconds.
+SETTLE_QUIET = 2.0
+SETTLE_STEP = 0.25
+SETTLE_LIMIT = 60.0
+
+
+class Recovery(Service):
+    """Scans ``temp/`` when started (before anything listens), then recovers in the background."""
+
+    def __init__(
+        self, reactor, store: MediaStore, ffmpeg: str, events: Events | None = None
+    ) -> None:
+        self._reactor = reactor
+        self._events = events if events is not None else Events()
+        self._store = store
+        self._ffmpeg = ffmpeg
+        self.done: Deferred[None] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        leftovers, strangers = self._store.leftovers()
+        for path in strangers:
+            _log.warn("left alone in temp/: {path} (not a recording's file)", path=path)
+        if leftovers:
+            _log.info("recovering {count} interrupted recordings", count=len(leftovers))
+        self.done = ensureDeferred(self._recover_all(leftovers))
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        return self.done
+
+    async def _recover_all(self, leftovers: list[Leftover]) -> None:
+        for leftover in leftovers:
+            try:
+                await self._recover(leftover)
+            except Exception:
+                _log.failure("could not recover {name}; left in temp/", name=leftover.name)
+
+    async def _recover(self, leftover: Leftover) -> None:
+        name, paths = leftover.name, leftover.paths
+        found: dict[str, str | None] = {}
+        if VIDEO_STREAM in paths:
+            if self._store.final_path(VIDEO, name).exists():
+                for suffix in (VIDEO_STREAM, VIDEO_PART, AAC_STREAM):
+                    self._store.temp_path(name, suffix).unlink(missing_ok=True)
+            else:
+                # The --mux-audio track, if any, is muxed in by the same publish.
+                for suffix in (VIDEO_STREAM, AAC_STREAM):
+                    if suffix in paths:
+                        await self._settled(paths[suffix])
+                found[VIDEO] = await video.publish(self._reactor, self._ffmpeg, self._store, name)
+        else:
+            if VIDEO_PART in paths:
+                _log.warn(
+                    "dropping {path}: an unfinished copy without its source",
+                    path=paths[VIDEO_PART],
+                )
+                paths[VIDEO_PART].unlink()
+            if AAC_STREAM in paths:
+                # An audio track without a video makes no MP4: the WAV holds the sound.
+                paths[AAC_STREAM].unlink()
+        if AUDIO_STREAM in paths:
+            if self._store.final_path(AUDIO, name).exists():
+                paths[AUDIO_STREAM].unlink()
+            else:
+                found[AUDIO] = audio.mend(self._store, name)
+        _log.info(
+            "recovered {name}: video={video} audio={audio}",
+            name=name, video=found.get(VIDEO), audio=found.get(AUDIO),
+        )  # fmt: skip
+        if any(found.values()):
+            self._events.emit(Recovered(name, found))
+
+    async def _settled(self, path: Path) -> None:
+        """Wait while an encoder orphaned by the crash may still be finishing this file.
+
+        Killed alone, the daemon leaves its ffmpeg children running; they see their input end and
+        complete the file within moments. Copying it before then would lose their last frames.
+        """
+        waited = 0.0
+        while waited < SETTLE_LIMIT and time.time() - path.stat().st_mtime < SETTLE_QUIET:
+            await deferLater(self._reactor, SETTLE_STEP)
+            waited += SETTLE_STEP

@@ -1,0 +1,9 @@
+"""One client's recording as a state machine, and all of them together.
+
+``session`` owns a session's recorders and finalizes them exactly once; ``outcome`` says how it
+ended; ``registry`` holds the live sessions and ends them all at stop; ``events`` tells
+observers (metrics, webhooks, uploads, the page) what happened; ``limits`` is what one client
+may take.
+
+May import ``wire``, ``recording``, ``library``, ``auth``; never ``web``, ``ops``, ``daemon``.
+"""

@@ -1,0 +1,84 @@
+"""What happens to sessions and recordings, told to whoever watches: metrics, webhooks, the page.
+
+Sessions, recovery and the protocol only emit; observers subscribe. Data flows one way, so a
+metrics or webhook module can be added or removed without touching the recording path, and an
+observer that raises is logged without disturbing the recording or the other observers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from twisted.logger import Logger
+
+if TYPE_CHECKING:
+    from livestream.recording.ffmpeg import FFmpegResult
+    from livestream.sessions.outcome import Outcome
+
+_log = Logger()
+
+
+@dataclass(frozen=True)
+class SessionStarted:
+    name: str
+    client_id: str
+    peer: str
+
+
+@dataclass(frozen=True)
+class SessionEnded:
+    """A session is finalized: its files (if any) are published and listed."""
+
+    name: str
+    client_id: str
+    peer: str
+    outcome: Outcome
+    # From CONNECT to the end of finalizing, and the finalizing alone (CLOSE-to-ready).
+    seconds: float
+    finalize_seconds: float
+
+
+@dataclass(frozen=True)
+class EncoderFailed:
+    name: str
+    result: FFmpegResult
+
+
+@dataclass(frozen=True)
+class ErrorSent:
+    """An ``ERROR`` reply went to a client (refusals included)."""
+
+    code: str
+    peer: str
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """A recording interrupted by a crash was published at start."""
+
+    name: str
+    files: dict[str, str | None] = field(default_factory=dict)
+
+
+Event = SessionStarted | SessionEnded | EncoderFailed | ErrorSent | Recovered
+Observer = Callable[[Event], None]
+
+
+class Events:
+    """A synchronous fan-out: observers must return quickly and defer slow work themselves."""
+
+    def __init__(self) -> None:
+        self._observers: list[Observer] = []
+
+    def subscribe(self, observer: Observer) -> None:
+        self._observers.append(observer)
+
+    def emit(self, event: Event) -> None:
+        for observer in self._observers:
+            try:
+                observer(event)
+            except Exception:
+                _log.failure("observer {observer!r} failed on {event!r}", observer=observer,
+                             event=event)  # fmt: skip

@@ -1,0 +1,163 @@
+"""The live sessions of the daemon, and how they all end when it stops."""
+
+from __future__ import annotations
+
+import secrets
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from livestream.auth.tokens import Grant
+from livestream.library.tree import MediaStore
+from livestream.recording.video import EncoderSettings
+from livestream.sessions.events import Events, SessionStarted
+from livestream.sessions.outcome import SHUTDOWN
+from livestream.sessions.session import ErrorSink, Session, SessionLimits
+from livestream.wire.messages import ProtocolError
+
+_log = Logger()
+
+# After its recordings are finished, how long a client may take to complete the close handshake
+# before the daemon stops anyway.
+CLOSE_WAIT = 5.0
+# How often free space is checked while sessions record.
+DISK_CHECK_INTERVAL = 2.0
+TRY_AGAIN_LATER = 1013
+
+
+class SessionRegistry(Service):
+    """Opens sessions while running; on stop, finalizes every one and waits for its client."""
+
+    def __init__(
+        self,
+        reactor,
+        settings: EncoderSettings,
+        store: MediaStore,
+        *,
+        max_sessions: int,
+        session_limits: SessionLimits,
+        min_free_bytes: int,
+        events: Events | None = None,
+        resume_grace: float = 0.0,
+    ) -> None:
+        self._reactor = reactor
+        self._resume_grace = resume_grace
+        # Resume tokens of the live resumable sessions.
+        self._resumable: dict[str, Session] = {}
+        self._settings = settings
+        self._store = store
+        self._max_sessions = max_sessions
+        self._session_limits = session_limits
+        self._min_free = min_free_bytes
+        self.events = events if events is not None else Events()
+        self._live: set[Session] = set()
+        self._disk_watch = LoopingCall(self._check_disk)
+        self._disk_watch.clock = reactor
+
+    def startService(self) -> None:
+        super().startService()
+        if self._min_free:
+            self._disk_watch.start(DISK_CHECK_INTERVAL, now=False)
+
+    @property
+    def sessions(self) -> tuple[Session, ...]:
+        """The sessions whose client is still connected or whose files are still being finished."""
+        return tuple(self._live)
+
+    def open(
+        self,
+        client_id: str,
+        peer: str,
+        producer: IPushProducer | None,
+        report_error: ErrorSink,
+        *,
+        grant: Grant | None = None,
+        resumable: bool = False,
+    ) -> Session:
+        """A new session; ``resumable`` (the client asked, and --resume-grace is not 0) gives
+        it a resume token."""
+        if not self.running:
+            raise ProtocolError(
+                "shutting_down", "the server is restarting; connect again", close_code=1012
+            )
+        if len(self._live) >= self._max_sessions:
+            raise ProtocolError(
+                "too_many_sessions",
+                "the server records as many sessions as it may; try again later",
+                close_code=TRY_AGAIN_LATER,
+            )
+        if self._min_free and self._store.free_bytes() < self._min_free:
+            _log.warn("refusing a session: less than {mib} MiB free", mib=self._min_free >> 20)
+            raise ProtocolError(
+                "insufficient_storage",
+                "the server is low on storage; try again later",
+                close_code=TRY_AGAIN_LATER,
+            )
+        name = self._store.reserve(client_id, int(self._reactor.seconds() * 1000))
+        session = Session(
+            self._reactor, self._settings, self._store, client_id, name, peer, producer,
+            report_error, self._session_limits.within(grant), grant=grant, events=self.events,
+        )  # fmt: skip
+        self._live.add(session)
+        if resumable and self._resume_grace > 0:
+            token = secrets.token_urlsafe(32)
+            self._resumable[token] = session
+            session.allow_resume(token, self._resume_grace)
+            session.finished().addBoth(lambda _: self._resumable.pop(token, None))
+        self.events.emit(SessionStarted(name, client_id, peer))
+        ended = DeferredList([session.finished(), session.gone()], consumeErrors=True)
+        ended.addBoth(lambda _: self._live.discard(session))
+        subject = grant.subject if grant is not None else None
+        _log.info(
+            "session {id!r} from {peer} records as {name}{by}", session_event="started",
+            id=client_id, peer=peer, name=name, subject=subject,
+            by=f" (token of {subject!r})" if subject else "",
+        )  # fmt: skip
+        return session
+
+    def resume(self, token: str, client_id: str) -> Session:
+        """The live session of ``token`` (and ``client_id``), for a client coming back."""
+        session = self._resumable.get(token)
+        if session is None or session.client_id != client_id or session.ending:
+            raise ProtocolError(
+                "resume_failed",
+                "no recording to resume with this token and id (finished, or its grace period "
+                "is over); CONNECT without resumeToken to start a new one",
+            )
+        return session
+
+    def _check_disk(self) -> None:
+        """Below half the reserve, finish live sessions before the disk fills under them: the
+        faststart copy at the end needs room too."""
+        if not self._live:
+            return
+        free = self._store.free_bytes()
+        if free < self._min_free // 2:
+            _log.error(
+                "{free} MiB free, under half the {mib} MiB reserve: finishing {count} sessions",
+                free=free >> 20, mib=self._min_free >> 20, count=len(self._live),
+            )  # fmt: skip
+            for session in list(self._live):
+                session.storage_full()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self._disk_watch.running:
+            self._disk_watch.stop()
+        return ensureDeferred(self._finish_all())
+
+    async def _finish_all(self) -> None:
+        sessions = list(self._live)
+        if not sessions:
+            return
+        _log.info("stopping: finishing {count} live sessions", count=len(sessions))
+        await DeferredList([s.finish(SHUTDOWN) for s in sessions], consumeErrors=True)
+        gone = DeferredList([s.gone() for s in sessions], consumeErrors=True)
+        gone.addTimeout(CLOSE_WAIT, self._reactor)
+        try:
+            await gone
+        except Exception:
+            _log.warn("some clients did not close within {seconds}s", seconds=CLOSE_WAIT)

@@ -1,0 +1,169 @@
+"""Watching a session while it records: a viewer WebSocket that relays its chunks as they arrive.
+
+``ws://host:8080/live/<recording>`` sends, in order: one text message
+``{"eventType":"LIVE","recording":...,"fps":...}``; then each chunk the session accepts, as a binary
+message in the binary STREAM form (``0x01`` + one JPEG frame, ``0x02`` + PCM s16le 44.1 kHz mono,
+an even number of bytes); and ``{"eventType":"ENDED","recordings":{"video":...,"audio":...}}``
+once the session's files are published, followed by a close with 1000. Nothing is re-encoded.
+
+A viewer never slows the recording and never makes the daemon buffer without bound: when its
+socket's send buffer is full, Twisted pauses the viewer (its push producer), which then keeps only
+the latest frame and the last second of audio until the socket drains; older chunks are dropped.
+"""
+
+from __future__ import annotations
+
+import json
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from livestream.auth.access import Access, select_subprotocol
+from livestream.sessions.outcome import Outcome
+from livestream.sessions.session import Session
+from livestream.wire.messages import MediaKind
+
+_log = Logger()
+
+VIDEO = b"\x01"
+AUDIO = b"\x02"
+# What a paused viewer keeps of the audio: one second of 44.1 kHz s16le mono.
+MAX_HELD_AUDIO = 44100 * 2
+# Over any --max-message-size a publisher can be given, so every chunk it sends can be relayed.
+MAX_RELAYED = 1 << 30
+
+
+@implementer(IPushProducer)
+class ViewerProtocol(WebSocketServerProtocol):
+    factory: ViewerFactory
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._session: Session | None = None
+        self._paused = False
+        self._frame: bytes | None = None
+        self._audio = bytearray()
+        # An odd trailing byte of PCM, held so that every message carries whole samples.
+        self._odd = b""
+        self.dropped_frames = 0
+        self.dropped_audio_bytes = 0
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        # The HTTP channel registered itself before the upgrade; the viewer is the producer now,
+        # so that a full send buffer pauses it.
+        self.transport.unregisterProducer()
+        self.transport.registerProducer(self, True)
+
+    def onConnect(self, request) -> str | None:
+        if not self.factory.access.origin_allowed(request.origin or None):
+            raise ConnectionDeny(403, "origin not allowed")
+        name = request.path.rstrip("/").rsplit("/", 1)[-1]
+        self._session = self.factory.find(name)
+        if self._session is None:
+            raise ConnectionDeny(404, "no live session of that name")
+        return select_subprotocol(request.protocols)
+
+    def onOpen(self) -> None:
+        session = self._session
+        self._send_json({"eventType": "LIVE", "recording": session.name, "fps": self.factory.fps})
+        session.watchers.append(self.chunk)
+        session.finished().addCallback(self._ended)
+
+    def onMessageFrame(self, payload: list[bytes]) -> None:
+        """Viewers have nothing to say: each frame is dropped as it arrives. Gathered, a message
+        of many small frames could grow up to the (large, for sending) message limit."""
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        """What a viewer sends is ignored."""
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self._stop_watching()
+
+    def _stop_watching(self) -> None:
+        if self._session is not None and self.chunk in self._session.watchers:
+            self._session.watchers.remove(self.chunk)
+
+    def chunk(self, kind: MediaKind, chunk: bytes) -> None:
+        """One chunk the session accepted: sent now, or held (latest only) while paused."""
+        if self.state != self.STATE_OPEN:
+            return
+        if kind is MediaKind.VIDEO:
+            if not self._paused:
+                self.sendMessage(VIDEO + chunk, isBinary=True)
+                return
+            if self._frame is not None:
+                self.dropped_frames += 1
+            self._frame = chunk
+            return
+        data = self._odd + chunk
+        whole = len(data) & ~1
+        self._odd = data[whole:]
+        if not whole:
+            return
+        if not self._paused:
+            self.sendMessage(AUDIO + data[:whole], isBinary=True)
+            return
+        self._audio += data[:whole]
+        excess = len(self._audio) - MAX_HELD_AUDIO
+        if excess > 0:
+            del self._audio[:excess]
+            self.dropped_audio_bytes += excess
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        audio, self._audio = bytes(self._audio), bytearray()
+        frame, self._frame = self._frame, None
+        if self.state != self.STATE_OPEN:
+            return
+        if audio:
+            self.sendMessage(AUDIO + audio, isBinary=True)
+        if frame is not None:
+            self.sendMessage(VIDEO + frame, isBinary=True)
+
+    def stopProducing(self) -> None:
+        self._stop_watching()
+        self._frame = None
+        self._audio = bytearray()
+
+    def _ended(self, outcome: Outcome) -> None:
+        self._stop_watching()
+        if self.state != self.STATE_OPEN:
+            return
+        self.resumeProducing()
+        recordings = {"video": outcome.video, "audio": outcome.audio}
+        self._send_json({"eventType": "ENDED", "recordings": recordings})
+        self.sendClose(1000, "recording finished")
+
+    def _send_json(self, message: dict) -> None:
+        self.sendMessage(json.dumps(message).encode("utf-8"), isBinary=False)
+
+
+class ViewerFactory(WebSocketServerFactory):
+    protocol = ViewerProtocol
+
+    def __init__(self, sessions, access: Access, fps: int) -> None:
+        """``sessions``: what returns the live sessions now (the registry's ``sessions``)."""
+        super().__init__()
+        self._sessions = sessions
+        self.access = access
+        self.fps = fps
+        self.setProtocolOptions(
+            # The limit applies to what is sent too: room for any frame a publisher may send.
+            maxMessagePayloadSize=MAX_RELAYED,
+            # Viewers send nothing worth reading: a frame over this is refused unread.
+            maxFramePayloadSize=4096,
+            autoPingInterval=30,
+            autoPingTimeout=60,
+            failByDrop=False,
+            allowNullOrigin=True,
+        )
+
+    def find(self, name: str) -> Session | None:
+        return next((s for s in self._sessions() if s.name == name), None)
