@@ -30,9 +30,9 @@ from livestream.ops.health import Health
 from livestream.ops.metrics import Metrics
 from livestream.ops.retention import Retention
 from livestream.ops.webhooks import Webhooks
-from livestream.recording.recovery import Recovery
 from livestream.recording.video import EncoderSettings
 from livestream.sessions.events import Events
+from livestream.sessions.recovery import Recovery
 from livestream.sessions.registry import SessionRegistry
 from livestream.sessions.session import SessionLimits
 from livestream.web.app import make_site

@@ -1,9 +1,10 @@
 """One client's recording as a state machine, and all of them together.
 
 ``session`` owns a session's recorders and finalizes them exactly once; ``outcome`` says how it
-ended; ``registry`` holds the live sessions and ends them all at stop; ``events`` tells
-observers (metrics, webhooks, uploads, the page) what happened; ``limits`` is what one client
-may take.
+ended; ``registry`` holds the live sessions and ends them all at stop; ``recovery`` finishes,
+at start, the sessions a killed daemon left in ``temp/``; ``events`` tells observers (metrics,
+webhooks, uploads, the page) what happened; ``limits`` is what one client may take.
 
-May import ``wire``, ``recording``, ``library``, ``auth``; never ``web``, ``ops``, ``daemon``.
+May import ``recording``, ``library``, ``auth`` and ``wire``; never ``bucket``, ``web``,
+``ops``, ``daemon``.
 """

@@ -15,9 +15,9 @@ from enum import Enum
 
 import pybase64
 
-from livestream.auth.tokens import MAX_TOKEN_LENGTH
-
 MAX_ID_LENGTH = 256
+# Far above any real access token; bounds what a client makes the server parse.
+MAX_TOKEN_LENGTH = 8192
 MAX_RESUME_TOKEN_LENGTH = 128
 
 
