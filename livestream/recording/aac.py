@@ -83,8 +83,8 @@ class AacRecorder:
     def write(self, pcm: bytes, silence: int = 0) -> None:
         """Whole samples, after ``silence`` samples of silence (where the video began before
         the sound), in timeline order."""
-        if self._proc is None:
-            self._start()
+        if self._proc is None or self._feed is None:
+            self._proc, self._feed = self._start()
         if self._proc.exited:
             return
         blocks, rest = divmod(silence * SAMPLE_BYTES, len(SILENCE_BLOCK))
@@ -92,13 +92,15 @@ class AacRecorder:
         self._feed.push(SILENCE_BLOCK[:rest])
         self._feed.push(pcm)
 
-    def _start(self) -> None:
+    def _start(self) -> tuple[ffmpeg.FFmpegProcess, Feed]:
+        """The encoder and the feed of its stdin: they begin, and are kept, together."""
         out = os.fspath(self._store.temp_path(self._name, AAC_STREAM))
-        self._proc = ffmpeg.spawn(
+        proc = ffmpeg.spawn(
             self._reactor, self._executable, encoder_args(out), f"{self._name} (audio track)"
         )
-        self._feed = Feed(self._proc, self._producer)
-        self._proc.ended.addCallback(self._ended_early)
+        feed = Feed(proc, self._producer)
+        proc.ended.addCallback(self._ended_early)
+        return proc, feed
 
     def _ended_early(self, result: FFmpegResult) -> FFmpegResult:
         if not self._ending:

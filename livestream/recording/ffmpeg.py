@@ -8,10 +8,11 @@ import subprocess
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessExitedAlready
-from twisted.internet.interfaces import IReactorProcess, IReactorTime
+from twisted.internet.interfaces import IPushProducer, IReactorProcess, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -41,6 +42,20 @@ class FFmpegResult:
         return f"ffmpeg ended with {how}: {self.stderr_tail or '(no output)'}"
 
 
+class ChildPipes(Protocol):
+    """A running child's transport as used here: Twisted's ``Process`` has all of it, but
+    ``IProcessTransport``, the type a ProcessProtocol's transport has, declares neither the
+    consumer half (a producer on stdin) nor pausing and resuming what the child writes."""
+
+    def write(self, data: bytes) -> None: ...
+    def closeStdin(self) -> None: ...
+    def signalProcess(self, signalID: str | int) -> None: ...
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None: ...
+    def unregisterProducer(self) -> None: ...
+    def pauseProducing(self) -> None: ...
+    def resumeProducing(self) -> None: ...
+
+
 class FFmpegProcess(ProcessProtocol):
     """One ffmpeg run. ``ended`` fires with an :class:`FFmpegResult` whatever way it exits."""
 
@@ -50,6 +65,14 @@ class FFmpegProcess(ProcessProtocol):
         self.exited = False
         self._tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         self._partial = b""
+
+    @property
+    def child(self) -> ChildPipes:
+        """The transport of the running ffmpeg (given when it was spawned)."""
+        if self.transport is None:
+            raise RuntimeError(f"ffmpeg {self.label} has not been spawned")
+        # The one place the transport is seen as what it is (see ChildPipes).
+        return cast(ChildPipes, self.transport)
 
     def errReceived(self, data: bytes) -> None:
         lines = (self._partial + data).split(b"\n")
@@ -89,7 +112,7 @@ def spawn(
     """
     proto = proto if proto is not None else FFmpegProcess(label)
     argv = [executable, *COMMON_ARGS, *args]
-    fds: dict[int, object] = {0: "w", 1: "r", 2: "r"}
+    fds: dict[int, int | str] = {0: "w", 1: "r", 2: "r"}
     fds.update({fd: "r" for fd in read_fds})
     reactor.spawnProcess(proto, executable, argv, env=_child_env(), childFDs=fds)
     return proto
@@ -100,13 +123,13 @@ def run(
 ) -> Deferred[FFmpegResult]:
     """Run a one-shot ffmpeg (no input on stdin) to completion."""
     proto = spawn(reactor, executable, args, label)
-    proto.transport.closeStdin()
+    proto.child.closeStdin()
     return proto.ended
 
 
 def end_input(clock: IReactorTime, proto: FFmpegProcess, grace: float) -> Deferred[FFmpegResult]:
     """Close ffmpeg's stdin so it finishes its file; only if it hangs past ``grace`` kill it."""
-    transport = proto.transport
+    transport = proto.child
     transport.unregisterProducer()
     transport.closeStdin()
     if proto.exited:

@@ -108,8 +108,8 @@ class VideoRecorder:
         ``size`` is what :func:`livestream.wire.jpeg.frame_size` found when the session checked the
         frame: parsing its headers once per frame is enough."""
         width, height = size
-        if self._proc is None:
-            self._start(width, height)
+        if self._proc is None or self._feed is None:
+            self._proc, self._feed = self._start(width, height)
         if self._proc.exited:
             self.dropped += 1
             return
@@ -129,16 +129,18 @@ class VideoRecorder:
         if frame is not None and self._feed is not None:
             self._feed.push(frame, count)
 
-    def _start(self, width: int, height: int) -> None:
+    def _start(self, width: int, height: int) -> tuple[ffmpeg.FFmpegProcess, Feed]:
+        """The encoder and the feed of its stdin: they begin, and are kept, together."""
         out = self._store.temp_path(self._name, VIDEO_STREAM)
         args = encoder_args(self._settings, width, height, os.fspath(out))
-        self._proc = ffmpeg.spawn(self._reactor, self._settings.ffmpeg, args, self._name)
-        self._feed = Feed(self._proc, self._producer, REPEAT_BATCH)
-        self._proc.ended.addCallback(self._ended_early)
+        proc = ffmpeg.spawn(self._reactor, self._settings.ffmpeg, args, self._name)
+        feed = Feed(proc, self._producer, REPEAT_BATCH)
+        proc.ended.addCallback(self._ended_early)
         _log.info(
             "encoding {name}: {width}x{height} at {fps} fps",
             name=self._name, width=width, height=height, fps=self._settings.fps,
         )  # fmt: skip
+        return proc, feed
 
     def _ended_early(self, result: FFmpegResult) -> FFmpegResult:
         if not self._ending:
