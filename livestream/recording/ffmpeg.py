@@ -66,14 +66,6 @@ class FFmpegProcess(ProcessProtocol):
         self._tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         self._partial = b""
 
-    @property
-    def child(self) -> ChildPipes:
-        """The transport of the running ffmpeg (given when it was spawned)."""
-        if self.transport is None:
-            raise RuntimeError(f"ffmpeg {self.label} has not been spawned")
-        # The one place the transport is seen as what it is (see ChildPipes).
-        return cast(ChildPipes, self.transport)
-
     def errReceived(self, data: bytes) -> None:
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()[-4096:]
@@ -94,6 +86,13 @@ class FFmpegProcess(ProcessProtocol):
         exit_code = 0 if isinstance(value, ProcessDone) else getattr(value, "exitCode", None)
         result = FFmpegResult(exit_code, getattr(value, "signal", None), "\n".join(self._tail))
         self.ended.callback(result)
+
+
+def pipes(proto: ProcessProtocol) -> ChildPipes:
+    """The transport of a spawned child: the one place it is seen as what it is (ChildPipes)."""
+    if proto.transport is None:
+        raise RuntimeError("the process has not been spawned")
+    return cast(ChildPipes, proto.transport)
 
 
 def spawn(
@@ -123,13 +122,13 @@ def run(
 ) -> Deferred[FFmpegResult]:
     """Run a one-shot ffmpeg (no input on stdin) to completion."""
     proto = spawn(reactor, executable, args, label)
-    proto.child.closeStdin()
+    pipes(proto).closeStdin()
     return proto.ended
 
 
 def end_input(clock: IReactorTime, proto: FFmpegProcess, grace: float) -> Deferred[FFmpegResult]:
     """Close ffmpeg's stdin so it finishes its file; only if it hangs past ``grace`` kill it."""
-    transport = proto.child
+    transport = pipes(proto)
     transport.unregisterProducer()
     transport.closeStdin()
     if proto.exited:

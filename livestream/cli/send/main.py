@@ -132,7 +132,7 @@ async def run(reactor, args: argparse.Namespace, where: Target, stdout: TextIO,
                     keep=link.resumable)  # fmt: skip
     link.carry(outbox)
     reader = media.start(reactor, executable, source, outbox.frame, outbox.audio, AUDIO_CHUNK)
-    outbox.attach(reader.child)
+    outbox.attach(ffmpeg.pipes(reader))
     progress = Progress(
         reactor, stderr, lambda: (outbox.frames, outbox.audio_bytes / media.BYTES_PER_SECOND,
                                   link.bytes_out), link.status,
@@ -143,7 +143,7 @@ async def run(reactor, args: argparse.Namespace, where: Target, stdout: TextIO,
 
     def stop_source(_: object = None) -> None:
         try:
-            reader.child.signalProcess("TERM")
+            ffmpeg.pipes(reader).signalProcess("TERM")
         except ProcessExitedAlready:
             pass
 

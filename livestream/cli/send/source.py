@@ -113,7 +113,7 @@ class MediaReader(FFmpegProcess):
             frames = self._frames.feed(data)
         except NotAJPEG as e:
             self.broken = f"ffmpeg's video output: {e}"
-            self.child.signalProcess("TERM")
+            ffmpeg.pipes(self).signalProcess("TERM")
             return
         for frame in frames:
             self._on_frame(frame)
@@ -144,5 +144,5 @@ def start(
     reader = MediaReader(on_frame, on_audio, audio_chunk)
     read_fds: Sequence[int] = (AUDIO_FD,) if source.audio else ()
     ffmpeg.spawn(reactor, executable, source.args(), "source", proto=reader, read_fds=read_fds)
-    reader.child.closeStdin()
+    ffmpeg.pipes(reader).closeStdin()
     return reader
