@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorProcess
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.python.failure import Failure
 
 from livestream.cli.send.split import JPEGSplitter, PCMChunker
 from livestream.recording import ffmpeg
@@ -125,7 +126,7 @@ class MediaReader(FFmpegProcess):
         else:
             super().childDataReceived(childFD, data)
 
-    def processEnded(self, reason) -> None:
+    def processEnded(self, reason: Failure) -> None:
         rest = self._audio.flush()
         if rest:
             self._on_audio(rest)
