@@ -191,16 +191,25 @@ def grant_from_claims(claims: dict[str, object]) -> Grant:
         subject=subject,
         scopes=frozenset(scope.split()),
         ids=tuple(ids) if ids is not None else None,
-        max_seconds=_positive(claims, "max_seconds", (int, float)),
-        max_bytes=_positive(claims, "max_bytes", (int,)),
+        max_seconds=_positive(claims, "max_seconds"),
+        max_bytes=_positive_whole(claims, "max_bytes"),
     )
 
 
-def _positive(claims: dict[str, object], name: str, types: tuple[type, ...]) -> float | None:
+def _positive(claims: dict[str, object], name: str) -> int | float | None:
+    """A claim that, when present, is a positive JSON number (``true`` is not one)."""
     value = claims.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, types) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise TokenError(f'"{name}" must be a positive number')
+    return value
+
+
+def _positive_whole(claims: dict[str, object], name: str) -> int | None:
+    """A count (bytes): ``1.5`` is refused, where a float would have passed for an int."""
+    value = _positive(claims, name)
+    if value is not None and not isinstance(value, int):
         raise TokenError(f'"{name}" must be a positive number')
     return value
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
@@ -133,7 +134,9 @@ class Download:
 class ObjectStore(Service):
     """The bucket, and the thread pool its blocking calls run in."""
 
-    def __init__(self, reactor, location: Location, threads: int = THREADS) -> None:
+    def __init__(
+        self, reactor: IReactorFromThreads, location: Location, threads: int = THREADS
+    ) -> None:
         self.location = location
         self._reactor = reactor
         self._pool = ThreadPool(minthreads=1, maxthreads=threads, name="objectstore")

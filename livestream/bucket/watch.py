@@ -11,6 +11,7 @@ from typing import Protocol
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -31,7 +32,11 @@ class UploadFigures(Protocol):
 
 class StoreWatch(Service):
     def __init__(
-        self, reactor, objects: ObjectStore, uploads: UploadFigures, interval: float = INTERVAL
+        self,
+        reactor: IReactorTime,
+        objects: ObjectStore,
+        uploads: UploadFigures,
+        interval: float = INTERVAL,
     ) -> None:
         self._objects = objects
         self._uploads = uploads

@@ -11,11 +11,14 @@ import argparse
 import re
 import sys
 from collections.abc import Callable
+from typing import TypeVar
 
 from livestream.auth.tokens import SCOPES, KeyFileError, mint, read_secret
 
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+# --max-bytes parses to an int, --max-seconds to a float: the parser gives what it was made for.
+_Number = TypeVar("_Number", int, float)
 
 
 def duration(text: str) -> float:
@@ -26,8 +29,8 @@ def duration(text: str) -> float:
     return float(match[1]) * _UNITS[match[2]]
 
 
-def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
-    def parse(text: str) -> float:
+def _positive(kind: type[_Number]) -> Callable[[str], _Number]:
+    def parse(text: str) -> _Number:
         try:
             value = kind(text)
         except ValueError:

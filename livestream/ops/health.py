@@ -24,9 +24,12 @@ FAIL = "fail"
 
 
 class StoreFigures(Protocol):
-    reachable: bool | None
-    failures: int
+    """What the bucket's health is judged by; read only (the store's watch keeps them)."""
 
+    @property
+    def reachable(self) -> bool | None: ...
+    @property
+    def failures(self) -> int: ...
     @property
     def backlog(self) -> int: ...
 

@@ -50,10 +50,14 @@ class WebhookStats(Protocol):
 
 
 class UploadStats(Protocol):
-    reachable: bool | None
-    failures: int
-    uploaded: int
+    """The bucket's figures, read at each scrape (the store's watch keeps them)."""
 
+    @property
+    def reachable(self) -> bool | None: ...
+    @property
+    def failures(self) -> int: ...
+    @property
+    def uploaded(self) -> int: ...
     @property
     def backlog(self) -> int: ...
 

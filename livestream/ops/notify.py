@@ -12,6 +12,7 @@ import socket
 from collections.abc import Callable, Mapping
 
 from twisted.application.service import Service
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -93,7 +94,7 @@ class SystemdNotify(Service):
 
     def __init__(
         self,
-        clock,
+        clock: IReactorTime,
         notifier: Notifier,
         watchdog: float | None,
         status: Callable[[], str],

@@ -76,29 +76,31 @@ class AacRecorder:
         self._producer = producer
         self._on_failure = on_failure
         self._grace = grace
-        self._proc: ffmpeg.FFmpegProcess | None = None
+        # The encoder and the feed of its stdin, from the first samples on.
+        self._encoder: tuple[ffmpeg.FFmpegProcess, Feed] | None = None
         self._ending = False
-        self._feed: Feed | None = None
 
     def write(self, pcm: bytes, silence: int = 0) -> None:
         """Whole samples, after ``silence`` samples of silence (where the video began before
         the sound), in timeline order."""
-        if self._proc is None:
-            self._start()
-        if self._proc.exited:
+        if self._encoder is None:
+            self._encoder = self._start()
+        proc, feed = self._encoder
+        if proc.exited:
             return
         blocks, rest = divmod(silence * SAMPLE_BYTES, len(SILENCE_BLOCK))
-        self._feed.push(SILENCE_BLOCK, blocks)
-        self._feed.push(SILENCE_BLOCK[:rest])
-        self._feed.push(pcm)
+        feed.push(SILENCE_BLOCK, blocks)
+        feed.push(SILENCE_BLOCK[:rest])
+        feed.push(pcm)
 
-    def _start(self) -> None:
+    def _start(self) -> tuple[ffmpeg.FFmpegProcess, Feed]:
         out = os.fspath(self._store.temp_path(self._name, AAC_STREAM))
-        self._proc = ffmpeg.spawn(
+        proc = ffmpeg.spawn(
             self._reactor, self._executable, encoder_args(out), f"{self._name} (audio track)"
         )
-        self._feed = Feed(self._proc, self._producer)
-        self._proc.ended.addCallback(self._ended_early)
+        feed = Feed(proc, self._producer)
+        proc.ended.addCallback(self._ended_early)
+        return proc, feed
 
     def _ended_early(self, result: FFmpegResult) -> FFmpegResult:
         if not self._ending:
@@ -114,12 +116,13 @@ class AacRecorder:
     def finish(self):
         """End the input and wait for the encoder; a track whose encoder failed is removed, so
         the video's publish finds none. Fires with None."""
-        if self._proc is None:
+        if self._encoder is None:
             return None
-        reported = self._proc.exited
+        proc, feed = self._encoder
+        reported = proc.exited
         self._ending = True
-        yield self._feed.drained()
-        result = yield ffmpeg.end_input(self._reactor, self._proc, self._grace)
+        yield feed.drained()
+        result = yield ffmpeg.end_input(self._reactor, proc, self._grace)
         if not result.ok:
             if not reported:
                 _log.error(

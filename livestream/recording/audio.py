@@ -7,6 +7,7 @@ rewrites them from the file's length.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from pathlib import Path
@@ -41,7 +42,7 @@ class AudioRecorder:
         self._store = store
         self._name = name
         self._path = store.temp_path(name, AUDIO_STREAM)
-        self._file = None
+        self._file: io.FileIO | None = None
         self._carry = b""
         self.bytes = 0
 
@@ -89,7 +90,7 @@ class AudioRecorder:
         return self.bytes // SAMPLE_BYTES
 
 
-def _write_all(f, data: bytes | memoryview) -> None:
+def _write_all(f: io.FileIO, data: bytes | memoryview) -> None:
     """An unbuffered file may take less than asked; never let the rest go missing."""
     view = memoryview(data)
     while view:

@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-from livestream.recording.ffmpeg import FFmpegProcess
+from livestream.recording.ffmpeg import FFmpegProcess, FFmpegResult, pipes
 
 
 @implementer(IPushProducer)
@@ -29,7 +29,8 @@ class Feed:
         self._queue: deque[tuple[bytes, int]] = deque()
         self._paused = False
         self._drained: Deferred[None] | None = None
-        proc.transport.registerProducer(self, True)
+        self._stdin = pipes(proc)
+        self._stdin.registerProducer(self, True)
 
     def push(self, chunk: bytes, count: int = 1) -> None:
         """Owe ``chunk`` ``count`` times, after everything owed before it."""
@@ -42,7 +43,12 @@ class Feed:
         if not self._queue or self._proc.exited:
             return succeed(None)
         self._drained = Deferred()
-        self._proc.ended.addCallback(lambda result: self._pay() or result)
+
+        def pay_rest(result: FFmpegResult) -> FFmpegResult:
+            self._pay()
+            return result
+
+        self._proc.ended.addCallback(pay_rest)
         return self._drained
 
     def _pay(self) -> None:
@@ -54,7 +60,7 @@ class Feed:
                 self._queue.popleft()
             else:
                 self._queue[0] = (chunk, count - n)
-            self._proc.transport.write(chunk * n if n > 1 else chunk)
+            self._stdin.write(chunk * n if n > 1 else chunk)
         if self._proc.exited:
             self._queue.clear()
         if self._queue:

@@ -8,10 +8,11 @@ import subprocess
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessExitedAlready
-from twisted.internet.interfaces import IReactorProcess, IReactorTime
+from twisted.internet.interfaces import IPushProducer, IReactorProcess, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -39,6 +40,20 @@ class FFmpegResult:
     def describe(self) -> str:
         how = f"signal {self.signal}" if self.signal else f"exit status {self.exit_code}"
         return f"ffmpeg ended with {how}: {self.stderr_tail or '(no output)'}"
+
+
+class ChildPipes(Protocol):
+    """A running child's transport as used here: Twisted's ``Process`` has all of it, but
+    ``IProcessTransport``, the type a ProcessProtocol's transport has, declares neither the
+    consumer half (a producer on stdin) nor pausing and resuming what the child writes."""
+
+    def write(self, data: bytes) -> None: ...
+    def closeStdin(self) -> None: ...
+    def signalProcess(self, signalID: str | int) -> None: ...
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None: ...
+    def unregisterProducer(self) -> None: ...
+    def pauseProducing(self) -> None: ...
+    def resumeProducing(self) -> None: ...
 
 
 class FFmpegProcess(ProcessProtocol):
@@ -73,6 +88,13 @@ class FFmpegProcess(ProcessProtocol):
         self.ended.callback(result)
 
 
+def pipes(proto: ProcessProtocol) -> ChildPipes:
+    """The transport of a spawned child: the one place it is seen as what it is (ChildPipes)."""
+    if proto.transport is None:
+        raise RuntimeError("the process has not been spawned")
+    return cast(ChildPipes, proto.transport)
+
+
 def spawn(
     reactor: IReactorProcess,
     executable: str,
@@ -89,7 +111,7 @@ def spawn(
     """
     proto = proto if proto is not None else FFmpegProcess(label)
     argv = [executable, *COMMON_ARGS, *args]
-    fds: dict[int, object] = {0: "w", 1: "r", 2: "r"}
+    fds: dict[int, int | str] = {0: "w", 1: "r", 2: "r"}
     fds.update({fd: "r" for fd in read_fds})
     reactor.spawnProcess(proto, executable, argv, env=_child_env(), childFDs=fds)
     return proto
@@ -100,13 +122,13 @@ def run(
 ) -> Deferred[FFmpegResult]:
     """Run a one-shot ffmpeg (no input on stdin) to completion."""
     proto = spawn(reactor, executable, args, label)
-    proto.transport.closeStdin()
+    pipes(proto).closeStdin()
     return proto.ended
 
 
 def end_input(clock: IReactorTime, proto: FFmpegProcess, grace: float) -> Deferred[FFmpegResult]:
     """Close ffmpeg's stdin so it finishes its file; only if it hangs past ``grace`` kill it."""
-    transport = proto.transport
+    transport = pipes(proto)
     transport.unregisterProducer()
     transport.closeStdin()
     if proto.exited:

@@ -83,7 +83,7 @@ class FramePacer:
     def end(self, until: float = 0.0) -> int:
         """Ticks of the last frame that close the video: it is shown for one mean frame interval,
         and the video lasts at least ``until`` (the end of the audio)."""
-        if self._last is None:
+        if self._first is None or self._last is None:
             return 0
         interval = 1.0 / self.fps
         if self._count > 1:

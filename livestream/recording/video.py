@@ -91,11 +91,11 @@ class VideoRecorder:
         self._name = name
         self._producer = producer
         self._on_failure = on_failure
-        self._proc: ffmpeg.FFmpegProcess | None = None
+        # The encoder and the feed of its stdin, from the first frame on.
+        self._encoder: tuple[ffmpeg.FFmpegProcess, Feed] | None = None
         self._ending = False
         self._poster = PosterPicker(settings.fps)
         self._last: bytes | None = None
-        self._feed: Feed | None = None
         self.frames = 0
         self.dropped = 0
 
@@ -108,16 +108,17 @@ class VideoRecorder:
         ``size`` is what :func:`livestream.wire.jpeg.frame_size` found when the session checked the
         frame: parsing its headers once per frame is enough."""
         width, height = size
-        if self._proc is None:
-            self._start(width, height)
-        if self._proc.exited:
+        if self._encoder is None:
+            self._encoder = self._start(width, height)
+        proc, feed = self._encoder
+        if proc.exited:
             self.dropped += 1
             return
         self._poster.offer(frame)
         self.frames += 1
         self.repeat(repeat, self._last or frame)
         if show:
-            self._feed.push(frame)
+            feed.push(frame)
         self._last = frame
 
     def repeat(self, count: int, frame: bytes | None = None) -> None:
@@ -126,19 +127,20 @@ class VideoRecorder:
         Frames are queued and written as ffmpeg's stdin drains, with the client's socket
         paused while any wait: a long gap filled with repeats costs no memory."""
         frame = frame or self._last
-        if frame is not None and self._feed is not None:
-            self._feed.push(frame, count)
+        if frame is not None and self._encoder is not None:
+            self._encoder[1].push(frame, count)
 
-    def _start(self, width: int, height: int) -> None:
+    def _start(self, width: int, height: int) -> tuple[ffmpeg.FFmpegProcess, Feed]:
         out = self._store.temp_path(self._name, VIDEO_STREAM)
         args = encoder_args(self._settings, width, height, os.fspath(out))
-        self._proc = ffmpeg.spawn(self._reactor, self._settings.ffmpeg, args, self._name)
-        self._feed = Feed(self._proc, self._producer, REPEAT_BATCH)
-        self._proc.ended.addCallback(self._ended_early)
+        proc = ffmpeg.spawn(self._reactor, self._settings.ffmpeg, args, self._name)
+        feed = Feed(proc, self._producer, REPEAT_BATCH)
+        proc.ended.addCallback(self._ended_early)
         _log.info(
             "encoding {name}: {width}x{height} at {fps} fps",
             name=self._name, width=width, height=height, fps=self._settings.fps,
         )  # fmt: skip
+        return proc, feed
 
     def _ended_early(self, result: FFmpegResult) -> FFmpegResult:
         if not self._ending:
@@ -153,12 +155,13 @@ class VideoRecorder:
     @inlineCallbacks
     def end(self):
         """End the input (frames still queued go first) and wait for the encoder."""
-        if self._proc is None:
+        if self._encoder is None:
             return None
-        reported = self._proc.exited  # a mid-stream death was reported when it happened
+        proc, feed = self._encoder
+        reported = proc.exited  # a mid-stream death was reported when it happened
         self._ending = True
-        yield self._feed.drained()
-        result = yield ffmpeg.end_input(self._reactor, self._proc, self._settings.grace)
+        yield feed.drained()
+        result = yield ffmpeg.end_input(self._reactor, proc, self._settings.grace)
         if not result.ok and not reported:
             _log.error("encoder for {name}: {why}", name=self._name, why=result.describe())
             self._on_failure(result)
@@ -168,7 +171,7 @@ class VideoRecorder:
     def publish(self):
         """After :meth:`end` (and the audio track's end): publish, fire with the file name or
         None. A session without a frame has no MP4; its audio track, if any, is dropped."""
-        if self._proc is None:
+        if self._encoder is None:
             _unlink(self._store.temp_path(self._name, AAC_STREAM))
             return None
         filename = yield publish(self._reactor, self._settings.ffmpeg, self._store, self._name)

@@ -169,7 +169,9 @@ class SendFactory(WebSocketClientFactory):
     """One connection: ``hello`` is its CONNECT; the server's ``ACK``, ``ERROR`` and ``CLOSED``
     go to the callbacks; ``closed`` fires with how the connection ended."""
 
-    protocol = SendProtocol
+    # autobahn's factories subclass Twisted's generic Factory without its type parameter, so a
+    # protocol that names its own factory's type (SendProtocol.factory) cannot match it.
+    protocol = SendProtocol  # type: ignore[assignment]
 
     def __init__(
         self,

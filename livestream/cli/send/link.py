@@ -11,6 +11,7 @@ drop ends the session.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 from twisted.internet.defer import Deferred, TimeoutError, ensureDeferred, fail, succeed
 from twisted.internet.error import ConnectError, DNSLookupError
@@ -131,7 +132,10 @@ class Link:
         factory = SendFactory(
             self._where, hello, self._binary, self._ack, self._on_error, self._closed
         )
-        proto = await endpoint(self._reactor, self._where, self._cafile, timeout).connect(factory)
+        connected = endpoint(self._reactor, self._where, self._cafile, timeout).connect(factory)
+        # IStreamClientEndpoint.connect is typed to give any IProtocol; it gives the protocol
+        # this factory built (wrapClientTLS unwraps its TLS layer), a SendProtocol.
+        proto = cast(SendProtocol, await connected)
         await proto.ready.addTimeout(timeout, self._reactor)
         return proto
 

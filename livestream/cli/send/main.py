@@ -4,7 +4,8 @@ A client of the seed protocol for trying a server, loading it, and recording fro
 line: ``livestream-send ws://localhost:8080/ talk.mp4`` or
 ``livestream-send ws://localhost:8080/ --test-pattern --duration 10``. The names of the
 recordings are printed on stdout as one JSON object, exactly as ``CLOSED`` gave them. A server
-that offers resume gets a session that survives dropped connections (:mod:`livestream.cli.send.link`).
+that offers resume gets a session that survives dropped connections
+(:mod:`livestream.cli.send.link`).
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ async def run(reactor, args: argparse.Namespace, where: Target, stdout: TextIO,
                     keep=link.resumable)  # fmt: skip
     link.carry(outbox)
     reader = media.start(reactor, executable, source, outbox.frame, outbox.audio, AUDIO_CHUNK)
-    outbox.attach(reader.transport)
+    outbox.attach(ffmpeg.pipes(reader))
     progress = Progress(
         reactor, stderr, lambda: (outbox.frames, outbox.audio_bytes / media.BYTES_PER_SECOND,
                                   link.bytes_out), link.status,
@@ -142,7 +143,7 @@ async def run(reactor, args: argparse.Namespace, where: Target, stdout: TextIO,
 
     def stop_source(_: object = None) -> None:
         try:
-            reader.transport.signalProcess("TERM")
+            ffmpeg.pipes(reader).signalProcess("TERM")
         except ProcessExitedAlready:
             pass
 

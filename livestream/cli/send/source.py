@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorProcess
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.python.failure import Failure
 
 from livestream.cli.send.split import JPEGSplitter, PCMChunker
 from livestream.recording import ffmpeg
@@ -113,7 +114,7 @@ class MediaReader(FFmpegProcess):
             frames = self._frames.feed(data)
         except NotAJPEG as e:
             self.broken = f"ffmpeg's video output: {e}"
-            self.transport.signalProcess("TERM")
+            ffmpeg.pipes(self).signalProcess("TERM")
             return
         for frame in frames:
             self._on_frame(frame)
@@ -125,7 +126,7 @@ class MediaReader(FFmpegProcess):
         else:
             super().childDataReceived(childFD, data)
 
-    def processEnded(self, reason) -> None:
+    def processEnded(self, reason: Failure) -> None:
         rest = self._audio.flush()
         if rest:
             self._on_audio(rest)
@@ -144,5 +145,5 @@ def start(
     reader = MediaReader(on_frame, on_audio, audio_chunk)
     read_fds: Sequence[int] = (AUDIO_FD,) if source.audio else ()
     ffmpeg.spawn(reactor, executable, source.args(), "source", proto=reader, read_fds=read_fds)
-    reader.transport.closeStdin()
+    ffmpeg.pipes(reader).closeStdin()
     return reader
