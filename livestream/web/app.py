@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import json
 import os
 import re
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from livestream.ops.health import FAIL, Health
 from livestream.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from livestream.ops.metrics import Metrics
 from livestream.sessions.registry import SessionRegistry
+from livestream.web.answers import error_answer, json_answer, no_such_recording
 from livestream.web.bodies import BoundedRequest
 from livestream.web.deadline import HeaderDeadlineChannel
 from livestream.web.objectfile import ObjectFile
@@ -87,35 +87,13 @@ def _refuse(request: Request, error: Refused, scope: str, had_token: bool) -> by
         peer=getattr(request.getClientAddress(), "host", "?"),
         status=error.status, message=error.message,
     )  # fmt: skip
-    request.setResponseCode(error.status)
     challenge = 'Bearer realm="livestream"'
     if error.status == 403:
         challenge += f', error="insufficient_scope", scope="{scope}"'
     elif had_token:
         challenge += ', error="invalid_token"'
     request.setHeader("www-authenticate", challenge)
-    request.setHeader("content-type", "application/json")
-    request.setHeader("cache-control", "no-store")
-    return json.dumps({"error": error.code, "message": error.message}).encode("utf-8")
-
-
-def _json(request: Request, status: int, document: object) -> bytes:
-    request.setResponseCode(status)
-    request.setHeader("content-type", "application/json")
-    request.setHeader("cache-control", "no-store")
-    return json.dumps(document).encode("utf-8")
-
-
-def _error(request: Request, status: int, code: str, message: str) -> bytes:
-    return _json(request, status, {"error": code, "message": message})
-
-
-def _not_found(request: Request) -> bytes:
-    return _error(request, 404, "not_found", "no such recording")
-
-
-def _unavailable(request: Request, error: StoreUnavailable) -> bytes:
-    return _error(request, 503, "store_unavailable", str(error))
+    return error_answer(request, error.status, error.code, error.message)
 
 
 CONTENT_TYPES = {VIDEO: "video/mp4", AUDIO: "audio/wav"}
@@ -197,13 +175,19 @@ class WebApp:
 
     @app.handle_errors(NotFound)
     def not_found(self, request: Request, failure: Failure) -> bytes:
-        return _error(request, 404, "not_found", "no such resource")
+        return error_answer(request, 404, "not_found", "no such resource")
 
     @app.handle_errors(MethodNotAllowed)
     def not_allowed(self, request: Request, failure: Failure) -> bytes:
         allowed = sorted(failure.value.valid_methods or [])
         request.setHeader("allow", ", ".join(allowed))
-        return _error(request, 405, "method_not_allowed", "allowed: " + ", ".join(allowed))
+        return error_answer(request, 405, "method_not_allowed", "allowed: " + ", ".join(allowed))
+
+    @app.handle_errors(StoreUnavailable)
+    def unavailable(self, request: Request, failure: Failure) -> bytes:
+        """The library could not be read or changed (its bucket did not answer): whichever
+        route asked, a 503 that says so. Before :meth:`internal_error`, which takes the rest."""
+        return error_answer(request, 503, "store_unavailable", str(failure.value))
 
     @app.handle_errors
     def internal_error(self, request: Request, failure: Failure) -> bytes | Failure:
@@ -217,7 +201,9 @@ class WebApp:
             method=request.method.decode("ascii", "replace"),
             path=request.path.decode("ascii", "replace"),
         )  # fmt: skip
-        return _error(request, 500, "internal_error", "the server could not answer this request")
+        return error_answer(
+            request, 500, "internal_error", "the server could not answer this request"
+        )
 
     @app.route("/", branch=False, methods=["GET", "HEAD"])
     def root(self, request: Request) -> IResource | bytes:
@@ -249,13 +235,7 @@ class WebApp:
     @app.route("/recordings", methods=["GET"])
     @requires(READ)
     async def recordings(self, request: Request) -> bytes:
-        try:
-            listing = await self._library.listing()
-        except StoreUnavailable as e:
-            return _unavailable(request, e)
-        request.setHeader("content-type", "application/json")
-        request.setHeader("cache-control", "no-store")
-        return json.dumps(listing).encode("utf-8")
+        return json_answer(request, 200, await self._library.listing())
 
     @app.route("/recordings/video/<filename>", methods=["GET", "HEAD"])
     @requires(READ)
@@ -270,13 +250,10 @@ class WebApp:
     async def _serve(self, request: Request, kind: str, filename: str) -> IResource | bytes:
         name = _name_of(filename, KINDS[kind])
         if name is None:
-            return _not_found(request)
-        try:
-            found = await self._library.find(kind, name)
-        except StoreUnavailable as e:
-            return _unavailable(request, e)
+            return no_such_recording(request)
+        found = await self._library.find(kind, name)
         if found is None:
-            return _not_found(request)
+            return no_such_recording(request)
         return self._file(found, CONTENT_TYPES[kind])
 
     def _file(self, found: Found, content_type: str) -> IResource:
@@ -290,12 +267,9 @@ class WebApp:
     @requires(READ)
     async def poster(self, request: Request, filename: str) -> IResource | bytes:
         name = _name_of(filename, POSTER_SUFFIX)
-        try:
-            found = await self._library.find_poster(name) if name else None
-        except StoreUnavailable as e:
-            return _unavailable(request, e)
+        found = await self._library.find_poster(name) if name else None
         if found is None:
-            return _error(request, 404, "not_found", "no such poster")
+            return error_answer(request, 404, "not_found", "no such poster")
         return self._file(found, POSTER_TYPE)
 
     @app.route("/recordings/video/<filename>", methods=["DELETE"])
@@ -312,13 +286,9 @@ class WebApp:
         """A recording still being made is in ``temp/``, so it is not found here."""
         name = _name_of(filename, KINDS[kind], bare=True)
         if name is None:
-            return _not_found(request)
-        try:
-            deleted = await self._library.delete(kind, name)
-        except StoreUnavailable as e:
-            return _unavailable(request, e)
-        if not deleted:
-            return _not_found(request)
+            return no_such_recording(request)
+        if not await self._library.delete(kind, name):
+            return no_such_recording(request)
         _log.info(
             "deleted {kind} {name} for {peer}", kind=kind, name=name,
             peer=getattr(request.getClientAddress(), "host", "?"),
@@ -329,17 +299,13 @@ class WebApp:
     @app.route("/api/recordings", methods=["GET"])
     @requires(READ)
     async def details(self, request: Request) -> bytes:
-        try:
-            recordings = await self._library.details()
-        except StoreUnavailable as e:
-            return _unavailable(request, e)
-        return _json(request, 200, {"recordings": recordings})
+        return json_answer(request, 200, {"recordings": await self._library.details()})
 
     @app.route("/api/sessions", methods=["GET"])
     @requires(READ)
     def sessions(self, request: Request) -> bytes:
         live = self._registry.sessions if self._registry is not None else ()
-        return _json(request, 200, {"sessions": [
+        return json_answer(request, 200, {"sessions": [
             {"id": s.client_id, "recording": s.name, "frames": s.frames, "bytes": s.bytes,
              "since": iso_utc(s.started), "peer": s.peer}
             for s in sorted(live, key=lambda s: (s.started, s.name))
@@ -350,13 +316,13 @@ class WebApp:
         """Open without a token: probes do not carry one, and it tells nothing about recordings."""
         status, checks = self._health.status()
         document = {"status": status, "checks": checks}
-        return _json(request, 503 if status == FAIL else 200, document)
+        return json_answer(request, 503 if status == FAIL else 200, document)
 
     @app.route("/metrics", methods=["GET"])
     @requires(METRICS)
     def metrics(self, request: Request) -> bytes:
         if self._metrics is None:
-            return _error(request, 404, "not_found", "no metrics here")
+            return error_answer(request, 404, "not_found", "no metrics here")
         request.setHeader("content-type", METRICS_CONTENT_TYPE)
         request.setHeader("cache-control", "no-store")
         return self._metrics.render()
@@ -412,7 +378,7 @@ class _Utf8Only(Resource):
             request.getRequestHostname().decode("utf-8")
             b"/".join(request.prepath + request.postpath).decode("utf-8")
         except UnicodeDecodeError:
-            return _error(request, 400, "bad_url", "the host or path of the URL is not UTF-8")
+            return error_answer(request, 400, "bad_url", "the host or path of the URL is not UTF-8")
         return self._app.render(request)
 
 
