@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import errno
-import functools
 import os
 import re
-from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
@@ -20,7 +18,7 @@ from twisted.web.server import Request, Site
 from twisted.web.static import File
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from livestream.auth.access import OPEN, Access, Refused
+from livestream.auth.access import OPEN, Access
 from livestream.auth.tokens import DELETE, METRICS, READ
 from livestream.bucket.objectstore import ObjectStore
 from livestream.library.catalog import iso_utc
@@ -40,6 +38,7 @@ from livestream.sessions.registry import SessionRegistry
 from livestream.web.answers import error_answer, json_answer, no_such_recording
 from livestream.web.bodies import BoundedRequest
 from livestream.web.deadline import HeaderDeadlineChannel
+from livestream.web.guard import requires
 from livestream.web.objectfile import ObjectFile
 from livestream.web.page import Page, wants_html
 
@@ -47,53 +46,6 @@ _log = Logger()
 
 # How Twisted splits a query into parameters (twisted.web.http.parse_qs).
 _QUERY_SEPARATORS = re.compile(rb"([&;])")
-
-
-def requires(scope: str) -> Callable:
-    """With authentication on, a route needs a token with ``scope``: an ``Authorization: Bearer``
-    header, or a ``token`` query parameter for what cannot set headers (a ``<video>`` element)."""
-
-    def decorate(route: Callable) -> Callable:
-        @functools.wraps(route)
-        def guarded(self: WebApp, request: Request, *args: object, **kwargs: object) -> object:
-            token = _token(request)
-            try:
-                self._access.authorize(token, scope)
-            except Refused as e:
-                return _refuse(request, e, scope, token is not None)
-            return route(self, request, *args, **kwargs)
-
-        return guarded
-
-    return decorate
-
-
-def _token(request: Request) -> str | None:
-    # As bytes: HTTP lets a header hold any octet, and a str would be decoded as UTF-8 (a 500).
-    raw = request.getHeader(b"authorization")
-    if raw is not None:
-        scheme, _, value = raw.decode("latin-1").partition(" ")
-        return (value.strip() or None) if scheme.lower() == "bearer" else None
-    values = request.args.get(b"token")
-    return values[0].decode("ascii", "replace") if values else None
-
-
-def _refuse(request: Request, error: Refused, scope: str, had_token: bool) -> bytes:
-    """401 or 403 with the RFC 6750 challenge, a JSON body, and one log line naming the client."""
-    _log.info(
-        "refused {method} {path} from {peer}: {status} {message}",
-        method=request.method.decode("ascii", "replace"),
-        path=request.path.decode("ascii", "replace"),
-        peer=getattr(request.getClientAddress(), "host", "?"),
-        status=error.status, message=error.message,
-    )  # fmt: skip
-    challenge = 'Bearer realm="livestream"'
-    if error.status == 403:
-        challenge += f', error="insufficient_scope", scope="{scope}"'
-    elif had_token:
-        challenge += ', error="invalid_token"'
-    request.setHeader("www-authenticate", challenge)
-    return error_answer(request, error.status, error.code, error.message)
 
 
 CONTENT_TYPES = {VIDEO: "video/mp4", AUDIO: "audio/wav"}
