@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import errno
-import os
 import re
-from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
 from autobahn.twisted.resource import WebSocketResource
 from klein import Klein
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import CACHED, combinedLogFormatter
+from twisted.web.http import combinedLogFormatter
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
-from twisted.web.static import File
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from livestream.auth.access import OPEN, Access
@@ -39,6 +35,7 @@ from livestream.web.answers import error_answer, json_answer, no_such_recording
 from livestream.web.bodies import BoundedRequest
 from livestream.web.deadline import HeaderDeadlineChannel
 from livestream.web.guard import requires
+from livestream.web.mediafile import MediaFile
 from livestream.web.objectfile import ObjectFile
 from livestream.web.page import Page, wants_html
 
@@ -50,36 +47,6 @@ _QUERY_SEPARATORS = re.compile(rb"([&;])")
 
 CONTENT_TYPES = {VIDEO: "video/mp4", AUDIO: "audio/wav"}
 POSTER_TYPE = "image/jpeg"
-
-
-class MediaFile(File):
-    """One finished file, served by :class:`File` (Range, HEAD, Last-Modified) with a fixed
-    content type, an ETag, and never through a symlink: the route checked the name and that the
-    path is a regular file, and opening with ``O_NOFOLLOW`` keeps a symlink swapped in since
-    from being followed out of the media tree."""
-
-    isLeaf = True
-
-    def __init__(self, path: Path, content_type: str, st: os.stat_result) -> None:
-        super().__init__(os.fspath(path), defaultType=content_type)
-        self.type, self.encoding = content_type, None
-        self._etag = f'"{st.st_size:x}-{st.st_mtime_ns:x}"'.encode("ascii")
-
-    def render_GET(self, request: Request) -> bytes | int:
-        if request.setETag(self._etag) is CACHED:
-            return b""
-        return super().render_GET(request)
-
-    render_HEAD = render_GET
-
-    def openForReading(self):
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as e:
-            if e.errno == errno.ELOOP:
-                raise PermissionError(errno.EACCES, "not a regular file", self.path) from None
-            raise
-        return os.fdopen(fd, "rb")
 
 
 def _name_of(filename: str, suffix: str, bare: bool = False) -> str | None:
