@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import re
-from urllib.parse import unquote_to_bytes
-
 from autobahn.twisted.resource import WebSocketResource
 from klein import Klein
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import combinedLogFormatter
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
@@ -31,6 +27,7 @@ from livestream.ops.health import FAIL, Health
 from livestream.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from livestream.ops.metrics import Metrics
 from livestream.sessions.registry import SessionRegistry
+from livestream.web.accesslog import access_log_line
 from livestream.web.answers import error_answer, json_answer, no_such_recording
 from livestream.web.bodies import BoundedRequest
 from livestream.web.deadline import HeaderDeadlineChannel
@@ -40,10 +37,6 @@ from livestream.web.objectfile import ObjectFile
 from livestream.web.page import Page, wants_html
 
 _log = Logger()
-
-# How Twisted splits a query into parameters (twisted.web.http.parse_qs).
-_QUERY_SEPARATORS = re.compile(rb"([&;])")
-
 
 CONTENT_TYPES = {VIDEO: "video/mp4", AUDIO: "audio/wav"}
 POSTER_TYPE = "image/jpeg"
@@ -247,40 +240,6 @@ class WebApp:
         return self._metrics.render()
 
 
-def _without_token(url: bytes) -> bytes:
-    """``url`` with the value of every query parameter Twisted reads as ``token`` (its name
-    percent-decoded: ``%74oken`` is one) blanked."""
-    path, mark, rest = url.partition(b"?")
-    if not mark:
-        return url
-    query, hash_mark, fragment = rest.partition(b"#")
-    parts = _QUERY_SEPARATORS.split(query)
-    for i in range(0, len(parts), 2):
-        name, equals, _ = parts[i].partition(b"=")
-        if equals and unquote_to_bytes(name.replace(b"+", b" ")) == b"token":
-            parts[i] = name + b"=-"
-    return path + mark + b"".join(parts) + hash_mark + fragment
-
-
-class _WithoutToken:
-    """A request as the access log sees it: a ``token`` parameter in the URI, and in the Referer
-    (a page opened as ``/?token=`` loads its assets with that Referer), is blanked, since a log is
-    no place for a credential."""
-
-    def __init__(self, request: Request) -> None:
-        self._request = request
-        self.uri = _without_token(request.uri)
-
-    def getHeader(self, name: bytes | str) -> bytes | str | None:
-        value = self._request.getHeader(name)
-        if isinstance(value, bytes) and name in (b"referer", "referer"):
-            return _without_token(value)
-        return value
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._request, name)
-
-
 class _Utf8Only(Resource):
     """Klein decodes the host and the path as UTF-8 before it routes, and answers what does not
     decode in plain text, with a traceback in the log. No route could match such a URL: it is
@@ -299,10 +258,6 @@ class _Utf8Only(Resource):
         except UnicodeDecodeError:
             return error_answer(request, 400, "bad_url", "the host or path of the URL is not UTF-8")
         return self._app.render(request)
-
-
-def _access_log_line(timestamp: str, request: Request) -> str:
-    return combinedLogFormatter(timestamp, _WithoutToken(request))
 
 
 def make_site(
@@ -335,7 +290,7 @@ def make_site(
         presign=presign,
     )
     site = Site(
-        _Utf8Only(app.app.resource()), requestFactory=BoundedRequest, logFormatter=_access_log_line
+        _Utf8Only(app.app.resource()), requestFactory=BoundedRequest, logFormatter=access_log_line
     )
     site.displayTracebacks = False
     # Plain HTTP/1.1 (a WebSocket upgrade needs no HTTP/2) with a deadline on request headers.
