@@ -6,7 +6,7 @@ from autobahn.twisted.resource import WebSocketResource
 from klein import Klein
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.resource import IResource, Resource
+from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
@@ -35,6 +35,7 @@ from livestream.web.guard import requires
 from livestream.web.mediafile import MediaFile
 from livestream.web.objectfile import ObjectFile
 from livestream.web.page import Page, wants_html
+from livestream.web.utf8only import Utf8Only
 
 _log = Logger()
 
@@ -240,26 +241,6 @@ class WebApp:
         return self._metrics.render()
 
 
-class _Utf8Only(Resource):
-    """Klein decodes the host and the path as UTF-8 before it routes, and answers what does not
-    decode in plain text, with a traceback in the log. No route could match such a URL: it is
-    answered here, as any other bad request, before Klein sees it."""
-
-    isLeaf = True
-
-    def __init__(self, app: Resource) -> None:
-        super().__init__()
-        self._app = app
-
-    def render(self, request: Request) -> bytes | int:
-        try:
-            request.getRequestHostname().decode("utf-8")
-            b"/".join(request.prepath + request.postpath).decode("utf-8")
-        except UnicodeDecodeError:
-            return error_answer(request, 400, "bad_url", "the host or path of the URL is not UTF-8")
-        return self._app.render(request)
-
-
 def make_site(
     store: MediaStore,
     factory,
@@ -290,7 +271,7 @@ def make_site(
         presign=presign,
     )
     site = Site(
-        _Utf8Only(app.app.resource()), requestFactory=BoundedRequest, logFormatter=access_log_line
+        Utf8Only(app.app.resource()), requestFactory=BoundedRequest, logFormatter=access_log_line
     )
     site.displayTracebacks = False
     # Plain HTTP/1.1 (a WebSocket upgrade needs no HTTP/2) with a deadline on request headers.
