@@ -1,13 +1,17 @@
-"""The HTTP side of the one port: the recordings API, and the WebSocket upgrade at ``/``."""
+"""The Klein routes of the one port: the recordings API, downloads, the page's routes, and the
+WebSocket upgrade at ``/``; and the error handlers that answer what no route answers itself.
+
+A route says what it answers. How is elsewhere in ``web``: ``answers`` (JSON), ``guard``
+(tokens), ``mediafile`` and ``objectfile`` (the files); ``site`` puts the app on the port.
+"""
 
 from __future__ import annotations
 
-from autobahn.twisted.resource import WebSocketResource
 from klein import Klein
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource
-from twisted.web.server import Request, Site
+from twisted.web.server import Request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from livestream.auth.access import OPEN, Access
@@ -27,15 +31,11 @@ from livestream.ops.health import FAIL, Health
 from livestream.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from livestream.ops.metrics import Metrics
 from livestream.sessions.registry import SessionRegistry
-from livestream.web.accesslog import access_log_line
 from livestream.web.answers import error_answer, json_answer, no_such_recording
-from livestream.web.bodies import BoundedRequest
-from livestream.web.deadline import HeaderDeadlineChannel
 from livestream.web.guard import requires
 from livestream.web.mediafile import MediaFile
 from livestream.web.objectfile import ObjectFile
 from livestream.web.page import Page, wants_html
-from livestream.web.utf8only import Utf8Only
 
 _log = Logger()
 
@@ -239,42 +239,3 @@ class WebApp:
         request.setHeader("content-type", METRICS_CONTENT_TYPE)
         request.setHeader("cache-control", "no-store")
         return self._metrics.render()
-
-
-def make_site(
-    store: MediaStore,
-    factory,
-    page: Page,
-    access: Access = OPEN,
-    header_timeout: float = 10.0,
-    *,
-    registry: SessionRegistry | None = None,
-    health: Health | None = None,
-    metrics: Metrics | None = None,
-    library: Library | None = None,
-    objects: ObjectStore | None = None,
-    presign: int = 0,
-) -> Site:
-    """``registry`` is where ``/api/sessions`` finds live sessions (none without one);
-    ``health`` what ``/healthz`` checks (by default the media tree and an ``ffmpeg`` on PATH);
-    ``library``, ``objects`` and ``presign`` as for :class:`WebApp`."""
-    app = WebApp(
-        store,
-        WebSocketResource(factory),
-        page,
-        access,
-        registry=registry,
-        health=health if health is not None else Health(store, "ffmpeg"),
-        metrics=metrics,
-        library=library,
-        objects=objects,
-        presign=presign,
-    )
-    site = Site(
-        Utf8Only(app.app.resource()), requestFactory=BoundedRequest, logFormatter=access_log_line
-    )
-    site.displayTracebacks = False
-    # Plain HTTP/1.1 (a WebSocket upgrade needs no HTTP/2) with a deadline on request headers.
-    site.protocol = HeaderDeadlineChannel
-    site.header_timeout = header_timeout
-    return site
