@@ -56,6 +56,10 @@ def _name_of(filename: str, suffix: str, bare: bool = False) -> str | None:
 
 
 class WebApp:
+    """The routes, on the object that holds what they answer from (the Klein app on the class
+    that holds the state, not a module global): the library, the page, the access policy, the
+    live sessions, health and metrics."""
+
     app = Klein()
 
     def __init__(
