@@ -15,7 +15,7 @@ from twisted.web.test.requesthelper import DummyRequest
 from livestream.auth.access import Access, Refused, origin_key, select_subprotocol
 from livestream.auth.tokens import Verifier, mint
 from livestream.daemon.options import Options
-from livestream.web.app import _access_log_line
+from livestream.web.accesslog import access_log_line as _access_log_line
 from livestream.wire.messages import ProtocolError
 
 SECRET = b"0123456789abcdef0123456789abcdef-unit"

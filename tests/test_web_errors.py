@@ -14,8 +14,8 @@ from twisted.trial.unittest import TestCase
 
 from livestream.auth.access import OPEN
 from livestream.library.tree import MediaStore
-from livestream.web.app import make_site
 from livestream.web.page import Page
+from livestream.web.site import make_site
 from tests.support import pcm, record, start_server
 from tests.test_bodies import exchange, status_and_document
 from tests.test_http_api import raw

@@ -35,9 +35,9 @@ from livestream.sessions.events import Events
 from livestream.sessions.recovery import Recovery
 from livestream.sessions.registry import SessionRegistry
 from livestream.sessions.session import SessionLimits
-from livestream.web.app import make_site
 from livestream.web.page import Page
 from livestream.web.protocol import RecordingFactory
+from livestream.web.site import make_site
 
 __all__ = ["Options", "makeService", "build"]
 

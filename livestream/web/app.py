@@ -1,27 +1,20 @@
-"""The HTTP side of the one port: the recordings API, and the WebSocket upgrade at ``/``."""
+"""The Klein routes of the one port: the recordings API, downloads, the page's routes, and the
+WebSocket upgrade at ``/``; and the error handlers that answer what no route answers itself.
+
+A route says what it answers. How is elsewhere in ``web``: ``answers`` (JSON), ``guard``
+(tokens), ``mediafile`` and ``objectfile`` (the files); ``site`` puts the app on the port.
+"""
 
 from __future__ import annotations
 
-import errno
-import functools
-import json
-import os
-import re
-from collections.abc import Callable
-from pathlib import Path
-from urllib.parse import unquote_to_bytes
-
-from autobahn.twisted.resource import WebSocketResource
 from klein import Klein
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import CACHED, combinedLogFormatter
-from twisted.web.resource import IResource, Resource
-from twisted.web.server import Request, Site
-from twisted.web.static import File
+from twisted.web.resource import IResource
+from twisted.web.server import Request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from livestream.auth.access import OPEN, Access, Refused
+from livestream.auth.access import OPEN, Access
 from livestream.auth.tokens import DELETE, METRICS, READ
 from livestream.bucket.objectstore import ObjectStore
 from livestream.library.catalog import iso_utc
@@ -38,118 +31,16 @@ from livestream.ops.health import FAIL, Health
 from livestream.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from livestream.ops.metrics import Metrics
 from livestream.sessions.registry import SessionRegistry
-from livestream.web.bodies import BoundedRequest
-from livestream.web.deadline import HeaderDeadlineChannel
+from livestream.web.answers import error_answer, json_answer, no_such_recording
+from livestream.web.guard import requires
+from livestream.web.mediafile import MediaFile
 from livestream.web.objectfile import ObjectFile
 from livestream.web.page import Page, wants_html
 
 _log = Logger()
 
-# How Twisted splits a query into parameters (twisted.web.http.parse_qs).
-_QUERY_SEPARATORS = re.compile(rb"([&;])")
-
-
-def requires(scope: str) -> Callable:
-    """With authentication on, a route needs a token with ``scope``: an ``Authorization: Bearer``
-    header, or a ``token`` query parameter for what cannot set headers (a ``<video>`` element)."""
-
-    def decorate(route: Callable) -> Callable:
-        @functools.wraps(route)
-        def guarded(self: WebApp, request: Request, *args: object, **kwargs: object) -> object:
-            token = _token(request)
-            try:
-                self._access.authorize(token, scope)
-            except Refused as e:
-                return _refuse(request, e, scope, token is not None)
-            return route(self, request, *args, **kwargs)
-
-        return guarded
-
-    return decorate
-
-
-def _token(request: Request) -> str | None:
-    # As bytes: HTTP lets a header hold any octet, and a str would be decoded as UTF-8 (a 500).
-    raw = request.getHeader(b"authorization")
-    if raw is not None:
-        scheme, _, value = raw.decode("latin-1").partition(" ")
-        return (value.strip() or None) if scheme.lower() == "bearer" else None
-    values = request.args.get(b"token")
-    return values[0].decode("ascii", "replace") if values else None
-
-
-def _refuse(request: Request, error: Refused, scope: str, had_token: bool) -> bytes:
-    """401 or 403 with the RFC 6750 challenge, a JSON body, and one log line naming the client."""
-    _log.info(
-        "refused {method} {path} from {peer}: {status} {message}",
-        method=request.method.decode("ascii", "replace"),
-        path=request.path.decode("ascii", "replace"),
-        peer=getattr(request.getClientAddress(), "host", "?"),
-        status=error.status, message=error.message,
-    )  # fmt: skip
-    request.setResponseCode(error.status)
-    challenge = 'Bearer realm="livestream"'
-    if error.status == 403:
-        challenge += f', error="insufficient_scope", scope="{scope}"'
-    elif had_token:
-        challenge += ', error="invalid_token"'
-    request.setHeader("www-authenticate", challenge)
-    request.setHeader("content-type", "application/json")
-    request.setHeader("cache-control", "no-store")
-    return json.dumps({"error": error.code, "message": error.message}).encode("utf-8")
-
-
-def _json(request: Request, status: int, document: object) -> bytes:
-    request.setResponseCode(status)
-    request.setHeader("content-type", "application/json")
-    request.setHeader("cache-control", "no-store")
-    return json.dumps(document).encode("utf-8")
-
-
-def _error(request: Request, status: int, code: str, message: str) -> bytes:
-    return _json(request, status, {"error": code, "message": message})
-
-
-def _not_found(request: Request) -> bytes:
-    return _error(request, 404, "not_found", "no such recording")
-
-
-def _unavailable(request: Request, error: StoreUnavailable) -> bytes:
-    return _error(request, 503, "store_unavailable", str(error))
-
-
 CONTENT_TYPES = {VIDEO: "video/mp4", AUDIO: "audio/wav"}
 POSTER_TYPE = "image/jpeg"
-
-
-class MediaFile(File):
-    """One finished file, served by :class:`File` (Range, HEAD, Last-Modified) with a fixed
-    content type, an ETag, and never through a symlink: the route checked the name and that the
-    path is a regular file, and opening with ``O_NOFOLLOW`` keeps a symlink swapped in since
-    from being followed out of the media tree."""
-
-    isLeaf = True
-
-    def __init__(self, path: Path, content_type: str, st: os.stat_result) -> None:
-        super().__init__(os.fspath(path), defaultType=content_type)
-        self.type, self.encoding = content_type, None
-        self._etag = f'"{st.st_size:x}-{st.st_mtime_ns:x}"'.encode("ascii")
-
-    def render_GET(self, request: Request) -> bytes | int:
-        if request.setETag(self._etag) is CACHED:
-            return b""
-        return super().render_GET(request)
-
-    render_HEAD = render_GET
-
-    def openForReading(self):
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as e:
-            if e.errno == errno.ELOOP:
-                raise PermissionError(errno.EACCES, "not a regular file", self.path) from None
-            raise
-        return os.fdopen(fd, "rb")
 
 
 def _name_of(filename: str, suffix: str, bare: bool = False) -> str | None:
@@ -165,6 +56,10 @@ def _name_of(filename: str, suffix: str, bare: bool = False) -> str | None:
 
 
 class WebApp:
+    """The routes, on the object that holds what they answer from (the Klein app on the class
+    that holds the state, not a module global): the library, the page, the access policy, the
+    live sessions, health and metrics."""
+
     app = Klein()
 
     def __init__(
@@ -197,13 +92,19 @@ class WebApp:
 
     @app.handle_errors(NotFound)
     def not_found(self, request: Request, failure: Failure) -> bytes:
-        return _error(request, 404, "not_found", "no such resource")
+        return error_answer(request, 404, "not_found", "no such resource")
 
     @app.handle_errors(MethodNotAllowed)
     def not_allowed(self, request: Request, failure: Failure) -> bytes:
         allowed = sorted(failure.value.valid_methods or [])
         request.setHeader("allow", ", ".join(allowed))
-        return _error(request, 405, "method_not_allowed", "allowed: " + ", ".join(allowed))
+        return error_answer(request, 405, "method_not_allowed", "allowed: " + ", ".join(allowed))
+
+    @app.handle_errors(StoreUnavailable)
+    def unavailable(self, request: Request, failure: Failure) -> bytes:
+        """The library could not be read or changed (its bucket did not answer): whichever
+        route asked, a 503 that says so. Before :meth:`internal_error`, which takes the rest."""
+        return error_answer(request, 503, "store_unavailable", str(failure.value))
 
     @app.handle_errors
     def internal_error(self, request: Request, failure: Failure) -> bytes | Failure:
@@ -217,7 +118,9 @@ class WebApp:
             method=request.method.decode("ascii", "replace"),
             path=request.path.decode("ascii", "replace"),
         )  # fmt: skip
-        return _error(request, 500, "internal_error", "the server could not answer this request")
+        return error_answer(
+            request, 500, "internal_error", "the server could not answer this request"
+        )
 
     @app.route("/", branch=False, methods=["GET", "HEAD"])
     def root(self, request: Request) -> IResource | bytes:
@@ -249,13 +152,7 @@ class WebApp:
     @app.route("/recordings", methods=["GET"])
     @requires(READ)
     async def recordings(self, request: Request) -> bytes:
-        try:
-            listing = await self._library.listing()
-        except StoreUnavailable as e:
-            return _unavailable(request, e)
-        request.setHeader("content-type", "application/json")
-        request.setHeader("cache-control", "no-store")
-        return json.dumps(listing).encode("utf-8")
+        return json_answer(request, 200, await self._library.listing())
 
     @app.route("/recordings/video/<filename>", methods=["GET", "HEAD"])
     @requires(READ)
@@ -270,13 +167,10 @@ class WebApp:
     async def _serve(self, request: Request, kind: str, filename: str) -> IResource | bytes:
         name = _name_of(filename, KINDS[kind])
         if name is None:
-            return _not_found(request)
-        try:
-            found = await self._library.find(kind, name)
-        except StoreUnavailable as e:
-            return _unavailable(request, e)
+            return no_such_recording(request)
+        found = await self._library.find(kind, name)
         if found is None:
-            return _not_found(request)
+            return no_such_recording(request)
         return self._file(found, CONTENT_TYPES[kind])
 
     def _file(self, found: Found, content_type: str) -> IResource:
@@ -290,12 +184,9 @@ class WebApp:
     @requires(READ)
     async def poster(self, request: Request, filename: str) -> IResource | bytes:
         name = _name_of(filename, POSTER_SUFFIX)
-        try:
-            found = await self._library.find_poster(name) if name else None
-        except StoreUnavailable as e:
-            return _unavailable(request, e)
+        found = await self._library.find_poster(name) if name else None
         if found is None:
-            return _error(request, 404, "not_found", "no such poster")
+            return error_answer(request, 404, "not_found", "no such poster")
         return self._file(found, POSTER_TYPE)
 
     @app.route("/recordings/video/<filename>", methods=["DELETE"])
@@ -312,13 +203,9 @@ class WebApp:
         """A recording still being made is in ``temp/``, so it is not found here."""
         name = _name_of(filename, KINDS[kind], bare=True)
         if name is None:
-            return _not_found(request)
-        try:
-            deleted = await self._library.delete(kind, name)
-        except StoreUnavailable as e:
-            return _unavailable(request, e)
-        if not deleted:
-            return _not_found(request)
+            return no_such_recording(request)
+        if not await self._library.delete(kind, name):
+            return no_such_recording(request)
         _log.info(
             "deleted {kind} {name} for {peer}", kind=kind, name=name,
             peer=getattr(request.getClientAddress(), "host", "?"),
@@ -329,17 +216,13 @@ class WebApp:
     @app.route("/api/recordings", methods=["GET"])
     @requires(READ)
     async def details(self, request: Request) -> bytes:
-        try:
-            recordings = await self._library.details()
-        except StoreUnavailable as e:
-            return _unavailable(request, e)
-        return _json(request, 200, {"recordings": recordings})
+        return json_answer(request, 200, {"recordings": await self._library.details()})
 
     @app.route("/api/sessions", methods=["GET"])
     @requires(READ)
     def sessions(self, request: Request) -> bytes:
         live = self._registry.sessions if self._registry is not None else ()
-        return _json(request, 200, {"sessions": [
+        return json_answer(request, 200, {"sessions": [
             {"id": s.client_id, "recording": s.name, "frames": s.frames, "bytes": s.bytes,
              "since": iso_utc(s.started), "peer": s.peer}
             for s in sorted(live, key=lambda s: (s.started, s.name))
@@ -350,110 +233,13 @@ class WebApp:
         """Open without a token: probes do not carry one, and it tells nothing about recordings."""
         status, checks = self._health.status()
         document = {"status": status, "checks": checks}
-        return _json(request, 503 if status == FAIL else 200, document)
+        return json_answer(request, 503 if status == FAIL else 200, document)
 
     @app.route("/metrics", methods=["GET"])
     @requires(METRICS)
     def metrics(self, request: Request) -> bytes:
         if self._metrics is None:
-            return _error(request, 404, "not_found", "no metrics here")
+            return error_answer(request, 404, "not_found", "no metrics here")
         request.setHeader("content-type", METRICS_CONTENT_TYPE)
         request.setHeader("cache-control", "no-store")
         return self._metrics.render()
-
-
-def _without_token(url: bytes) -> bytes:
-    """``url`` with the value of every query parameter Twisted reads as ``token`` (its name
-    percent-decoded: ``%74oken`` is one) blanked."""
-    path, mark, rest = url.partition(b"?")
-    if not mark:
-        return url
-    query, hash_mark, fragment = rest.partition(b"#")
-    parts = _QUERY_SEPARATORS.split(query)
-    for i in range(0, len(parts), 2):
-        name, equals, _ = parts[i].partition(b"=")
-        if equals and unquote_to_bytes(name.replace(b"+", b" ")) == b"token":
-            parts[i] = name + b"=-"
-    return path + mark + b"".join(parts) + hash_mark + fragment
-
-
-class _WithoutToken:
-    """A request as the access log sees it: a ``token`` parameter in the URI, and in the Referer
-    (a page opened as ``/?token=`` loads its assets with that Referer), is blanked, since a log is
-    no place for a credential."""
-
-    def __init__(self, request: Request) -> None:
-        self._request = request
-        self.uri = _without_token(request.uri)
-
-    def getHeader(self, name: bytes | str) -> bytes | str | None:
-        value = self._request.getHeader(name)
-        if isinstance(value, bytes) and name in (b"referer", "referer"):
-            return _without_token(value)
-        return value
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._request, name)
-
-
-class _Utf8Only(Resource):
-    """Klein decodes the host and the path as UTF-8 before it routes, and answers what does not
-    decode in plain text, with a traceback in the log. No route could match such a URL: it is
-    answered here, as any other bad request, before Klein sees it."""
-
-    isLeaf = True
-
-    def __init__(self, app: Resource) -> None:
-        super().__init__()
-        self._app = app
-
-    def render(self, request: Request) -> bytes | int:
-        try:
-            request.getRequestHostname().decode("utf-8")
-            b"/".join(request.prepath + request.postpath).decode("utf-8")
-        except UnicodeDecodeError:
-            return _error(request, 400, "bad_url", "the host or path of the URL is not UTF-8")
-        return self._app.render(request)
-
-
-def _access_log_line(timestamp: str, request: Request) -> str:
-    return combinedLogFormatter(timestamp, _WithoutToken(request))
-
-
-def make_site(
-    store: MediaStore,
-    factory,
-    page: Page,
-    access: Access = OPEN,
-    header_timeout: float = 10.0,
-    *,
-    registry: SessionRegistry | None = None,
-    health: Health | None = None,
-    metrics: Metrics | None = None,
-    library: Library | None = None,
-    objects: ObjectStore | None = None,
-    presign: int = 0,
-) -> Site:
-    """``registry`` is where ``/api/sessions`` finds live sessions (none without one);
-    ``health`` what ``/healthz`` checks (by default the media tree and an ``ffmpeg`` on PATH);
-    ``library``, ``objects`` and ``presign`` as for :class:`WebApp`."""
-    app = WebApp(
-        store,
-        WebSocketResource(factory),
-        page,
-        access,
-        registry=registry,
-        health=health if health is not None else Health(store, "ffmpeg"),
-        metrics=metrics,
-        library=library,
-        objects=objects,
-        presign=presign,
-    )
-    site = Site(
-        _Utf8Only(app.app.resource()), requestFactory=BoundedRequest, logFormatter=_access_log_line
-    )
-    site.displayTracebacks = False
-    # Plain HTTP/1.1 (a WebSocket upgrade needs no HTTP/2) with a deadline on request headers.
-    site.protocol = HeaderDeadlineChannel
-    site.header_timeout = header_timeout
-    return site
