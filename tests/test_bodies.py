@@ -13,7 +13,7 @@ from twisted.trial.unittest import TestCase
 from livestream.auth.access import Access
 from livestream.auth.tokens import Verifier
 from livestream.web.bodies import MAX_BODY
-from tests.support import start_server
+from tests.support.server import start_server
 
 SECRET = b"0123456789abcdef0123456789abcdef-bodies"
 

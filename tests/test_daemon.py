@@ -22,19 +22,12 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial import unittest
 
-from tests import support
-from tests.support import (
-    Daemon,
-    connect_msg,
-    get_json,
-    jpeg_frames,
-    open_client,
-    pcm,
-    record,
-    sleep,
-    video_facts,
-    wav_facts,
-)
+from tests.support.daemon import ROOT, Daemon
+from tests.support.http import get_json
+from tests.support.media import jpeg_frames, pcm, video_facts, wav_facts
+from tests.support.ports import free_port
+from tests.support.waiting import sleep
+from tests.support.websocket import connect_msg, open_client, record
 
 FPS = 15
 # One chunk of audio per video frame: 1/15 s of 44.1 kHz mono.
@@ -171,7 +164,7 @@ class DaemonCase(unittest.TestCase):
         self.media = self.workdir / "media"
 
     def daemon(self, *extra: str) -> Daemon:
-        d = Daemon(self.workdir, self.media, support.free_port(), "--fps", str(FPS), *extra)
+        d = Daemon(self.workdir, self.media, free_port(), "--fps", str(FPS), *extra)
         d.start()
         self.addCleanup(stop, d)
         return d
@@ -364,7 +357,7 @@ def run_twistd(
 ) -> tuple[int, str]:
     """Run ``twistd -n livestream ARGS`` (with ``env`` added to its environment) to its end;
     (exit status, stdout + stderr)."""
-    port = support.free_port() if port is None else port
+    port = free_port() if port is None else port
     argv = [
         TWISTD, "-n", "--pidfile=", "livestream",
         "--listen", f"tcp:{port}:interface=127.0.0.1", "--media", os.fspath(workdir / "media"),
@@ -373,7 +366,7 @@ def run_twistd(
     done = subprocess.run(
         argv,
         cwd=workdir,
-        env=dict(os.environ, PYTHONPATH=os.fspath(support.ROOT), **(env or {})),
+        env=dict(os.environ, PYTHONPATH=os.fspath(ROOT), **(env or {})),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -480,7 +473,7 @@ class StartupTests(unittest.TestCase):
         done = subprocess.run(
             [TWISTD, "livestream", "--help"],
             cwd=self.workdir,
-            env=dict(os.environ, PYTHONPATH=os.fspath(support.ROOT)),
+            env=dict(os.environ, PYTHONPATH=os.fspath(ROOT)),
             capture_output=True,
             stdin=subprocess.DEVNULL,
             timeout=60,

@@ -10,7 +10,7 @@ from twisted.trial.unittest import TestCase
 
 from livestream.auth.access import Access
 from livestream.auth.tokens import Verifier
-from tests.support import start_server
+from tests.support.server import start_server
 from tests.test_bodies import exchange
 
 SECRET = b"0123456789abcdef0123456789abcdef-headers"

@@ -21,22 +21,11 @@ from livestream.auth.access import Access
 from livestream.auth.tokens import Verifier, mint
 from livestream.library.tree import TEMP, VIDEO_STREAM
 from livestream.recording.audio import SAMPLE_RATE
-from tests.support import (
-    CLOSE_MSG,
-    connect_msg,
-    ffmpeg_exe,
-    get,
-    get_json,
-    jpeg_frames,
-    open_client,
-    pcm,
-    record,
-    sleep,
-    start_server,
-    stream_msg,
-    video_facts,
-    wav_facts,
-)
+from tests.support.http import get, get_json
+from tests.support.media import ffmpeg_exe, jpeg_frames, pcm, video_facts, wav_facts
+from tests.support.server import start_server
+from tests.support.waiting import sleep
+from tests.support.websocket import CLOSE_MSG, connect_msg, open_client, record, stream_msg
 
 FPS = 15
 SECRET = b"s" * 32

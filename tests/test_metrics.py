@@ -19,17 +19,10 @@ from livestream.sessions.events import (
     SessionStarted,
 )
 from livestream.sessions.outcome import Outcome
-from tests.support import (
-    CLOSE_MSG,
-    connect_msg,
-    get,
-    jpeg_frames,
-    open_client,
-    pcm,
-    record,
-    start_server,
-    stream_msg,
-)
+from tests.support.http import get
+from tests.support.media import jpeg_frames, pcm
+from tests.support.server import start_server
+from tests.support.websocket import CLOSE_MSG, connect_msg, open_client, record, stream_msg
 
 SECRET = b"m" * 32
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

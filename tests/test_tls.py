@@ -21,18 +21,15 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionP
 
 from livestream.auth.access import Access
 from livestream.auth.tokens import Verifier, mint
-from tests.support import (
+from tests.support.media import jpeg_frames, pcm, video_facts, wav_facts
+from tests.support.server import start_server
+from tests.support.waiting import sleep
+from tests.support.websocket import (
     CLOSE_MSG,
     HandshakeRefused,
     connect_msg,
-    jpeg_frames,
     open_client,
-    pcm,
-    sleep,
-    start_server,
     stream_msg,
-    video_facts,
-    wav_facts,
 )
 from tests.test_websocket import stand_in
 

@@ -14,16 +14,11 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from livestream.bucket.objectstore import Location
 from livestream.bucket.uploader import collision_names
-from tests.s3 import S3Server
-from tests.support import (
-    jpeg_frames,
-    pcm,
-    record,
-    sleep,
-    start_server,
-    video_facts,
-    wav_facts,
-)
+from tests.support.media import jpeg_frames, pcm, video_facts, wav_facts
+from tests.support.s3 import S3Server
+from tests.support.server import start_server
+from tests.support.waiting import sleep
+from tests.support.websocket import record
 
 PREFIX = "lib"
 

@@ -16,7 +16,9 @@ from livestream.auth.access import OPEN
 from livestream.library.tree import MediaStore
 from livestream.web.app import make_site
 from livestream.web.page import Page
-from tests.support import pcm, record, start_server
+from tests.support.media import pcm
+from tests.support.server import start_server
+from tests.support.websocket import record
 from tests.test_bodies import exchange, status_and_document
 from tests.test_http_api import raw
 

@@ -12,22 +12,11 @@ from twisted.internet import reactor
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from tests.support import (
-    CLOSE_MSG,
-    connect_msg,
-    ffmpeg_exe,
-    get,
-    get_json,
-    jpeg_frames,
-    open_client,
-    pcm,
-    record,
-    sleep,
-    start_server,
-    stream_msg,
-    video_facts,
-    wav_facts,
-)
+from tests.support.http import get, get_json
+from tests.support.media import ffmpeg_exe, jpeg_frames, pcm, video_facts, wav_facts
+from tests.support.server import start_server
+from tests.support.waiting import sleep
+from tests.support.websocket import CLOSE_MSG, connect_msg, open_client, record, stream_msg
 
 NAME = re.compile(r"^[A-Za-z0-9._-]+_[0-9]{13}$")
 

@@ -16,7 +16,8 @@ import uuid
 import boto3
 from botocore.config import Config as BotoConfig
 
-from tests.support import free_port, sleep
+from tests.support.ports import free_port
+from tests.support.waiting import sleep
 
 ENDPOINT_VARIABLE = "LIVESTREAM_TEST_S3_ENDPOINT"
 _CREDENTIALS = {
