@@ -23,10 +23,10 @@ from livestream.bucket.objectstore import MULTIPART_THRESHOLD, PART_SIZE, Locati
 from livestream.bucket.uploader import Uploader
 from livestream.library.tree import MediaStore
 from livestream.sessions.events import Events
-from tests.support.s3 import S3Server
+from tests.support.media import wav_bytes
+from tests.support.s3 import PREFIX, S3Server
 from tests.support.server import start_server
-from tests.support.waiting import sleep
-from tests.test_uploads import PREFIX, until, wav_bytes
+from tests.support.waiting import sleep, until
 
 NAME = "mic_1700000000000"
 KEY = f"{PREFIX}/audio/{NAME}.wav"

@@ -33,8 +33,8 @@ from tests.support.http import get_json
 from tests.support.media import ffmpeg_exe, jpeg_frames, video_facts, wav_facts
 from tests.support.ports import free_port
 from tests.support.server import start_server
+from tests.support.tls import authority, server_files
 from tests.support.waiting import sleep
-from tests.test_tls import authority, server_files
 
 SECRET = b"a secret for livestream-send tests, 32+ bytes"
 

@@ -25,26 +25,32 @@ from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
 from livestream.ops.notify import STATUS_INTERVAL, Notifier, SystemdNotify, watchdog_interval
-from tests.support.daemon import ROOT, Daemon
-from tests.support.media import jpeg_frames
-from tests.support.ports import free_port
-from tests.support.waiting import sleep
-from tests.support.websocket import CLOSE_MSG, connect_msg, open_client, record, stream_msg
-from tests.test_daemon import (
+from tests.support.daemon import (
     FPS,
+    ROOT,
     TWISTD,
+    Daemon,
     DaemonCase,
     audio_chunks,
-    children,
     ended,
     how_it_ended,
     last_line,
-    refuses,
     run_twistd,
     stop,
+)
+from tests.support.media import jpeg_frames
+from tests.support.ports import free_port, refuses
+from tests.support.processes import children
+from tests.support.tls import server_files, trusting
+from tests.support.waiting import sleep
+from tests.support.websocket import (
+    CLOSE_MSG,
+    connect_msg,
+    open_client,
+    record,
+    stream_msg,
     stream_without_close,
 )
-from tests.test_tls import server_files, trusting
 
 UNITS = ROOT / "systemd"
 ANALYZE = shutil.which("systemd-analyze")

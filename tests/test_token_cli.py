@@ -16,12 +16,11 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from livestream.auth.tokens import Grant, Verifier, read_secret
 from livestream.cli.token import main
-from tests.support.daemon import ROOT, Daemon
+from tests.support.daemon import ROOT, Daemon, ended, stop
 from tests.support.http import get
 from tests.support.media import jpeg_frames
 from tests.support.ports import free_port
 from tests.support.websocket import CLOSE_MSG, connect_msg, open_client, stream_msg
-from tests.test_daemon import ended, stop
 
 SECRET = b"an operator's secret of 32 bytes or more"
 

@@ -43,6 +43,15 @@ def pcm(samples: int, seed: int = 0) -> bytes:
     return bytes((i * 7 + seed * 13 + (i >> 8)) & 0xFF for i in range(samples * 2))
 
 
+def wav_bytes(data: bytes) -> bytes:
+    """A whole PCM s16le 44.1 kHz mono WAV around ``data``."""
+    header = b"RIFF" + (36 + len(data)).to_bytes(4, "little") + b"WAVEfmt "
+    header += (16).to_bytes(4, "little") + (1).to_bytes(2, "little") + (1).to_bytes(2, "little")
+    header += (44100).to_bytes(4, "little") + (88200).to_bytes(4, "little")
+    header += (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
+    return header + b"data" + len(data).to_bytes(4, "little") + data
+
+
 @dataclass(frozen=True)
 class VideoFacts:
     codec: str

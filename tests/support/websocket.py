@@ -161,3 +161,16 @@ async def record(port: int, client_id: str, frames=(), audio=(), close: bool = T
     client.send(CLOSE_MSG)
     closed = await client.event("CLOSED", timeout=60)
     return client, connected, closed
+
+
+async def stream_without_close(port: int, client_id: str, frames, audio):
+    """A session that sends everything but CLOSE, and knows the daemon has handled all of it.
+
+    A second CONNECT is refused with a recoverable ERROR; messages are handled in order, so once
+    that reply is back every STREAM before it has reached the session's recorders.
+    """
+    client, connected, _ = await record(port, client_id, frames, audio, close=False)
+    client.send(connect_msg(client_id))
+    reply = await client.event("ERROR")
+    assert reply["code"] == "already_connected", reply
+    return client, connected["recording"]
