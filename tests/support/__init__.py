@@ -12,6 +12,7 @@
 - ``server``: the daemon's service tree in the test's own process
 - ``s3``: a real S3-protocol server (moto's)
 - ``tls``: a test certificate authority and the server's key and certificate
+- ``options``: ``twistd livestream`` options parsed as twistd parses them
 - ``ports``: free loopback ports, and whether anything listens on one
 - ``waiting``: waiting on the reactor, for a time or for a condition
 - ``sandbox``: ``python -m tests.support.sandbox``, the unit's seccomp rules without systemd
