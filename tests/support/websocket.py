@@ -66,7 +66,6 @@ class Client:
         self.opened: Deferred[Client] = Deferred()
         self.closed: Deferred[tuple[bool, int | None, str | None]] = Deferred()
         self._waiters: list[tuple[str, Deferred[dict]]] = []
-        self._seen = 0
 
     def _opened(self, proto: _ClientProtocol) -> None:
         self.proto = proto
