@@ -17,14 +17,9 @@ from livestream.auth.tokens import Verifier, mint
 from livestream.daemon.options import Options
 from livestream.web.accesslog import access_log_line as _access_log_line
 from livestream.wire.messages import ProtocolError
+from tests.support.options import parse
 
 SECRET = b"0123456789abcdef0123456789abcdef-unit"
-
-
-def parse(*argv: str) -> Options:
-    options = Options()
-    options.parseOptions(list(argv))
-    return options
 
 
 class OriginTests(SynchronousTestCase):

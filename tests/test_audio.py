@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from livestream.library.tree import AUDIO, AUDIO_STREAM, MediaStore
 from livestream.recording.audio import HEADER_SIZE, AudioRecorder, mend, wav_header
-from tests.support import pcm
+from tests.support.media import pcm
 
 
 def parse_wav(raw: bytes) -> dict[str, object]:

@@ -17,17 +17,15 @@ from twisted.trial.unittest import TestCase
 
 from livestream.auth.access import Access, origin_key
 from livestream.auth.tokens import Verifier, mint
-from tests.support import (
+from tests.support.http import get, get_json
+from tests.support.media import jpeg_frames, video_facts
+from tests.support.server import start_server
+from tests.support.websocket import (
     CLOSE_MSG,
     HandshakeRefused,
     connect_msg,
-    get,
-    get_json,
-    jpeg_frames,
     open_client,
-    start_server,
     stream_msg,
-    video_facts,
 )
 
 SECRET = b"0123456789abcdef0123456789abcdef-test"

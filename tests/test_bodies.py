@@ -3,8 +3,6 @@ or without a token, declared by Content-Length or sent in chunks."""
 
 from __future__ import annotations
 
-import json
-import socket
 from pathlib import Path
 
 from twisted.internet.threads import deferToThread
@@ -13,27 +11,10 @@ from twisted.trial.unittest import TestCase
 from livestream.auth.access import Access
 from livestream.auth.tokens import Verifier
 from livestream.web.bodies import MAX_BODY
-from tests.support import start_server
+from tests.support.http import exchange, status_and_document
+from tests.support.server import start_server
 
 SECRET = b"0123456789abcdef0123456789abcdef-bodies"
-
-
-def exchange(port: int, head: str, body: bytes = b"") -> bytes:
-    """Send a request as written; what the server answers until it closes (or resets)."""
-    answer = b""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(head.encode("ascii") + body)
-        try:
-            for data in iter(lambda: s.recv(65536), b""):
-                answer += data
-        except ConnectionResetError:
-            pass
-    return answer
-
-
-def status_and_document(answer: bytes) -> tuple[bytes, dict]:
-    head, _, body = answer.partition(b"\r\n\r\n")
-    return head.split(b"\r\n")[0], json.loads(body)
 
 
 class BodyTests(TestCase):

@@ -24,19 +24,11 @@ from twisted.trial.unittest import TestCase
 from livestream.auth.access import Access
 from livestream.auth.tokens import Verifier, mint
 from livestream.sessions.outcome import DISCONNECT
-from tests.support import (
-    CLOSE_MSG,
-    ROOT,
-    connect_msg,
-    get_json,
-    jpeg_frames,
-    open_client,
-    pcm,
-    record,
-    start_server,
-    video_facts,
-    wav_facts,
-)
+from tests.support.daemon import ROOT
+from tests.support.http import get_json
+from tests.support.media import jpeg_frames, pcm, video_facts, wav_facts
+from tests.support.server import start_server
+from tests.support.websocket import CLOSE_MSG, connect_msg, open_client, record
 
 try:
     from playwright.sync_api import Page, sync_playwright

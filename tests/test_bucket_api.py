@@ -20,13 +20,14 @@ from livestream.bucket.library import LISTING_TTL
 from livestream.bucket.objectstore import Location
 from livestream.ops.retention import RetentionPolicy
 from livestream.web.objectfile import CHUNK, parse_range
-from tests.s3 import S3Server
-from tests.support import get_json, jpeg_frames, pcm, record, sleep, start_server
-from tests.test_http_api import raw
-from tests.test_metrics import scrape
-from tests.test_uploads import until, wav_bytes
+from tests.support.http import get_json, raw
+from tests.support.media import jpeg_frames, pcm, wav_bytes
+from tests.support.metrics import scrape
+from tests.support.s3 import PREFIX, S3Server
+from tests.support.server import start_server
+from tests.support.waiting import sleep, until
+from tests.support.websocket import record
 
-PREFIX = "lib"
 DAY = 86400
 
 

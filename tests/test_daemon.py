@@ -7,203 +7,33 @@ errors. Outputs are checked by decoding them, never by trusting the daemon's rep
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import av
 from twisted.internet import error, reactor
-from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
 from twisted.trial import unittest
 
-from tests import support
-from tests.support import (
-    Daemon,
-    connect_msg,
-    get_json,
-    jpeg_frames,
-    open_client,
-    pcm,
-    record,
-    sleep,
-    video_facts,
-    wav_facts,
+from tests.support.daemon import (
+    FPS,
+    ROOT,
+    TWISTD,
+    DaemonCase,
+    audio_chunks,
+    ended,
+    how_it_ended,
+    last_line,
+    run_twistd,
 )
-
-FPS = 15
-# One chunk of audio per video frame: 1/15 s of 44.1 kHz mono.
-SAMPLES_PER_CHUNK = 44100 // FPS
-TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
-
-
-def audio_chunks(count: int, client: int) -> list[bytes]:
-    return [pcm(SAMPLES_PER_CHUNK, seed=client * 1000 + i) for i in range(count)]
-
-
-# --- processes -------------------------------------------------------------------------------
-
-
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state, ppid) of a process, or None if it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rfind(")") + 2 :].split()
-    return fields[0], int(fields[1])
-
-
-def alive(pid: int) -> bool:
-    stat = _stat(pid)
-    return stat is not None and stat[0] not in ("Z", "X")
-
-
-def children(pid: int) -> list[int]:
-    """Live child processes of ``pid`` (the daemon's ffmpeg encoders), found by scanning /proc."""
-    kids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            stat = _stat(int(entry))
-            if stat is not None and stat[1] == pid and stat[0] not in ("Z", "X"):
-                kids.append(int(entry))
-    return kids
-
-
-def kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-async def wait_gone(pids: list[int], timeout: float) -> list[int]:
-    """Wait until none of ``pids`` runs; return those still running at the deadline."""
-    deadline = reactor.seconds() + timeout
-    while True:
-        left = [p for p in pids if alive(p)]
-        if not left or reactor.seconds() > deadline:
-            return left
-        await sleep(0.05)
-
-
-# --- the daemon ------------------------------------------------------------------------------
-
-
-def ended(daemon: Daemon, timeout: float = 60) -> Deferred:
-    """A fresh Deferred for the daemon's exit code (``proto.ended`` is shared, so never awaited
-    directly: awaiting a Deferred consumes its result)."""
-    d: Deferred = Deferred()
-
-    def relay(result):
-        if not d.called:
-            d.callback(result)
-        return result
-
-    daemon.proto.ended.addBoth(relay)
-    return d.addTimeout(timeout, reactor)
-
-
-def how_it_ended(daemon: Daemon) -> str:
-    """``exit N`` or ``signal NAME`` from the raw wait status (``proto.ended`` only gives an exit
-    code, None for any death by signal, which would hide *which* signal)."""
-    status = daemon.proto.transport.status
-    if os.WIFSIGNALED(status):
-        return f"signal {signal.Signals(os.WTERMSIG(status)).name}"
-    return f"exit {os.WEXITSTATUS(status)}"
-
-
-async def stop(daemon: Daemon) -> None:
-    """Cleanup: SIGKILL the daemon and its encoders if they still run, and wait for its end."""
-    if daemon.proto is None:
-        return
-    if not daemon.proto.ended.called:
-        pid = daemon.pid
-        for kid in children(pid):
-            kill(kid)
-        kill(pid)
-    await ended(daemon, 30)
-
-
-async def refuses(port: int) -> bool:
-    """True if a TCP connection to ``port`` is refused: nothing listens there.
-
-    A reset while connecting counts too: the listening socket closed with this connection still
-    in its accept queue."""
-    try:
-        proto = await TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=5).connect(
-            Factory.forProtocol(Protocol)
-        )
-    except error.ConnectionRefusedError:
-        return True
-    except error.ConnectError as e:
-        if e.osError != errno.ECONNRESET:
-            raise
-        return True
-    proto.transport.abortConnection()
-    return False
-
-
-async def stream_without_close(port: int, client_id: str, frames, audio):
-    """A session that sends everything but CLOSE, and knows the daemon has handled all of it.
-
-    A second CONNECT is refused with a recoverable ERROR; messages are handled in order, so once
-    that reply is back every STREAM before it has reached the session's recorders.
-    """
-    client, connected, _ = await record(port, client_id, frames, audio, close=False)
-    client.send(connect_msg(client_id))
-    reply = await client.event("ERROR")
-    assert reply["code"] == "already_connected", reply
-    return client, connected["recording"]
-
-
-class DaemonCase(unittest.TestCase):
-    timeout = 120
-
-    def setUp(self) -> None:
-        self.workdir = Path(self.mktemp()).absolute()
-        self.workdir.mkdir(parents=True)
-        self.media = self.workdir / "media"
-
-    def daemon(self, *extra: str) -> Daemon:
-        d = Daemon(self.workdir, self.media, support.free_port(), "--fps", str(FPS), *extra)
-        d.start()
-        self.addCleanup(stop, d)
-        return d
-
-    def assert_video(self, name: str, frames: int | None = None, at_least: int | None = None):
-        path = self.media / "video" / name
-        self.assertTrue(path.is_file(), f"{path} missing; video/ holds {self.listdir('video')}")
-        facts = video_facts(path)
-        self.assertEqual(facts.codec, "h264", facts)
-        self.assertEqual(facts.pix_fmt, "yuv420p", facts)
-        self.assertEqual(facts.rate, FPS, facts)
-        self.assertTrue(facts.faststart, f"moov is not before mdat in {name}: {facts}")
-        if frames is not None:
-            self.assertEqual(facts.frames, frames, facts)
-        if at_least is not None:
-            self.assertGreaterEqual(facts.frames, at_least, facts)
-        return facts
-
-    def assert_wav(self, name: str, chunks: list[bytes]) -> None:
-        path = self.media / "audio" / name
-        self.assertTrue(path.is_file(), f"{path} missing; audio/ holds {self.listdir('audio')}")
-        facts = wav_facts(path)
-        self.assertEqual((facts.rate, facts.channels, facts.sample_width), (44100, 1, 2))
-        self.assertTrue(facts.riff_size_ok, f"wrong RIFF size in {name}")
-        sent = b"".join(chunks)
-        self.assertEqual(len(facts.data), len(sent))
-        self.assertTrue(facts.data == sent, f"{name}: audio bytes differ from those sent")
-        self.assertEqual(path.stat().st_size, 44 + len(sent))
-
-    def listdir(self, kind: str) -> list[str]:
-        path = self.media / kind
-        return sorted(os.listdir(path)) if path.is_dir() else []
+from tests.support.http import get_json
+from tests.support.media import jpeg_frames
+from tests.support.ports import refuses
+from tests.support.processes import children, kill, wait_gone
+from tests.support.waiting import sleep
+from tests.support.websocket import open_client, stream_without_close
 
 
 class StopTests(DaemonCase):
@@ -356,38 +186,6 @@ class CrashTests(DaemonCase):
         self.assertEqual(self.listdir("temp"), [])
 
 
-# --- start-up ----------------------------------------------------------------------------------
-
-
-def run_twistd(
-    workdir: Path, *args: str, port: int | None = None, env: dict[str, str] | None = None
-) -> tuple[int, str]:
-    """Run ``twistd -n livestream ARGS`` (with ``env`` added to its environment) to its end;
-    (exit status, stdout + stderr)."""
-    port = support.free_port() if port is None else port
-    argv = [
-        TWISTD, "-n", "--pidfile=", "livestream",
-        "--listen", f"tcp:{port}:interface=127.0.0.1", "--media", os.fspath(workdir / "media"),
-        *args,
-    ]  # fmt: skip
-    done = subprocess.run(
-        argv,
-        cwd=workdir,
-        env=dict(os.environ, PYTHONPATH=os.fspath(support.ROOT), **(env or {})),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        timeout=60,
-        check=False,
-    )
-    return done.returncode, done.stdout.decode("utf-8", "replace")
-
-
-def last_line(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
 class StartupTests(unittest.TestCase):
     timeout = 120
 
@@ -480,7 +278,7 @@ class StartupTests(unittest.TestCase):
         done = subprocess.run(
             [TWISTD, "livestream", "--help"],
             cwd=self.workdir,
-            env=dict(os.environ, PYTHONPATH=os.fspath(support.ROOT)),
+            env=dict(os.environ, PYTHONPATH=os.fspath(ROOT)),
             capture_output=True,
             stdin=subprocess.DEVNULL,
             timeout=60,

@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 import stat
 
-from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
+from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -20,75 +19,7 @@ from livestream.recording.ffmpeg import (
     FFmpegUnusable,
     end_input,
 )
-
-
-class FakeProcessTransport:
-    """Stands for a child's pipes: records what is done to it, in order."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple] = []
-        self.written: list[bytes] = []
-        self.producer = None
-        self.exited = False
-        self.stdin_closed = False
-
-    def write(self, data: bytes) -> None:
-        assert not self.stdin_closed, "write after closeStdin"
-        self.written.append(data)
-
-    def registerProducer(self, producer, streaming: bool) -> None:
-        self.calls.append(("registerProducer", streaming))
-        self.producer = producer
-
-    def unregisterProducer(self) -> None:
-        self.calls.append(("unregisterProducer",))
-        self.producer = None
-
-    def closeStdin(self) -> None:
-        self.calls.append(("closeStdin",))
-        self.stdin_closed = True
-
-    def signalProcess(self, name: str) -> None:
-        if self.exited:
-            raise ProcessExitedAlready()
-        self.calls.append(("signalProcess", name))
-
-    def signals(self) -> list[str]:
-        return [c[1] for c in self.calls if c[0] == "signalProcess"]
-
-
-class ProcessReactor(MemoryReactorClock):
-    """A memory reactor that also records spawnProcess, connecting a fake transport."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.spawned: list[dict] = []
-
-    def spawnProcess(
-        self,
-        proto,
-        executable,
-        args=(),
-        env=None,
-        path=None,
-        uid=None,
-        gid=None,
-        usePTY=False,
-        childFDs=None,
-    ):
-        transport = FakeProcessTransport()
-        self.spawned.append(
-            {
-                "proto": proto,
-                "executable": executable,
-                "args": list(args),
-                "env": env,
-                "childFDs": childFDs,
-                "transport": transport,
-            }
-        )
-        proto.makeConnection(transport)
-        return transport
+from tests.support.fakes import FakeProcessTransport, ProcessReactor
 
 
 def ended(proto: FFmpegProcess, error: Exception) -> None:

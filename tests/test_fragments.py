@@ -13,8 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from livestream.library.tree import VIDEO_STREAM, MediaStore
 from livestream.recording import fragments, video
 from livestream.recording.video import EncoderSettings, encoder_args
-
-from .support import ffmpeg_exe, jpeg_frames, video_facts
+from tests.support.media import ffmpeg_exe, jpeg_frames, video_facts
 
 FRAMES = 45
 

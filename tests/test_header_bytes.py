@@ -10,8 +10,8 @@ from twisted.trial.unittest import TestCase
 
 from livestream.auth.access import Access
 from livestream.auth.tokens import Verifier
-from tests.support import start_server
-from tests.test_bodies import exchange
+from tests.support.http import exchange
+from tests.support.server import start_server
 
 SECRET = b"0123456789abcdef0123456789abcdef-headers"
 

@@ -11,9 +11,6 @@ from pathlib import Path
 
 import treq
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol
 from twisted.trial import unittest
 from twisted.web.client import HTTPConnectionPool
 
@@ -21,22 +18,11 @@ from livestream.auth.access import Access
 from livestream.auth.tokens import Verifier, mint
 from livestream.library.tree import TEMP, VIDEO_STREAM
 from livestream.recording.audio import SAMPLE_RATE
-from tests.support import (
-    CLOSE_MSG,
-    connect_msg,
-    ffmpeg_exe,
-    get,
-    get_json,
-    jpeg_frames,
-    open_client,
-    pcm,
-    record,
-    sleep,
-    start_server,
-    stream_msg,
-    video_facts,
-    wav_facts,
-)
+from tests.support.http import get, get_json, raw
+from tests.support.media import ffmpeg_exe, jpeg_frames, pcm, video_facts, wav_facts
+from tests.support.server import start_server
+from tests.support.waiting import sleep
+from tests.support.websocket import CLOSE_MSG, connect_msg, open_client, record, stream_msg
 
 FPS = 15
 SECRET = b"s" * 32
@@ -52,51 +38,6 @@ async def http(port: int, method: str, path: str, headers: dict[str, str] | None
         pool=HTTPConnectionPool(reactor, persistent=False),
     )
     return response, await response.content()
-
-
-class _Raw(Protocol):
-    def __init__(self, request: bytes) -> None:
-        self.request = request
-        self.received = b""
-        self.done: Deferred[bytes] = Deferred()
-
-    def connectionMade(self) -> None:
-        self.transport.write(self.request)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason) -> None:
-        self.done.callback(self.received)
-
-
-async def raw(port: int, method: str, target: str, headers: str = "") -> tuple[int, dict, bytes]:
-    """A request sent byte for byte (no client normalises the path); returns status, headers
-    (lower-case names) and the body exactly as received, until the server closes."""
-    proto = _Raw(
-        f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}\r\n"
-        .encode("latin-1")
-    )
-    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=10), proto)
-    data = await proto.done.addTimeout(10, reactor)
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    fields = dict(
-        (k.strip().lower(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])
-    )
-    if fields.get("transfer-encoding") == "chunked":
-        body = _dechunk(body)
-    return int(lines[0].split()[1]), fields, body
-
-
-def _dechunk(data: bytes) -> bytes:
-    body = b""
-    while True:
-        size_line, _, data = data.partition(b"\r\n")
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            return body
-        body, data = body + data[:size], data[size + 2 :]
 
 
 class _Recorded(unittest.TestCase):

@@ -10,7 +10,7 @@ import tempfile
 from twisted.trial.unittest import SynchronousTestCase
 
 from livestream.wire.jpeg import NotAJPEG, check_frame, frame_size
-from tests.support import ffmpeg_exe, jpeg_frames
+from tests.support.media import ffmpeg_exe, jpeg_frames
 
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000")
 

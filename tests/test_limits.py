@@ -12,20 +12,11 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.support import (
-    CLOSE_MSG,
-    connect_msg,
-    get_json,
-    jpeg_frames,
-    open_client,
-    pcm,
-    record,
-    sleep,
-    start_server,
-    stream_msg,
-    video_facts,
-    wav_facts,
-)
+from tests.support.http import get_json
+from tests.support.media import jpeg_frames, pcm, video_facts, wav_facts
+from tests.support.server import start_server
+from tests.support.waiting import sleep
+from tests.support.websocket import CLOSE_MSG, connect_msg, open_client, record, stream_msg
 
 
 class RawClient(Protocol):

@@ -7,19 +7,11 @@ from pathlib import Path
 from twisted.internet.defer import DeferredList
 from twisted.trial.unittest import TestCase
 
-from tests.support import (
-    CLOSE_MSG,
-    connect_msg,
-    get_json,
-    jpeg_frames,
-    open_client,
-    pcm,
-    sleep,
-    start_server,
-    stream_msg,
-    video_facts,
-    wav_facts,
-)
+from tests.support.http import get_json
+from tests.support.media import jpeg_frames, pcm, video_facts, wav_facts
+from tests.support.server import start_server
+from tests.support.waiting import sleep
+from tests.support.websocket import CLOSE_MSG, connect_msg, open_client, stream_msg
 
 CLIENTS = 32
 FRAMES = 30

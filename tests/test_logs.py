@@ -8,15 +8,9 @@ from pathlib import Path
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from tests.support import (
-    CLOSE_MSG,
-    connect_msg,
-    jpeg_frames,
-    open_client,
-    pcm,
-    start_server,
-    stream_msg,
-)
+from tests.support.media import jpeg_frames, pcm
+from tests.support.server import start_server
+from tests.support.websocket import CLOSE_MSG, connect_msg, open_client, stream_msg
 
 
 class SessionLogTests(TestCase):

@@ -12,7 +12,7 @@ from livestream.library.mediainfo import UNKNOWN, Info, InfoCache, mp4_info, wav
 from livestream.recording.audio import SAMPLE_RATE, wav_header
 from livestream.recording.fragments import trim
 from livestream.recording.video import EncoderSettings, encoder_args
-from tests.support import ffmpeg_exe, jpeg_frames, video_facts
+from tests.support.media import ffmpeg_exe, jpeg_frames, video_facts
 
 FPS = 15
 

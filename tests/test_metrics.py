@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from livestream.auth.access import Access
@@ -19,35 +18,13 @@ from livestream.sessions.events import (
     SessionStarted,
 )
 from livestream.sessions.outcome import Outcome
-from tests.support import (
-    CLOSE_MSG,
-    connect_msg,
-    get,
-    jpeg_frames,
-    open_client,
-    pcm,
-    record,
-    start_server,
-    stream_msg,
-)
+from tests.support.http import get
+from tests.support.media import jpeg_frames, pcm
+from tests.support.metrics import parse, scrape
+from tests.support.server import start_server
+from tests.support.websocket import CLOSE_MSG, connect_msg, open_client, record, stream_msg
 
 SECRET = b"m" * 32
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def parse(text: str) -> Samples:
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-async def scrape(port: int, headers: dict[str, str] | None = None) -> Samples:
-    response = await get(port, "/metrics", headers)
-    assert response.code == 200, response.code
-    assert response.headers.getRawHeaders("content-type")[0].startswith("text/plain")
-    return parse((await response.content()).decode("utf-8"))
 
 
 class MetricsOfARunningServerTests(TestCase):

@@ -4,7 +4,7 @@ lands whole, once; a daemon stopped mid-upload waits for it, or abandons it (the
 its parts) and uploads it at its next start.
 
 The files are real WAVs of noise placed in the media tree, as a recording finished by an earlier
-run; the uploader takes them at its start. moto's server is on 127.0.0.1 (tests/s3.py).
+run; the uploader takes them at its start. moto's server is on 127.0.0.1 (tests/support/s3.py).
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from livestream.bucket.objectstore import MULTIPART_THRESHOLD, PART_SIZE, Locati
 from livestream.bucket.uploader import Uploader
 from livestream.library.tree import MediaStore
 from livestream.sessions.events import Events
-from tests.s3 import S3Server
-from tests.support import sleep, start_server
-from tests.test_uploads import PREFIX, until, wav_bytes
+from tests.support.media import wav_bytes
+from tests.support.s3 import PREFIX, S3Server
+from tests.support.server import start_server
+from tests.support.waiting import sleep, until
 
 NAME = "mic_1700000000000"
 KEY = f"{PREFIX}/audio/{NAME}.wav"

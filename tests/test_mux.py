@@ -15,18 +15,9 @@ import av
 from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import TestCase
 
-from tests.support import (
-    CLOSE_MSG,
-    brightness,
-    connect_msg,
-    ffmpeg_exe,
-    jpeg_frames,
-    open_client,
-    start_server,
-    stream_msg,
-    video_facts,
-    wav_facts,
-)
+from tests.support.media import brightness, ffmpeg_exe, jpeg_frames, video_facts, wav_facts
+from tests.support.server import start_server
+from tests.support.websocket import CLOSE_MSG, connect_msg, open_client, stream_msg
 
 RATE = 44100
 FPS_IN = 10

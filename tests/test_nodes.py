@@ -17,18 +17,14 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.protocol import ProcessProtocol
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.s3 import S3Server
-from tests.support import (
-    Daemon,
-    free_port,
-    get_json,
-    jpeg_frames,
-    pcm,
-    record,
-    sleep,
-    video_facts,
-)
-from tests.test_daemon import children, ended, kill, stop, stream_without_close, wait_gone
+from tests.support.daemon import Daemon, ended, stop
+from tests.support.http import get_json
+from tests.support.media import jpeg_frames, pcm, video_facts
+from tests.support.ports import free_port
+from tests.support.processes import children, kill, wait_gone
+from tests.support.s3 import S3Server
+from tests.support.waiting import sleep
+from tests.support.websocket import record, stream_without_close
 
 FPS = 15
 HAPROXY_CONFIG = """\

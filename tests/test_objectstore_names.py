@@ -6,12 +6,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from livestream.bucket.objectstore import Location, default_node, is_node_name, parse_location
 from livestream.daemon.options import Options
-
-
-def parse(*argv: str) -> Options:
-    options = Options()
-    options.parseOptions(list(argv))
-    return options
+from tests.support.options import parse
 
 
 class LocationTests(SynchronousTestCase):

@@ -12,12 +12,7 @@ from livestream.ops.retention import RetentionPolicy
 from livestream.ops.webhooks import WebhookSettings
 from livestream.recording import ffmpeg
 from livestream.sessions.limits import Limits
-
-
-def parse(*argv: str) -> Options:
-    options = Options()
-    options.parseOptions(list(argv))
-    return options
+from tests.support.options import parse
 
 
 class DefaultsTests(SynchronousTestCase):

@@ -19,17 +19,11 @@ from livestream.auth.tokens import Verifier, mint
 from livestream.web.live import AUDIO, MAX_HELD_AUDIO, VIDEO, ViewerProtocol
 from livestream.web.page import STATIC
 from livestream.wire.messages import MediaKind
-from tests.support import (
-    CLOSE_MSG,
-    HandshakeRefused,
-    connect_msg,
-    get,
-    jpeg_frames,
-    open_client,
-    pcm,
-    sleep,
-    start_server,
-)
+from tests.support.http import get
+from tests.support.media import jpeg_frames, pcm
+from tests.support.server import start_server
+from tests.support.waiting import sleep
+from tests.support.websocket import CLOSE_MSG, HandshakeRefused, connect_msg, open_client
 
 SECRET = b"0123456789abcdef0123456789abcdef-page"
 

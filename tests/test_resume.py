@@ -11,19 +11,11 @@ from pathlib import Path
 from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import TestCase
 
-from tests.support import (
-    CLOSE_MSG,
-    brightness,
-    connect_msg,
-    ffmpeg_exe,
-    get_json,
-    open_client,
-    pcm,
-    sleep,
-    start_server,
-    stream_msg,
-    wav_facts,
-)
+from tests.support.http import get_json
+from tests.support.media import brightness, ffmpeg_exe, pcm, wav_facts
+from tests.support.server import start_server
+from tests.support.waiting import sleep
+from tests.support.websocket import CLOSE_MSG, connect_msg, open_client, stream_msg
 
 COUNT = 60
 

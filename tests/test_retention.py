@@ -11,7 +11,10 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from livestream.library.tree import MediaStore
 from livestream.ops.retention import AGE, FREE, TOTAL, Finished, Retention, RetentionPolicy, plan
-from tests.support import get_json, pcm, record, start_server
+from tests.support.http import get_json
+from tests.support.media import pcm
+from tests.support.server import start_server
+from tests.support.websocket import record
 
 DAY = 86400
 NOW = 1_800_000_000.0

@@ -28,17 +28,13 @@ from livestream.cli.send.source import BYTES_PER_SECOND, Source
 from livestream.cli.send.split import JPEGSplitter, PCMChunker
 from livestream.sessions.outcome import DISCONNECT
 from livestream.wire.jpeg import NotAJPEG
-from tests import support
-from tests.support import (
-    ffmpeg_exe,
-    get_json,
-    jpeg_frames,
-    sleep,
-    start_server,
-    video_facts,
-    wav_facts,
-)
-from tests.test_tls import authority, server_files
+from tests.support.daemon import ROOT
+from tests.support.http import get_json
+from tests.support.media import ffmpeg_exe, jpeg_frames, video_facts, wav_facts
+from tests.support.ports import free_port
+from tests.support.server import start_server
+from tests.support.tls import authority, server_files
+from tests.support.waiting import sleep
 
 SECRET = b"a secret for livestream-send tests, 32+ bytes"
 
@@ -258,7 +254,7 @@ class SourceArgsTests(SynchronousTestCase):
 
     def test_console_script_declared(self) -> None:
         setup = configparser.ConfigParser()
-        setup.read(support.ROOT / "setup.cfg")
+        setup.read(ROOT / "setup.cfg")
         scripts = setup["options.entry_points"]["console_scripts"].split("\n")
         self.assertIn("livestream-send = livestream.cli.send.main:main", scripts)
 
@@ -302,7 +298,7 @@ class SendTests(TestCase):
         started = time.monotonic()
         out, err, code = await getProcessOutputAndValue(
             sys.executable, ["-m", "livestream.cli.send.main", *argv],
-            env=dict(os.environ, PYTHONPATH=os.fspath(support.ROOT), **(env or {})),
+            env=dict(os.environ, PYTHONPATH=os.fspath(ROOT), **(env or {})),
             reactor=reactor,
         )  # fmt: skip
         return code, out.decode(), err.decode(), time.monotonic() - started
@@ -386,7 +382,7 @@ class SendTests(TestCase):
         code, _, err, _ = await self.send("http://127.0.0.1/", "--test-pattern")
         self.assertEqual(code, 2)
         self.assertIn("not a ws:// or wss:// URL", err)
-        closed_port = support.free_port()
+        closed_port = free_port()
         code, _, err, _ = await self.send(f"ws://127.0.0.1:{closed_port}/", "--test-pattern")
         self.assertEqual((code, err),
                          (1, f"livestream-send: cannot connect to ws://127.0.0.1:{closed_port}/: "
@@ -424,7 +420,7 @@ class SendTests(TestCase):
         argv = [sys.executable, "-m", "livestream.cli.send.main", f"ws://127.0.0.1:{port}/",
                 "--test-pattern", "--fps", "10", "--size", "320x240"]  # fmt: skip
         reactor.spawnProcess(done, sys.executable, argv,
-                             env=dict(os.environ, PYTHONPATH=os.fspath(support.ROOT)))  # fmt: skip
+                             env=dict(os.environ, PYTHONPATH=os.fspath(ROOT)))  # fmt: skip
         registry = self.service.getServiceNamed("sessions")
         while not registry.sessions or registry.sessions[0].frames < 10:
             await sleep(0.1)
@@ -476,7 +472,7 @@ class ResumeTests(TestCase):
                    "--size", "320x240", "--id", "fragile", "--ffmpeg", ffmpeg_exe(),
                    *argv]  # fmt: skip
         reactor.spawnProcess(done, sys.executable, command,
-                             env=dict(os.environ, PYTHONPATH=os.fspath(support.ROOT)))  # fmt: skip
+                             env=dict(os.environ, PYTHONPATH=os.fspath(ROOT)))  # fmt: skip
         return done
 
     async def cut(self, after_frames: int, previous: object = None) -> object:

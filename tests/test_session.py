@@ -26,8 +26,8 @@ from livestream.recording.video import EncoderSettings
 from livestream.sessions.outcome import CLOSE, DISCONNECT, SHUTDOWN
 from livestream.sessions.session import Session, SessionLimits
 from livestream.wire.messages import MediaKind, ProtocolError
-from tests.support import jpeg_frames, pcm
-from tests.test_ffmpeg import ProcessReactor
+from tests.support.fakes import ProcessReactor
+from tests.support.media import jpeg_frames, pcm
 
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452")
 

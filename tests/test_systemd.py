@@ -25,34 +25,34 @@ from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
 from livestream.ops.notify import STATUS_INTERVAL, Notifier, SystemdNotify, watchdog_interval
-from tests import support
-from tests.support import (
-    CLOSE_MSG,
-    Daemon,
-    connect_msg,
-    jpeg_frames,
-    open_client,
-    record,
-    sleep,
-    stream_msg,
-)
-from tests.test_daemon import (
+from tests.support.daemon import (
     FPS,
+    ROOT,
     TWISTD,
+    Daemon,
     DaemonCase,
     audio_chunks,
-    children,
     ended,
     how_it_ended,
     last_line,
-    refuses,
     run_twistd,
     stop,
+)
+from tests.support.media import jpeg_frames
+from tests.support.ports import free_port, refuses
+from tests.support.processes import children
+from tests.support.tls import server_files, trusting
+from tests.support.waiting import sleep
+from tests.support.websocket import (
+    CLOSE_MSG,
+    connect_msg,
+    open_client,
+    record,
+    stream_msg,
     stream_without_close,
 )
-from tests.test_tls import server_files, trusting
 
-UNITS = support.ROOT / "systemd"
+UNITS = ROOT / "systemd"
 ANALYZE = shutil.which("systemd-analyze")
 SOCKET_ACTIVATE = shutil.which("systemd-socket-activate")
 # Where livestream.service expects the installed venv (README, "Running it as a service").
@@ -96,8 +96,8 @@ def syscall_groups() -> dict[str, list[str]]:
 
 
 def sandbox_launcher(mdwe: bool | None = None) -> tuple[str, ...]:
-    """``python -m tests.sandbox ...`` with the seccomp rules of livestream.service (``mdwe``
-    overrides its MemoryDenyWriteExecute=)."""
+    """``python -m tests.support.sandbox ...`` with the seccomp rules of livestream.service
+    (``mdwe`` overrides its MemoryDenyWriteExecute=)."""
     settings = unit_settings()
     groups = syscall_groups()
 
@@ -113,7 +113,7 @@ def sandbox_launcher(mdwe: bool | None = None) -> tuple[str, ...]:
     for denied in filters[1:]:
         allowed -= expand(denied.removeprefix("~"))
     assert settings["SystemCallErrorNumber"] == ["EPERM"], settings["SystemCallErrorNumber"]
-    launcher = [sys.executable, "-m", "tests.sandbox", "--allow", ",".join(sorted(allowed))]
+    launcher = [sys.executable, "-m", "tests.support.sandbox", "--allow", ",".join(sorted(allowed))]
     if mdwe is None:
         mdwe = settings.get("MemoryDenyWriteExecute") == ["yes"]
     if mdwe:
@@ -287,7 +287,7 @@ class UnitFileTests(unittest.TestCase):
 def socket_activate(port: int) -> tuple[str, ...]:
     """systemd-socket-activate on a loopback ``port``: it passes the socket as systemd passes
     livestream.socket's (fd 3, LISTEN_FDNAMES its name), and, as systemd, an environment of its
-    own: PYTHONPATH (this worktree, see support.Daemon) must be handed on."""
+    own: PYTHONPATH (this worktree, see tests.support.daemon.Daemon) must be handed on."""
     return (
         SOCKET_ACTIVATE, "--listen", f"127.0.0.1:{port}", "--fdname=livestream.socket",
         "--setenv=PYTHONPATH",
@@ -306,7 +306,7 @@ class SocketActivationTests(DaemonCase):
         """systemd-socket-activate binds the port, waits for a connection, then execs twistd
         with the socket as fd 3 (LISTEN_FDS=1, LISTEN_FDNAMES as systemd sets them for
         livestream.socket); the first connection waits in the backlog meanwhile."""
-        port = support.free_port()
+        port = free_port()
         daemon = Daemon(
             self.workdir, self.media, port, "--fps", str(FPS),
             listen=unit_listen(),
@@ -334,7 +334,7 @@ class SocketActivationTests(DaemonCase):
 
 
 class SandboxTests(DaemonCase):
-    """The daemon under the seccomp rules of livestream.service (tests/sandbox.py)."""
+    """The daemon under the seccomp rules of livestream.service (tests/support/sandbox.py)."""
 
     def setUp(self) -> None:
         if ANALYZE is None or SOCKET_ACTIVATE is None:
@@ -354,7 +354,7 @@ class SandboxTests(DaemonCase):
         """As systemd runs the unit: socket-activated, and under its seccomp rules (system call
         filter, MemoryDenyWriteExecute, address families), which ffmpeg inherits. A session is
         recorded, another is finished by SIGTERM, and every file decodes."""
-        port = support.free_port()
+        port = free_port()
         daemon = Daemon(
             self.workdir, self.media, port, "--fps", str(FPS),
             listen=unit_listen(),
@@ -389,7 +389,7 @@ class SandboxTests(DaemonCase):
 
     def tls_daemon(self, mdwe: bool) -> Daemon:
         key, cert = server_files(self.workdir / "tls")
-        port = support.free_port()
+        port = free_port()
         daemon = Daemon(
             self.workdir, self.media, port, "--fps", str(FPS),
             listen=f"ssl:{port}:interface=127.0.0.1:privateKey={key}:certKey={cert}",
@@ -463,7 +463,7 @@ class NotifyDaemonTests(DaemonCase):
     async def test_ready_watchdog_status_stopping(self) -> None:
         path, receiver = self.notify_socket()
         daemon = Daemon(
-            self.workdir, self.media, support.free_port(), "--fps", str(FPS),
+            self.workdir, self.media, free_port(), "--fps", str(FPS),
             env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "600000"},
         )  # fmt: skip
         daemon.start()

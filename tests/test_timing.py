@@ -17,15 +17,9 @@ from livestream.recording.timing import (
     FrameTimeline,
     SlewedOffset,
 )
-from tests.support import (
-    CLOSE_MSG,
-    connect_msg,
-    jpeg_frames,
-    open_client,
-    start_server,
-    stream_msg,
-    video_facts,
-)
+from tests.support.media import jpeg_frames, video_facts
+from tests.support.server import start_server
+from tests.support.websocket import CLOSE_MSG, connect_msg, open_client, stream_msg
 
 
 def ticks_of(pacer: FramePacer, times: list[float]) -> list[int]:

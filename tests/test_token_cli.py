@@ -16,9 +16,11 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from livestream.auth.tokens import Grant, Verifier, read_secret
 from livestream.cli.token import main
-from tests import support
-from tests.support import CLOSE_MSG, Daemon, connect_msg, get, jpeg_frames, open_client, stream_msg
-from tests.test_daemon import ended, stop
+from tests.support.daemon import ROOT, Daemon, ended, stop
+from tests.support.http import get
+from tests.support.media import jpeg_frames
+from tests.support.ports import free_port
+from tests.support.websocket import CLOSE_MSG, connect_msg, open_client, stream_msg
 
 SECRET = b"an operator's secret of 32 bytes or more"
 
@@ -96,7 +98,7 @@ class MintTests(SynchronousTestCase):
     def test_console_script_declared(self) -> None:
         """``pip install`` makes the ``livestream-token`` command from setup.cfg."""
         setup = configparser.ConfigParser()
-        setup.read(support.ROOT / "setup.cfg")
+        setup.read(ROOT / "setup.cfg")
         scripts = setup["options.entry_points"]["console_scripts"].split("\n")
         self.assertIn("livestream-token = livestream.cli.token:main", scripts)
 
@@ -111,14 +113,14 @@ class OperatorTests(TestCase):
         workdir.mkdir(parents=True)
         secret = workdir / "secret"
         secret.write_bytes(SECRET)
-        daemon = Daemon(workdir, workdir / "media", support.free_port(),
+        daemon = Daemon(workdir, workdir / "media", free_port(),
                         "--auth-secret-file", os.fspath(secret))  # fmt: skip
         daemon.start()
         self.addCleanup(stop, daemon)
         minted = subprocess.run(
             [sys.executable, "-m", "livestream.cli.token", "--secret-file", os.fspath(secret),
              "--scope", "publish read", "--id", "cam-*"],
-            env=dict(os.environ, PYTHONPATH=os.fspath(support.ROOT)),
+            env=dict(os.environ, PYTHONPATH=os.fspath(ROOT)),
             capture_output=True, check=True, timeout=30,
         )  # fmt: skip
         token = minted.stdout.decode().strip()

@@ -14,35 +14,11 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from livestream.bucket.objectstore import Location
 from livestream.bucket.uploader import collision_names
-from tests.s3 import S3Server
-from tests.support import (
-    jpeg_frames,
-    pcm,
-    record,
-    sleep,
-    start_server,
-    video_facts,
-    wav_facts,
-)
-
-PREFIX = "lib"
-
-
-def wav_bytes(data: bytes) -> bytes:
-    """A whole PCM s16le 44.1 kHz mono WAV around ``data``."""
-    header = b"RIFF" + (36 + len(data)).to_bytes(4, "little") + b"WAVEfmt "
-    header += (16).to_bytes(4, "little") + (1).to_bytes(2, "little") + (1).to_bytes(2, "little")
-    header += (44100).to_bytes(4, "little") + (88200).to_bytes(4, "little")
-    header += (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
-    return header + b"data" + len(data).to_bytes(4, "little") + data
-
-
-async def until(condition, timeout: float = 20, what: str = "condition") -> None:
-    deadline = reactor.seconds() + timeout
-    while not condition():
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await sleep(0.1)
+from tests.support.media import jpeg_frames, pcm, video_facts, wav_bytes, wav_facts
+from tests.support.s3 import PREFIX, S3Server
+from tests.support.server import start_server
+from tests.support.waiting import until
+from tests.support.websocket import record
 
 
 class CollisionNamesTests(SynchronousTestCase):

@@ -16,9 +16,10 @@ from livestream.auth.access import OPEN
 from livestream.library.tree import MediaStore
 from livestream.web.page import Page
 from livestream.web.site import make_site
-from tests.support import pcm, record, start_server
-from tests.test_bodies import exchange, status_and_document
-from tests.test_http_api import raw
+from tests.support.http import exchange, raw, status_and_document
+from tests.support.media import pcm
+from tests.support.server import start_server
+from tests.support.websocket import record
 
 
 class DiskOnFire(Exception):

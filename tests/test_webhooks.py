@@ -18,17 +18,12 @@ from twisted.web.server import Request, Site
 from livestream.library.tree import MediaStore
 from livestream.ops.webhooks import MAX_RETRY, Webhooks, WebhookSettings, retry_delay, sign
 from livestream.sessions.events import Events, Recovered
-from tests.support import (
-    CLOSE_MSG,
-    free_port,
-    jpeg_frames,
-    pcm,
-    record,
-    sleep,
-    start_server,
-    wav_facts,
-)
-from tests.test_websocket import stand_in
+from tests.support.fakes import stand_in
+from tests.support.media import jpeg_frames, pcm, wav_facts
+from tests.support.ports import free_port
+from tests.support.server import start_server
+from tests.support.waiting import sleep
+from tests.support.websocket import CLOSE_MSG, record
 
 SECRET = b"w" * 32
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from fractions import Fraction
 from pathlib import Path
 
@@ -12,22 +11,12 @@ from twisted.internet import reactor
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from tests.support import (
-    CLOSE_MSG,
-    connect_msg,
-    ffmpeg_exe,
-    get,
-    get_json,
-    jpeg_frames,
-    open_client,
-    pcm,
-    record,
-    sleep,
-    start_server,
-    stream_msg,
-    video_facts,
-    wav_facts,
-)
+from tests.support.fakes import stand_in
+from tests.support.http import get, get_json
+from tests.support.media import jpeg_frames, pcm, video_facts, wav_facts
+from tests.support.server import start_server
+from tests.support.waiting import sleep
+from tests.support.websocket import CLOSE_MSG, connect_msg, open_client, record, stream_msg
 
 NAME = re.compile(r"^[A-Za-z0-9._-]+_[0-9]{13}$")
 
@@ -298,15 +287,6 @@ class BadInputTests(TestCase):
                 break
             await sleep(0.05)
         self.assertEqual(os.listdir(media / "temp"), [])
-
-
-def stand_in(directory: Path, body: str) -> str:
-    """An executable that wraps the real ffmpeg, to make it slow or make it die."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "ffmpeg"
-    path.write_text(f"#!/bin/sh\nREAL={ffmpeg_exe()}\n{body}\n")
-    path.chmod(path.stat().st_mode | stat.S_IEXEC)
-    return os.fspath(path)
 
 
 class EncoderTests(TestCase):

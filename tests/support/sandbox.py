@@ -1,6 +1,7 @@
 """Run a command under the seccomp rules livestream.service asks systemd for, without systemd.
 
-    python -m tests.sandbox --allow read,write,... [--mdwe] [--families AF_INET,AF_UNIX] -- CMD...
+    python -m tests.support.sandbox --allow read,write,... [--mdwe]
+        [--families AF_INET,AF_UNIX] -- CMD...
 
 systemd turns ``SystemCallFilter=``, ``SystemCallErrorNumber=EPERM``,
 ``MemoryDenyWriteExecute=yes`` and ``RestrictAddressFamilies=`` into seccomp filters loaded just
@@ -104,7 +105,7 @@ def apply(allow: list[str], mdwe: bool, families: list[int]) -> None:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.sandbox")
+    parser = argparse.ArgumentParser(prog="python -m tests.support.sandbox")
     parser.add_argument("--allow", required=True, help="comma-separated system call names")
     parser.add_argument("--mdwe", action="store_true", help="as MemoryDenyWriteExecute=yes")
     parser.add_argument("--families", default="", help="as RestrictAddressFamilies=")

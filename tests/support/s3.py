@@ -16,9 +16,12 @@ import uuid
 import boto3
 from botocore.config import Config as BotoConfig
 
-from tests.support import free_port, sleep
+from tests.support.ports import free_port
+from tests.support.waiting import sleep
 
 ENDPOINT_VARIABLE = "LIVESTREAM_TEST_S3_ENDPOINT"
+# The key prefix of the tests' Locations in the bucket.
+PREFIX = "lib"
 _CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",

@@ -1,0 +1,142 @@
+"""Real media for the tests to send, and checks of what the daemon wrote, decoded with PyAV.
+
+Frames are made by the same ffmpeg the daemon runs; recordings are judged by what a player sees
+(decoded frames, codec, rate, where the moov box sits) and WAVs by their bytes, never by the
+daemon's own replies.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import cache
+from pathlib import Path
+
+import av
+
+from livestream.recording import ffmpeg
+
+
+@cache
+def ffmpeg_exe() -> str:
+    return ffmpeg.find(None)
+
+
+@cache
+def jpeg_frames(count: int, size: str = "320x240", source: str = "testsrc") -> tuple[bytes, ...]:
+    """``count`` distinct JPEG frames of a moving test picture, made by real ffmpeg."""
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi",
+             "-i", f"{source}=size={size}:rate=15", "-frames:v", str(count), "-q:v", "5",
+             os.path.join(tmp, "f_%05d.jpg")],
+            check=True, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        return tuple(p.read_bytes() for p in sorted(Path(tmp).iterdir()))
+
+
+def pcm(samples: int, seed: int = 0) -> bytes:
+    """Deterministic s16le samples, different for each seed, so byte-identity is checkable."""
+    return bytes((i * 7 + seed * 13 + (i >> 8)) & 0xFF for i in range(samples * 2))
+
+
+def wav_bytes(data: bytes) -> bytes:
+    """A whole PCM s16le 44.1 kHz mono WAV around ``data``."""
+    header = b"RIFF" + (36 + len(data)).to_bytes(4, "little") + b"WAVEfmt "
+    header += (16).to_bytes(4, "little") + (1).to_bytes(2, "little") + (1).to_bytes(2, "little")
+    header += (44100).to_bytes(4, "little") + (88200).to_bytes(4, "little")
+    header += (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
+    return header + b"data" + len(data).to_bytes(4, "little") + data
+
+
+@dataclass(frozen=True)
+class VideoFacts:
+    codec: str
+    pix_fmt: str
+    rate: Fraction
+    frames: int
+    width: int
+    height: int
+    duration: float
+    faststart: bool
+
+
+def video_facts(path: Path) -> VideoFacts:
+    """What a player sees: decoded frame count, codec, pixel format, rate, size, moov placement."""
+    with av.open(os.fspath(path)) as container:
+        stream = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(stream))
+        facts = VideoFacts(
+            codec=stream.codec_context.name,
+            pix_fmt=stream.codec_context.pix_fmt,
+            rate=stream.average_rate,
+            frames=frames,
+            width=stream.codec_context.width,
+            height=stream.codec_context.height,
+            duration=float(container.duration or 0) / 1e6,
+            faststart=_moov_before_mdat(path),
+        )
+    return facts
+
+
+def brightness(path: Path) -> list[tuple[float, float]]:
+    """Each decoded frame's time and mean luma (0-255), for tests that mark frames by light."""
+    levels = []
+    with av.open(os.fspath(path)) as container:
+        for frame in container.decode(video=0):
+            plane = frame.planes[0]
+            rows = bytes(plane)
+            # Rows are padded to line_size; only the first width bytes are picture.
+            luma = b"".join(
+                rows[y * plane.line_size : y * plane.line_size + plane.width]
+                for y in range(plane.height)
+            )
+            levels.append((float(frame.time), sum(luma) / len(luma)))
+    return levels
+
+
+def _moov_before_mdat(path: Path) -> bool:
+    with open(path, "rb") as f:
+        pos = 0
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                return False
+            size = int.from_bytes(head[:4], "big")
+            kind = head[4:8]
+            if kind == b"moov":
+                return True
+            if kind == b"mdat":
+                return False
+            if size == 1:
+                size = int.from_bytes(f.read(8), "big")
+            pos += size
+            f.seek(pos)
+
+
+@dataclass(frozen=True)
+class WavFacts:
+    rate: int
+    channels: int
+    sample_width: int
+    samples: int
+    data: bytes
+    riff_size_ok: bool
+
+
+def wav_facts(path: Path) -> WavFacts:
+    """Parse the WAV by hand so a wrong RIFF or data size cannot be papered over."""
+    raw = path.read_bytes()
+    assert raw[:4] == b"RIFF" and raw[8:12] == b"WAVE", raw[:16]
+    riff = int.from_bytes(raw[4:8], "little")
+    channels = int.from_bytes(raw[22:24], "little")
+    rate = int.from_bytes(raw[24:28], "little")
+    bits = int.from_bytes(raw[34:36], "little")
+    assert raw[36:40] == b"data", raw[36:40]
+    size = int.from_bytes(raw[40:44], "little")
+    data = raw[44 : 44 + size]
+    assert len(data) == size, (len(data), size)
+    return WavFacts(rate, channels, bits // 8, size // 2, data, riff == len(raw) - 8)
