@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +29,8 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from livestream.library.digest import sha256_of
+from livestream.library.durable import write_durably
 from livestream.library.tree import AUDIO, VIDEO, MediaStore
 from livestream.recording.audio import HEADER_SIZE, SAMPLE_RATE
 from livestream.sessions.events import (
@@ -59,7 +60,6 @@ TIMEOUT = 10.0
 STOP_WAIT = 60.0
 DELIVERY_GRACE = 5.0
 _POLL = 0.05
-_HASH_BLOCK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -262,7 +262,7 @@ class Webhooks(Service):
             path = self.directory / f"{int(created * 1000):013d}-{event_id}-{index}.json"
             record = {"id": event_id, "type": draft.type, "url": url, "created": created,
                       "body": raw.decode("utf-8")}  # fmt: skip
-            _write_durably(path, json.dumps(record).encode("utf-8"))
+            write_durably(path, json.dumps(record).encode("utf-8"))
             entries.append(_Pending(path, event_id, draft.type, url, raw, created))
         return entries
 
@@ -270,7 +270,7 @@ class Webhooks(Service):
         facts: dict[str, Any] = {"kind": ref.kind, "name": ref.path.name,
                                  "url": f"/recordings/{ref.kind}/{ref.path.name}"}  # fmt: skip
         try:
-            size, digest = _hash(ref.path)
+            size, digest = sha256_of(ref.path)
         except OSError as e:
             _log.warn("webhook: cannot read {path}: {error}", path=ref.path, error=e)
             size, digest = None, None
@@ -356,32 +356,6 @@ class Webhooks(Service):
 
 def _session_fields(event: SessionStarted | SessionEnded) -> dict[str, Any]:
     return {"recording": event.name, "client_id": event.client_id, "peer": event.peer}
-
-
-def _hash(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while block := f.read(_HASH_BLOCK):
-            digest.update(block)
-            size += len(block)
-    return size, digest.hexdigest()
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    """Temp file, fsync, rename, fsync of the directory: after a crash the event is whole or
-    absent, never half-written."""
-    temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(temp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _load(path: Path) -> _Pending:
