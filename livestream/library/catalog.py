@@ -1,9 +1,9 @@
 """The details of every finished recording, as ``GET /api/recordings`` answers them.
 
 Read from the media tree on each request (a listing is a directory scan and one stat per file;
-durations and counts come from :mod:`livestream.library.mediainfo`, cached while a file is unchanged).
-Only what the seed listing would show is described: visible, well-named regular files of
-``video/`` and ``audio/``; symlinks are not followed.
+durations and counts come from :mod:`livestream.library.mediainfo`, cached while a file is
+unchanged). Only what the seed listing would show is described: visible, well-named regular
+files of ``video/`` and ``audio/``; symlinks are not followed.
 """
 
 from __future__ import annotations

@@ -78,14 +78,14 @@ def draft_of(event: Event, store: MediaStore) -> Draft | None:
     return None
 
 
-def body_of(event: Draft, event_id: str, created: float, fps: int) -> bytes:
-    """In a thread: the JSON body of ``event``, its files hashed and described."""
+def body_of(draft: Draft, event_id: str, created: float, fps: int) -> bytes:
+    """In a thread: the JSON body of ``draft``, its files hashed and described."""
     document = {
         "id": event_id,
-        "type": event.type,
+        "type": draft.type,
         "time": datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds"),
-        **event.fields,
-        "files": [_describe(ref, fps) for ref in event.files],
+        **draft.fields,
+        "files": [_describe(ref, fps) for ref in draft.files],
     }
     return json.dumps(document, separators=(",", ":")).encode("utf-8")
 
