@@ -36,8 +36,11 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Protocol
+
+from livestream.library import bmff
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -487,21 +490,7 @@ def mp4_indexed_frames(path: Path) -> int | None:
 def _has_top_level_box(path: Path, box: bytes, limit: int = 64) -> bool:
     """Walk the top-level ISO-BMFF boxes: cheap, and the seed's ffmpeg writes ``moov`` last."""
     with open(path, "rb") as f:
-        end = f.seek(0, 2)
-        pos = 0
-        for _ in range(limit):
-            if pos + 8 > end:
-                return False
-            f.seek(pos)
-            size, kind = struct.unpack(">I4s", f.read(8))
-            if kind == box:
-                return True
-            if size == 1:
-                (size,) = struct.unpack(">Q", f.read(8))
-            if size < 8:
-                return False  # 0: "to the end of the file", i.e. still being written
-            pos += size
-    return False
+        return any(found.type == box for found in islice(bmff.file_boxes(f), limit))
 
 
 def wav_samples(path: Path) -> int | None:

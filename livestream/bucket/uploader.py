@@ -18,9 +18,7 @@ video's poster follows it to ``<prefix>/posters/<name>.jpg`` before the local fi
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +31,8 @@ from twisted.logger import Logger
 
 from livestream.bucket.objectstore import KeyTaken, ObjectStore, StoreError, UploadCancelled
 from livestream.library.catalog import COUNT_FIELDS
+from livestream.library.digest import sha256_of
+from livestream.library.durable import write_durably
 from livestream.library.mediainfo import Info, mp4_info, wav_info
 from livestream.library.tree import (
     AUDIO,
@@ -191,7 +191,8 @@ class Uploader(Service):
     def _enqueue(self, kind: str, name: str, facts: dict[str, str]) -> None:
         marker = self._marker(kind, name)
         if not marker.exists():
-            _write_synced(marker, {"kind": kind, "name": name, "node": self._node, **facts})
+            content = {"kind": kind, "name": name, "node": self._node, **facts}
+            write_durably(marker, json.dumps(content).encode("utf-8"))
         if self.running and (kind, name) not in self._jobs:
             job = ensureDeferred(self._upload(kind, name))
             self._jobs[(kind, name)] = job
@@ -292,27 +293,4 @@ class Uploader(Service):
 
 
 def _digest_and_info(kind: str, path: Path) -> tuple[str, Info]:
-    return _sha256(path), (mp4_info(path) if kind == VIDEO else wav_info(path))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_synced(path: Path, content: dict[str, object]) -> None:
-    """Write in full, or not at all, and durably: a marker must outlive a power cut."""
-    temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "w", encoding="utf-8") as f:
-        json.dump(content, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(temp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    return sha256_of(path)[1], (mp4_info(path) if kind == VIDEO else wav_info(path))

@@ -12,7 +12,7 @@ from livestream.auth.access import OPEN, Access, AccessOptions
 from livestream.auth.tokens import KeyFileError, read_secret
 from livestream.bucket.objectstore import Location, default_node, is_node_name, parse_location
 from livestream.ops.retention import RetentionPolicy
-from livestream.ops.webhooks import WebhookSettings
+from livestream.ops.webhooks.settings import WebhookSettings
 from livestream.recording import ffmpeg
 from livestream.recording.timing import FRAMES, TIMING_MODES
 from livestream.sessions.limits import Limits, MiB, parse_size

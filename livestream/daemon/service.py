@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 
 from OpenSSL import SSL
 from twisted.application.internet import StreamServerEndpointService
@@ -18,6 +19,7 @@ from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
+from twisted.web.server import Site
 
 from livestream.bucket.library import BucketLibrary
 from livestream.bucket.objectstore import ObjectStore
@@ -52,11 +54,57 @@ def makeService(options: Options) -> MultiService:
 
 
 def build(config: Config, reactor) -> MultiService:
+    """The service tree of a daemon run with ``config``: its parts are made in the order they
+    subscribe to the session events (webhooks, then the uploader, then metrics), then started in
+    the order the module's docstring gives."""
+    store = _media_tree(config)
+    events = Events()
+    registry = _sessions(config, reactor, store, events)
+    webhooks = _webhooks(config, reactor, store, events)
+    bucket = _bucket(config, reactor, store, events)
+    site = _site(config, reactor, store, events, registry, webhooks, bucket)
+
+    top = _InOrder()
+    if webhooks is not None:
+        # Before recovery (its events are queued) and before the sessions: stopped after them,
+        # it still queues the events of the sessions finished at shutdown.
+        _add(top, "webhooks", webhooks)
+    if bucket is not None:
+        # Before recovery and the sessions: started first, stopped last, so the uploads of the
+        # recordings finished at stop get their chance, and the thread pool outlives them.
+        _add(top, "objectstore", bucket.objects)
+        _add(top, "uploader", bucket.uploader)
+        _add(top, "storewatch", bucket.watch)
+    Recovery(reactor, store, config.ffmpeg, events).setServiceParent(top)
+    _add(top, "retention", _retention(config, reactor, store, registry, bucket))
+    _add(top, "sessions", registry)
+    for description in config.listen:
+        _Listener(description, _endpoint(reactor, description), site).setServiceParent(top)
+    _Announcement(config.access.describe()).setServiceParent(top)
+    notifier = _notifier(reactor, registry)
+    if notifier is not None:
+        # Last: READY=1 once everything before it has started, the listeners above all.
+        notifier.setServiceParent(top)
+    return top
+
+
+def _add(top: MultiService, name: str, service: Service) -> None:
+    service.setName(name)
+    service.setServiceParent(top)
+
+
+def _media_tree(config: Config) -> MediaStore:
+    """The media tree, made if need be; the daemon stops at start if it cannot be written."""
     store = MediaStore(config.media)
     try:
         store.ensure()
     except OSError as e:
         sys.exit(f"livestream: cannot use --media {config.media}: {e}")
+    return store
+
+
+def _sessions(config: Config, reactor, store: MediaStore, events: Events) -> SessionRegistry:
+    """The live sessions, with the encoder settings and limits every session gets."""
     settings = EncoderSettings(
         ffmpeg=config.ffmpeg,
         fps=config.fps,
@@ -65,8 +113,7 @@ def build(config: Config, reactor) -> MultiService:
         mux_audio=config.mux_audio,
     )
     limits = config.limits
-    events = Events()
-    registry = SessionRegistry(
+    return SessionRegistry(
         reactor,
         settings,
         store,
@@ -76,62 +123,82 @@ def build(config: Config, reactor) -> MultiService:
         events=events,
         resume_grace=config.resume_grace,
     )
-    webhooks = None
-    if config.webhooks.urls:
-        webhooks = Webhooks(reactor, events, store, config.webhooks, config.fps)
-    objects = uploader = watch = library = None
-    if config.store is not None:
-        objects = ObjectStore(reactor, config.store)
-        uploader = Uploader(reactor, store, objects, events, config.node, fps=config.fps,
-                            retry_max=config.upload_retry_max)  # fmt: skip
-        watch = StoreWatch(reactor, objects, uploader)
-        library = BucketLibrary(reactor, store, objects, uploader)
+
+
+def _webhooks(config: Config, reactor, store: MediaStore, events: Events) -> Webhooks | None:
+    """The webhooks, if any ``--webhook`` was given."""
+    if not config.webhooks.urls:
+        return None
+    return Webhooks(reactor, events, store, config.webhooks, config.fps)
+
+
+@dataclass(frozen=True)
+class _Bucket:
+    """What a daemon with ``--store`` adds: the store's client, the uploader, the watch on the
+    store's health, and the library that serves the bucket with this node's files."""
+
+    objects: ObjectStore
+    uploader: Uploader
+    watch: StoreWatch
+    library: BucketLibrary
+
+
+def _bucket(config: Config, reactor, store: MediaStore, events: Events) -> _Bucket | None:
+    if config.store is None:
+        return None
+    objects = ObjectStore(reactor, config.store)
+    uploader = Uploader(reactor, store, objects, events, config.node, fps=config.fps,
+                        retry_max=config.upload_retry_max)  # fmt: skip
+    watch = StoreWatch(reactor, objects, uploader)
+    return _Bucket(objects, uploader, watch, BucketLibrary(reactor, store, objects, uploader))
+
+
+def _site(
+    config: Config,
+    reactor,
+    store: MediaStore,
+    events: Events,
+    registry: SessionRegistry,
+    webhooks: Webhooks | None,
+    bucket: _Bucket | None,
+) -> Site:
+    """The one Site every listener serves: the recording WebSocket, the page, the recordings,
+    health and metrics."""
+    limits = config.limits
+    watch = bucket.watch if bucket is not None else None
     metrics = Metrics(events, lambda: registry.sessions, webhooks, watch)
     factory = RecordingFactory(reactor, registry, limits, config.access)
     health = Health(store, config.ffmpeg, limits.min_free_bytes, watch)
     page = Page(lambda: registry.sessions, config.access, config.fps, config.resume_grace)
-    site = make_site(
+    return make_site(
         store, factory, page, config.access, limits.handshake_timeout, registry=registry,
-        health=health, metrics=metrics, library=library, objects=objects, presign=config.presign,
-    )
+        health=health, metrics=metrics, library=bucket.library if bucket is not None else None,
+        objects=bucket.objects if bucket is not None else None, presign=config.presign,
+    )  # fmt: skip
 
-    top = _InOrder()
-    if webhooks is not None:
-        # Before recovery (its events are queued) and before the sessions: stopped after them,
-        # it still queues the events of the sessions finished at shutdown.
-        webhooks.setName("webhooks")
-        webhooks.setServiceParent(top)
-    if objects is not None and uploader is not None and watch is not None:
-        # Before recovery and the sessions: started first, stopped last, so the uploads of the
-        # recordings finished at stop get their chance, and the thread pool outlives them.
-        objects.setName("objectstore")
-        objects.setServiceParent(top)
-        uploader.setName("uploader")
-        uploader.setServiceParent(top)
-        watch.setName("storewatch")
-        watch.setServiceParent(top)
-    Recovery(reactor, store, config.ffmpeg, events).setServiceParent(top)
-    retention = Retention(
+
+def _retention(
+    config: Config, reactor, store: MediaStore, registry: SessionRegistry, bucket: _Bucket | None
+) -> Retention:
+    """Retention of the local tree, or of the bucket's objects with ``--store``; it never deletes
+    a recording whose session is live."""
+    return Retention(
         reactor, store, config.retention, lambda: (s.name for s in registry.sessions),
-        bucket=library,
-    )
-    retention.setName("retention")
-    retention.setServiceParent(top)
-    registry.setName("sessions")
-    registry.setServiceParent(top)
-    for description in config.listen:
-        _Listener(description, _endpoint(reactor, description), site).setServiceParent(top)
-    _Announcement(config.access.describe()).setServiceParent(top)
+        bucket=bucket.library if bucket is not None else None,
+    )  # fmt: skip
+
+
+def _notifier(reactor, registry: SessionRegistry) -> Service | None:
+    """sd_notify's READY, watchdog and status, when systemd gave the daemon a notify socket."""
     notifier = notify.Notifier.from_environment(os.environ)
-    if notifier is not None:
-        # Last: READY=1 once everything before it has started, the listeners above all.
-        notify.SystemdNotify(
-            reactor,
-            notifier,
-            notify.watchdog_interval(os.environ, os.getpid()),
-            lambda: f"{len(registry.sessions)} live sessions",
-        ).setServiceParent(top)
-    return top
+    if notifier is None:
+        return None
+    return notify.SystemdNotify(
+        reactor,
+        notifier,
+        notify.watchdog_interval(os.environ, os.getpid()),
+        lambda: f"{len(registry.sessions)} live sessions",
+    )
 
 
 def _endpoint(reactor, description: str):

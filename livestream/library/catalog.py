@@ -1,9 +1,9 @@
 """The details of every finished recording, as ``GET /api/recordings`` answers them.
 
 Read from the media tree on each request (a listing is a directory scan and one stat per file;
-durations and counts come from :mod:`livestream.mediainfo`, cached while a file is unchanged).
-Only what the seed listing would show is described: visible, well-named regular files of
-``video/`` and ``audio/``; symlinks are not followed.
+durations and counts come from :mod:`livestream.library.mediainfo`, cached while a file is
+unchanged). Only what the seed listing would show is described: visible, well-named regular
+files of ``video/`` and ``audio/``; symlinks are not followed.
 """
 
 from __future__ import annotations
@@ -89,11 +89,11 @@ class Catalog:
 
     def entries(self) -> list[Entry]:
         """Every finished recording in the media tree, unsorted."""
-        posters = {name for name, _ in self._files(POSTERS, POSTER_SUFFIX)}
+        posters = {name for name, _ in self._files(POSTERS)}
         found: list[Entry] = []
         seen: set[Path] = set()
         for kind, suffix in KINDS.items():
-            for name, dirent in self._files(kind, suffix):
+            for name, dirent in self._files(kind):
                 path = Path(dirent.path)
                 try:
                     st = dirent.stat(follow_symlinks=False)
@@ -107,19 +107,15 @@ class Catalog:
         self._info.prune(seen)
         return found
 
-    def _files(self, kind: str, suffix: str) -> Iterator[tuple[str, os.DirEntry]]:
-        """(name, entry) of the well-named regular files (not symlinks) of one directory."""
+    def _files(self, kind: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
+        """(name, entry) of the well-named regular files (not symlinks) of one directory; none
+        if it cannot be read."""
         try:
-            entries = list(os.scandir(self._store.dir(kind)))
+            found = self._store.scan(kind)
         except OSError:
             return
-        for entry in entries:
-            name = entry.name[: -len(suffix)]
-            if (
-                entry.name.endswith(suffix)
-                and is_recording_name(name)
-                and entry.is_file(follow_symlinks=False)
-            ):
+        for name, entry in found:
+            if is_recording_name(name) and entry.is_file(follow_symlinks=False):
                 yield name, entry
 
 

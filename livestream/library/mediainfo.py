@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-_HEADER = struct.Struct(">I4s")
+from livestream.library.bmff import boxes, child, descend, file_boxes
+
 _U32 = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
 # A moov larger than this is not one of ours (4 h at 120 fps needs about 10 MB).
 MAX_MOOV = 64 << 20
 # Bigger than any moof this daemon's encoder writes; a bogus size ends the walk.
@@ -66,37 +65,6 @@ def wav_info(path: Path) -> Info:
     return UNKNOWN
 
 
-def _boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int]]:
-    """(type, payload start, payload end) of the boxes in ``data[start:end]``."""
-    end = len(data) if end is None else end
-    offset = start
-    while offset + 8 <= end:
-        size, kind = _HEADER.unpack_from(data, offset)
-        head = 8
-        if size == 1:
-            if offset + 16 > end:
-                return
-            (size,) = _U64.unpack_from(data, offset + 8)
-            head = 16
-        elif size == 0:
-            size = end - offset
-        if size < head or offset + size > end:
-            return
-        yield kind, offset + head, offset + size
-        offset += size
-
-
-def _child(data: bytes, start: int, end: int, kind: bytes) -> tuple[int, int] | None:
-    return next(((s, e) for k, s, e in _boxes(data, start, end) if k == kind), None)
-
-
-def _path(data: bytes, start: int, end: int, *kinds: bytes) -> tuple[int, int] | None:
-    span: tuple[int, int] | None = (start, end)
-    for kind in kinds:
-        span = _child(data, span[0], span[1], kind) if span else None
-    return span
-
-
 @dataclass(frozen=True)
 class _Track:
     track_id: int | None
@@ -110,62 +78,43 @@ class _Track:
 def _video_track(moov: bytes) -> _Track | None:
     """The first track whose handler is ``vide``."""
     defaults: dict[int, int] = {}
-    mvex = _child(moov, 0, len(moov), b"mvex")
+    mvex = child(moov, 0, len(moov), b"mvex")
     if mvex:
-        for kind, s, e in _boxes(moov, *mvex):
-            if kind == b"trex" and e - s >= 24:
-                track_id, _, duration = struct.unpack_from(">III", moov, s + 4)
+        for trex in boxes(moov, mvex.payload, mvex.end):
+            if trex.type == b"trex" and trex.end - trex.payload >= 24:
+                track_id, _, duration = struct.unpack_from(">III", moov, trex.payload + 4)
                 defaults[track_id] = duration
-    for kind, s, e in _boxes(moov):
-        if kind != b"trak":
+    for trak in boxes(moov):
+        if trak.type != b"trak":
             continue
-        hdlr = _path(moov, s, e, b"mdia", b"hdlr")
-        if not hdlr or moov[hdlr[0] + 8 : hdlr[0] + 12] != b"vide":
+        s, e = trak.payload, trak.end
+        hdlr = descend(moov, s, e, b"mdia", b"hdlr")
+        if not hdlr or moov[hdlr.payload + 8 : hdlr.payload + 12] != b"vide":
             continue
-        mdhd = _path(moov, s, e, b"mdia", b"mdhd")
+        mdhd = descend(moov, s, e, b"mdia", b"mdhd")
         if not mdhd:
             return None
-        m = mdhd[0]
-        if moov[m] == 1 and mdhd[1] - m >= 32:
+        m = mdhd.payload
+        if moov[m] == 1 and mdhd.end - m >= 32:
             timescale, duration = struct.unpack_from(">IQ", moov, m + 20)
-        elif mdhd[1] - m >= 20:
+        elif mdhd.end - m >= 20:
             timescale, duration = struct.unpack_from(">II", moov, m + 12)
         else:
             return None
-        tkhd = _path(moov, s, e, b"tkhd")
+        tkhd = descend(moov, s, e, b"tkhd")
         track_id = None
         if tkhd:
-            at = tkhd[0] + (20 if moov[tkhd[0]] == 1 else 12)
-            if at + 4 <= tkhd[1]:
+            at = tkhd.payload + (20 if moov[tkhd.payload] == 1 else 12)
+            if at + 4 <= tkhd.end:
                 (track_id,) = _U32.unpack_from(moov, at)
         samples = 0
-        stbl = _path(moov, s, e, b"mdia", b"minf", b"stbl")
+        stbl = descend(moov, s, e, b"mdia", b"minf", b"stbl")
         if stbl:
-            for sk, ss, se in _boxes(moov, *stbl):
-                if sk in (b"stsz", b"stz2") and se - ss >= 12:
-                    (samples,) = _U32.unpack_from(moov, ss + 8)
+            for table in boxes(moov, stbl.payload, stbl.end):
+                if table.type in (b"stsz", b"stz2") and table.end - table.payload >= 12:
+                    (samples,) = _U32.unpack_from(moov, table.payload + 8)
         return _Track(track_id, timescale, duration, samples, defaults.get(track_id))
     return None
-
-
-def _header(f, offset: int, size: int) -> tuple[int, bytes, int] | None:
-    """(box size, type, header length) of the box at ``offset``; None if it does not fit."""
-    f.seek(offset)
-    raw = f.read(16)
-    if len(raw) < 8:
-        return None
-    box_size, kind = _HEADER.unpack_from(raw)
-    head = 8
-    if box_size == 1:
-        if len(raw) < 16:
-            return None
-        (box_size,) = _U64.unpack_from(raw, 8)
-        head = 16
-    elif box_size == 0:
-        box_size = size - offset
-    if box_size < head or offset + box_size > size:
-        return None
-    return box_size, kind, head
 
 
 def _fragments(f, size: int, start: int, track: _Track) -> tuple[int, int | None]:
@@ -173,22 +122,19 @@ def _fragments(f, size: int, start: int, track: _Track) -> tuple[int, int | None
     the ``moof`` boxes from ``start`` on."""
     samples, total = 0, 0
     known = True
-    offset = start
-    while (found := _header(f, offset, size)) is not None:
-        box_size, kind, _ = found
-        if kind == b"moof" and box_size <= MAX_MOOF:
-            f.seek(offset)
-            moof = f.read(box_size)
-            for tk, ts, te in _boxes(moof, 8):
-                if tk != b"traf":
+    for box in file_boxes(f, start, size):
+        if box.type == b"moof" and box.end - box.start <= MAX_MOOF:
+            f.seek(box.start)
+            moof = f.read(box.end - box.start)
+            for traf in boxes(moof, box.payload - box.start):
+                if traf.type != b"traf":
                     continue
-                n, d = _traf(moof, ts, te, track)
+                n, d = _traf(moof, traf.payload, traf.end, track)
                 samples += n
                 if d is None:
                     known = False
                 else:
                     total += d
-        offset += box_size
     return samples, total if known else None
 
 
@@ -196,8 +142,9 @@ def _traf(moof: bytes, start: int, end: int, track: _Track) -> tuple[int, int | 
     default = track.default_duration
     samples, total = 0, 0
     known = True
-    for kind, s, e in _boxes(moof, start, end):
-        if kind == b"tfhd" and e - s >= 8:
+    for box in boxes(moof, start, end):
+        s, e = box.payload, box.end
+        if box.type == b"tfhd" and e - s >= 8:
             flags = int.from_bytes(moof[s + 1 : s + 4], "big")
             (track_id,) = _U32.unpack_from(moof, s + 4)
             if track.track_id is not None and track_id != track.track_id:
@@ -205,7 +152,7 @@ def _traf(moof: bytes, start: int, end: int, track: _Track) -> tuple[int, int | 
             at = s + 8 + (8 if flags & 0x1 else 0) + (4 if flags & 0x2 else 0)
             if flags & 0x8 and at + 4 <= e:
                 (default,) = _U32.unpack_from(moof, at)
-        elif kind == b"trun" and e - s >= 8:
+        elif box.type == b"trun" and e - s >= 8:
             flags = int.from_bytes(moof[s + 1 : s + 4], "big")
             (count,) = _U32.unpack_from(moof, s + 4)
             samples += count
@@ -231,19 +178,16 @@ def mp4_info(path: Path) -> Info:
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            offset = 0
             moov_end = None
             track = None
-            while (found := _header(f, offset, size)) is not None:
-                box_size, kind, head = found
-                if kind == b"moov":
-                    if box_size > MAX_MOOV:
+            for box in file_boxes(f, 0, size):
+                if box.type == b"moov":
+                    if box.end - box.start > MAX_MOOV:
                         return UNKNOWN
-                    f.seek(offset + head)
-                    track = _video_track(f.read(box_size - head))
-                    moov_end = offset + box_size
+                    f.seek(box.payload)
+                    track = _video_track(f.read(box.end - box.payload))
+                    moov_end = box.end
                     break
-                offset += box_size
             if track is None or moov_end is None or not track.timescale:
                 return UNKNOWN
             if track.samples:

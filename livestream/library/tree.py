@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ TEMP = "temp"
 POSTERS = "posters"
 POSTER_SUFFIX = ".jpg"
 KINDS = {VIDEO: ".mp4", AUDIO: ".wav"}
+_SUFFIXES = {**KINDS, POSTERS: POSTER_SUFFIX}
 
 # What a live session keeps in temp/: the encoder's fragmented MP4 (playable up to its last
 # fragment if the daemon dies), the faststart copy being made from it, the growing WAV, and with
@@ -131,17 +131,28 @@ class MediaStore:
 
     def listing(self) -> dict[str, list[str]]:
         """The seed's ``GET /recordings`` document: finished files only, oldest first."""
-        return {kind: sorted(self._names(kind), key=by_time) for kind in KINDS}
+        return {
+            kind: sorted((entry.name for _, entry in self.scan(kind)), key=by_time)
+            for kind in KINDS
+        }
 
-    def _names(self, kind: str) -> Iterator[str]:
-        suffix = KINDS[kind]
+    def scan(self, kind: str) -> list[tuple[str, os.DirEntry[str]]]:
+        """``(name, entry)`` of each visible entry of ``video/``, ``audio/`` or ``posters/``
+        named ``<name><suffix>`` for that directory's suffix; none if the directory is missing.
+
+        The one walk of the finished files: the listing, the catalog and retention each apply
+        their own test (a recording's name, a regular file) to what it finds. Other errors of
+        the directory (its permissions) are raised, for the caller to decide."""
+        suffix = _SUFFIXES[kind]
         try:
             entries = list(os.scandir(self.dir(kind)))
         except FileNotFoundError:
-            return
-        for entry in entries:
-            if entry.name.endswith(suffix) and not entry.name.startswith("."):
-                yield entry.name
+            return []
+        return [
+            (entry.name[: -len(suffix)], entry)
+            for entry in entries
+            if entry.name.endswith(suffix) and not entry.name.startswith(".")
+        ]
 
     def leftovers(self) -> tuple[list[Leftover], list[Path]]:
         """What sessions left in ``temp/``, grouped by recording name, and any stranger files."""

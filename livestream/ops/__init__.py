@@ -1,7 +1,8 @@
 """Running the daemon: what it tells operators and other systems, and what it cleans up.
 
 ``metrics`` (Prometheus), ``health`` (``/healthz``), ``webhooks`` (signed POSTs of recording
-events), ``notify`` (systemd's sd_notify), ``retention`` (deleting the oldest recordings).
+events; a package, one module per job), ``notify`` (systemd's sd_notify), ``retention``
+(deleting the oldest recordings).
 
 Observes sessions through ``sessions.events``; may import ``library`` and ``bucket``; never
 ``web`` or ``daemon``.

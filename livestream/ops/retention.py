@@ -14,7 +14,6 @@ files owed to the bucket would lose recordings.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,14 +94,9 @@ def plan(
 def scan(store: MediaStore, skip: set[str]) -> list[Finished]:
     """The finished recordings in the media tree, but those named in ``skip`` (live sessions)."""
     found = []
-    for kind, suffix in KINDS.items():
-        try:
-            entries = list(os.scandir(store.dir(kind)))
-        except FileNotFoundError:
-            continue
-        for entry in entries:
-            name = entry.name[: -len(suffix)]
-            if not entry.name.endswith(suffix) or not is_recording_name(name) or name in skip:
+    for kind in KINDS:
+        for name, entry in store.scan(kind):
+            if not is_recording_name(name) or name in skip:
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)

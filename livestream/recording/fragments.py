@@ -10,11 +10,9 @@ ways to get here.
 from __future__ import annotations
 
 import os
-import struct
 from pathlib import Path
 
-_HEADER = struct.Struct(">I4s")
-_LARGE = struct.Struct(">Q")
+from livestream.library import bmff
 
 
 def whole_length(path: Path) -> tuple[int, int]:
@@ -29,27 +27,18 @@ def whole_length(path: Path) -> tuple[int, int]:
     except FileNotFoundError:
         return 0, 0
     with f:
-        size = os.fstat(f.fileno()).st_size
-        offset = whole = fragments = 0
+        whole = fragments = 0
         in_fragment = False
-        while offset + _HEADER.size <= size:
-            f.seek(offset)
-            box_size, kind = _HEADER.unpack(f.read(_HEADER.size))
-            if box_size == 1:
-                raw = f.read(_LARGE.size)
-                if len(raw) < _LARGE.size:
-                    break
-                (box_size,) = _LARGE.unpack(raw)
-            if box_size < _HEADER.size or offset + box_size > size:
-                break  # cut short (or size 0, "to the end", which a live encoder never writes)
-            offset += box_size
-            if kind == b"moof":
+        for box in bmff.file_boxes(f):
+            if box.open_ended:
+                break  # size 0, "to the end": a live encoder never writes it, so it is cut short
+            if box.type == b"moof":
                 in_fragment = True
-            elif kind == b"mdat" and in_fragment:
+            elif box.type == b"mdat" and in_fragment:
                 in_fragment = False
                 fragments += 1
             if not in_fragment:
-                whole = offset
+                whole = box.end
         return whole, fragments
 
 
