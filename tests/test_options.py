@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from livestream.daemon.options import DEFAULT_LISTEN, Options
 from livestream.ops.retention import RetentionPolicy
-from livestream.ops.webhooks import WebhookSettings
+from livestream.ops.webhooks.settings import WebhookSettings
 from livestream.recording import ffmpeg
 from livestream.sessions.limits import Limits
 from tests.support.options import parse

@@ -16,7 +16,10 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from livestream.library.tree import MediaStore
-from livestream.ops.webhooks import MAX_RETRY, Webhooks, WebhookSettings, retry_delay, sign
+from livestream.ops.webhooks.delivery import MAX_RETRY, retry_delay
+from livestream.ops.webhooks.service import Webhooks
+from livestream.ops.webhooks.settings import WebhookSettings
+from livestream.ops.webhooks.signing import sign
 from livestream.sessions.events import Events, Recovered
 from tests.support.fakes import stand_in
 from tests.support.media import jpeg_frames, pcm, wav_facts

@@ -31,7 +31,7 @@ from livestream.ops import notify
 from livestream.ops.health import Health
 from livestream.ops.metrics import Metrics
 from livestream.ops.retention import Retention
-from livestream.ops.webhooks import Webhooks
+from livestream.ops.webhooks.service import Webhooks
 from livestream.recording.video import EncoderSettings
 from livestream.sessions.events import Events
 from livestream.sessions.recovery import Recovery

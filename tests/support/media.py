@@ -17,6 +17,7 @@ from pathlib import Path
 
 import av
 
+from livestream.library import bmff
 from livestream.recording import ffmpeg
 
 
@@ -100,21 +101,10 @@ def brightness(path: Path) -> list[tuple[float, float]]:
 
 def _moov_before_mdat(path: Path) -> bool:
     with open(path, "rb") as f:
-        pos = 0
-        while True:
-            head = f.read(8)
-            if len(head) < 8:
-                return False
-            size = int.from_bytes(head[:4], "big")
-            kind = head[4:8]
-            if kind == b"moov":
-                return True
-            if kind == b"mdat":
-                return False
-            if size == 1:
-                size = int.from_bytes(f.read(8), "big")
-            pos += size
-            f.seek(pos)
+        for box in bmff.file_boxes(f):
+            if box.type in (b"moov", b"mdat"):
+                return box.type == b"moov"
+    return False
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,5 @@ event id. Hashing the recordings and writing the queue happen in a thread; the r
 One job per module: ``settings`` (what the options give), ``payload`` (a session event turned
 into the JSON body), ``spool`` (the queue on disk), ``signing`` (the request's headers and
 signature), ``delivery`` (one POST, and when to try again), ``service`` (the
-:class:`~livestream.ops.webhooks.service.Webhooks` service that ties them together). What the
-daemon and the tests use is named here.
+:class:`~livestream.ops.webhooks.service.Webhooks` service that ties them together).
 """
-
-from livestream.ops.webhooks.delivery import MAX_RETRY, retry_delay
-from livestream.ops.webhooks.service import Webhooks
-from livestream.ops.webhooks.settings import WebhookSettings
-from livestream.ops.webhooks.signing import sign
-
-__all__ = ["MAX_RETRY", "Webhooks", "WebhookSettings", "retry_delay", "sign"]
