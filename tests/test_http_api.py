@@ -20,7 +20,7 @@ from twisted.web.client import HTTPConnectionPool
 from livestream.auth.access import Access
 from livestream.auth.tokens import Verifier, mint
 from livestream.library.tree import TEMP, VIDEO_STREAM
-from livestream.recording.audio import SAMPLE_RATE
+from livestream.wire.kinds import SAMPLE_RATE
 from tests.support import (
     CLOSE_MSG,
     connect_msg,

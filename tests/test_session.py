@@ -14,9 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from livestream.library.tree import (
     AAC_STREAM,
-    AUDIO,
     AUDIO_STREAM,
-    VIDEO,
     VIDEO_PART,
     VIDEO_STREAM,
     MediaStore,
@@ -25,7 +23,8 @@ from livestream.recording.aac import SILENCE_BLOCK
 from livestream.recording.video import EncoderSettings
 from livestream.sessions.outcome import CLOSE, DISCONNECT, SHUTDOWN
 from livestream.sessions.session import Session, SessionLimits
-from livestream.wire.messages import MediaKind, ProtocolError
+from livestream.wire.kinds import AUDIO, VIDEO, MediaKind
+from livestream.wire.messages import ProtocolError
 from tests.support import jpeg_frames, pcm
 from tests.test_ffmpeg import ProcessReactor
 

@@ -11,12 +11,12 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from livestream.recording.timing import (
     MAX_SLEW,
-    SAMPLE_RATE,
     CaptureTimeline,
     FramePacer,
     FrameTimeline,
     SlewedOffset,
 )
+from livestream.wire.kinds import SAMPLE_RATE
 from tests.support import (
     CLOSE_MSG,
     connect_msg,

@@ -5,5 +5,5 @@ place); ``catalog`` the details of every finished recording; ``mediainfo`` reads
 counts from a file's headers; ``local`` is the :class:`~livestream.library.local.Library`
 interface the routes and retention act on, and its local form.
 
-The bottom of the stack: imports nothing of livestream outside this package.
+The bottom of the stack: imports nothing of livestream outside this package but ``wire.kinds``.
 """

@@ -12,12 +12,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-VIDEO = "video"
-AUDIO = "audio"
+from livestream.wire.kinds import AUDIO, SUFFIXES, VIDEO, MediaKind
+
 TEMP = "temp"
+# A video's poster (a frame of it) is not a recording of its own: it lives beside the kinds.
 POSTERS = "posters"
 POSTER_SUFFIX = ".jpg"
-KINDS = {VIDEO: ".mp4", AUDIO: ".wav"}
+POSTER_TYPE = "image/jpeg"
 
 # What a live session keeps in temp/: the encoder's fragmented MP4 (playable up to its last
 # fragment if the daemon dies), the faststart copy being made from it, the growing WAV, and with
@@ -83,7 +84,7 @@ class MediaStore:
         self._reserved.discard(name)
 
     def _exists(self, name: str) -> bool:
-        if any(self.final_path(kind, name).exists() for kind in KINDS):
+        if any(self.final_path(kind, name).exists() for kind in MediaKind):
             return True
         return any(self.temp_path(name, suffix).exists() for suffix in TEMP_SUFFIXES)
 
@@ -96,7 +97,7 @@ class MediaStore:
         return self.dir(TEMP) / f"{name}{suffix}"
 
     def final_path(self, kind: str, name: str) -> Path:
-        return self.dir(kind) / f"{name}{KINDS[kind]}"
+        return self.dir(kind) / f"{name}{SUFFIXES[kind]}"
 
     def poster_path(self, name: str) -> Path:
         return self.dir(POSTERS) / f"{name}{POSTER_SUFFIX}"
@@ -131,10 +132,10 @@ class MediaStore:
 
     def listing(self) -> dict[str, list[str]]:
         """The seed's ``GET /recordings`` document: finished files only, oldest first."""
-        return {kind: sorted(self._names(kind), key=by_time) for kind in KINDS}
+        return {kind: sorted(self._names(kind), key=by_time) for kind in MediaKind}
 
     def _names(self, kind: str) -> Iterator[str]:
-        suffix = KINDS[kind]
+        suffix = SUFFIXES[kind]
         try:
             entries = list(os.scandir(self.dir(kind)))
         except FileNotFoundError:

@@ -3,6 +3,6 @@
 ``metrics`` (Prometheus), ``health`` (``/healthz``), ``webhooks`` (signed POSTs of recording
 events), ``notify`` (systemd's sd_notify), ``retention`` (deleting the oldest recordings).
 
-Observes sessions through ``sessions.events``; may import ``library`` and ``bucket``; never
-``web`` or ``daemon``.
+Observes sessions through ``sessions.events``; may import ``wire.kinds``, ``library`` and
+``bucket``; never ``web`` or ``daemon``.
 """

@@ -30,8 +30,8 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from livestream.library.tree import AUDIO, VIDEO, MediaStore
-from livestream.recording.audio import HEADER_SIZE, SAMPLE_RATE
+from livestream.library.tree import MediaStore
+from livestream.recording.audio import HEADER_SIZE
 from livestream.sessions.events import (
     Event,
     Events,
@@ -39,6 +39,7 @@ from livestream.sessions.events import (
     SessionEnded,
     SessionStarted,
 )
+from livestream.wire.kinds import AUDIO, SAMPLE_RATE, VIDEO
 
 _log = Logger()
 

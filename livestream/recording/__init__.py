@@ -7,6 +7,6 @@ full; ``timing`` places chunks on the session's timeline (pure); ``poster`` keep
 ``fragments`` trims a cut-off fragmented MP4 to its last whole fragment; ``recovery`` turns
 ``temp/`` into listed recordings at start.
 
-May import ``library`` and ``sessions.events``; never ``sessions.session``, ``web``, ``ops``,
-``daemon``.
+May import ``wire``, ``library`` and ``sessions.events``; never ``sessions.session``, ``web``,
+``ops``, ``daemon``.
 """

@@ -25,7 +25,8 @@ from livestream.sessions.events import EncoderFailed, Events, SessionEnded
 from livestream.sessions.outcome import DISCONNECT, IDLE, LIMIT, STORAGE, Outcome
 from livestream.wire import jpeg
 from livestream.wire.jpeg import NotAJPEG
-from livestream.wire.messages import MediaKind, ProtocolError
+from livestream.wire.kinds import CHANNELS, SAMPLE_BYTES, MediaKind
+from livestream.wire.messages import ProtocolError
 
 _log = Logger()
 
@@ -114,7 +115,7 @@ class Session:
         self._owner: object | None = None
         self._detached: IDelayedCall | None = None
         # The last sequence number accepted per source (-1: none yet).
-        self._last_seq = {MediaKind.VIDEO: -1, MediaKind.AUDIO: -1}
+        self._last_seq = dict.fromkeys(MediaKind, -1)
 
     @property
     def frames(self) -> int:
@@ -170,10 +171,7 @@ class Session:
     @property
     def acknowledged(self) -> dict[str, int | None]:
         """The last sequence number per source handed to the encoder or written to the WAV."""
-        return {
-            "video": _seq_or_none(self._last_seq[MediaKind.VIDEO]),
-            "audio": _seq_or_none(self._last_seq[MediaKind.AUDIO]),
-        }
+        return {kind: _seq_or_none(seq) for kind, seq in self._last_seq.items()}
 
     def allow_resume(self, token: str, grace: float) -> None:
         """A lost connection leaves this session waiting ``grace`` seconds for ``token``."""
@@ -202,7 +200,7 @@ class Session:
         written = self._audio.write(pcm)
         if not written:
             return
-        lead = self._timeline.audio(source, arrival, len(written) // 2)
+        lead = self._timeline.audio(source, arrival, len(written) // (SAMPLE_BYTES * CHANNELS))
         if self._track is not None:
             # Silence first where the video began before the sound: both tracks start at 0.
             self._track.write(written, silence=lead)

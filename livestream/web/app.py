@@ -26,14 +26,7 @@ from livestream.auth.tokens import DELETE, METRICS, READ
 from livestream.bucket.objectstore import ObjectStore
 from livestream.library.catalog import iso_utc
 from livestream.library.local import Found, Library, LocalFile, LocalLibrary, StoreUnavailable
-from livestream.library.tree import (
-    AUDIO,
-    KINDS,
-    POSTER_SUFFIX,
-    VIDEO,
-    MediaStore,
-    is_recording_name,
-)
+from livestream.library.tree import POSTER_SUFFIX, POSTER_TYPE, MediaStore, is_recording_name
 from livestream.ops.health import FAIL, Health
 from livestream.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from livestream.ops.metrics import Metrics
@@ -42,6 +35,7 @@ from livestream.web.bodies import BoundedRequest
 from livestream.web.deadline import HeaderDeadlineChannel
 from livestream.web.objectfile import ObjectFile
 from livestream.web.page import Page, wants_html
+from livestream.wire.kinds import AUDIO, VIDEO, MediaKind
 
 _log = Logger()
 
@@ -116,10 +110,6 @@ def _not_found(request: Request) -> bytes:
 
 def _unavailable(request: Request, error: StoreUnavailable) -> bytes:
     return _error(request, 503, "store_unavailable", str(error))
-
-
-CONTENT_TYPES = {VIDEO: "video/mp4", AUDIO: "audio/wav"}
-POSTER_TYPE = "image/jpeg"
 
 
 class MediaFile(File):
@@ -267,8 +257,8 @@ class WebApp:
     async def audio(self, request: Request, filename: str) -> IResource | bytes:
         return await self._serve(request, AUDIO, filename)
 
-    async def _serve(self, request: Request, kind: str, filename: str) -> IResource | bytes:
-        name = _name_of(filename, KINDS[kind])
+    async def _serve(self, request: Request, kind: MediaKind, filename: str) -> IResource | bytes:
+        name = _name_of(filename, kind.suffix)
         if name is None:
             return _not_found(request)
         try:
@@ -277,7 +267,7 @@ class WebApp:
             return _unavailable(request, e)
         if found is None:
             return _not_found(request)
-        return self._file(found, CONTENT_TYPES[kind])
+        return self._file(found, kind.content_type)
 
     def _file(self, found: Found, content_type: str) -> IResource:
         """A local file as :class:`MediaFile`; an object of the bucket streamed or redirected."""
@@ -308,9 +298,9 @@ class WebApp:
     async def delete_audio(self, request: Request, filename: str) -> bytes:
         return await self._delete(request, AUDIO, filename)
 
-    async def _delete(self, request: Request, kind: str, filename: str) -> bytes:
+    async def _delete(self, request: Request, kind: MediaKind, filename: str) -> bytes:
         """A recording still being made is in ``temp/``, so it is not found here."""
-        name = _name_of(filename, KINDS[kind], bare=True)
+        name = _name_of(filename, kind.suffix, bare=True)
         if name is None:
             return _not_found(request)
         try:

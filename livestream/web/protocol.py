@@ -25,6 +25,7 @@ from livestream.sessions.outcome import CLOSE, IDLE, LIMIT, SHUTDOWN, STORAGE, O
 from livestream.sessions.registry import SessionRegistry
 from livestream.sessions.session import Session
 from livestream.wire import messages
+from livestream.wire.kinds import AUDIO, VIDEO
 from livestream.wire.messages import Close, Connect, ProtocolError, Stream
 
 _log = Logger()
@@ -251,7 +252,7 @@ class RecordingProtocol(WebSocketServerProtocol):
         if self._acks is not None:
             self._ack()
         self._reply(
-            {"eventType": "CLOSED", "recordings": {"video": outcome.video, "audio": outcome.audio}}
+            {"eventType": "CLOSED", "recordings": {VIDEO: outcome.video, AUDIO: outcome.audio}}
         )
         self._close(*CLOSE_CODES.get(outcome.reason, (NORMAL, "recording finished")))
 

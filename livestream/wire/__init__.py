@@ -1,8 +1,11 @@
 """What crosses the WebSocket, checked before anything acts on it.
 
 ``messages`` turns a client's text or binary message into a typed message or a refusal;
-``jpeg`` checks that a video chunk is one whole JPEG before it can reach an encoder.
+``jpeg`` checks that a video chunk is one whole JPEG before it can reach an encoder; ``kinds``
+is the one table of media kinds (directory, suffix, content type, wire name, kind bytes) and of
+the PCM format.
 
 Pure code: no Twisted, no I/O. May import nothing of livestream but ``auth.tokens`` (for the
-bound on a token's length).
+bound on a token's length). ``kinds`` imports nothing of livestream at all: every layer may
+import it.
 """
