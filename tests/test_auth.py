@@ -15,7 +15,6 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from livestream.auth.tokens import (
     LEEWAY,
-    MAX_TOKEN_LENGTH,
     Grant,
     KeyFileError,
     TokenError,
@@ -24,6 +23,7 @@ from livestream.auth.tokens import (
     read_jwks,
     read_secret,
 )
+from livestream.wire.messages import MAX_TOKEN_LENGTH
 
 SECRET = b"s3cret-s3cret-s3cret-s3cret-s3cret!"
 

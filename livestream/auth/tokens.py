@@ -19,13 +19,13 @@ from pathlib import Path
 
 import jwt
 
+from livestream.wire.messages import MAX_TOKEN_LENGTH
+
 AUDIENCE = "livestream"
 # Clocks of the minting host and of the daemon may disagree by this much.
 LEEWAY = 30.0
 # RFC 7518 §3.2: an HS256 key at least as long as the hash output.
 MIN_SECRET_BYTES = 32
-# Far above any real token; bounds what a client makes the server parse.
-MAX_TOKEN_LENGTH = 8192
 
 PUBLISH = "publish"
 READ = "read"

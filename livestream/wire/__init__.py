@@ -5,7 +5,6 @@
 is the one table of media kinds (directory, suffix, content type, wire name, kind bytes) and of
 the PCM format.
 
-Pure code: no Twisted, no I/O. May import nothing of livestream but ``auth.tokens`` (for the
-bound on a token's length). ``kinds`` imports nothing of livestream at all: every layer may
-import it.
+Pure code: no Twisted, no I/O, no imports of livestream outside this package: every layer may
+import ``kinds``.
 """

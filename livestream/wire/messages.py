@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 import pybase64
 
-from livestream.auth.tokens import MAX_TOKEN_LENGTH
 from livestream.wire.kinds import BY_BINARY, BY_TIMED, BY_WIRE_NAME, MediaKind
 
 MAX_ID_LENGTH = 256
 MAX_RESUME_TOKEN_LENGTH = 128
+# An access token: far above any real one; bounds what a client makes the server parse.
+MAX_TOKEN_LENGTH = 8192
 
 
 # The binary form of STREAM: one kind byte, then the raw chunk (no base64, no JSON). The timed
