@@ -21,10 +21,10 @@ from livestream.library.tree import (
 )
 from livestream.recording.aac import SILENCE_BLOCK
 from livestream.recording.video import EncoderSettings
+from livestream.sessions.errors import SessionError as ProtocolError
 from livestream.sessions.outcome import CLOSE, DISCONNECT, SHUTDOWN
 from livestream.sessions.session import Session, SessionLimits
 from livestream.wire.kinds import AUDIO, VIDEO, MediaKind
-from livestream.wire.messages import ProtocolError
 from tests.support import jpeg_frames, pcm
 from tests.test_ffmpeg import ProcessReactor
 

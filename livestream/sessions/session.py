@@ -21,12 +21,12 @@ from livestream.recording.backpressure import SharedPause
 from livestream.recording.ffmpeg import FFmpegResult
 from livestream.recording.timing import timeline
 from livestream.recording.video import EncoderSettings, VideoRecorder
+from livestream.sessions.errors import SessionError
 from livestream.sessions.events import EncoderFailed, Events, SessionEnded
 from livestream.sessions.outcome import DISCONNECT, IDLE, LIMIT, STORAGE, Outcome
 from livestream.wire import jpeg
 from livestream.wire.jpeg import NotAJPEG
 from livestream.wire.kinds import CHANNELS, SAMPLE_BYTES, MediaKind
-from livestream.wire.messages import ProtocolError
 
 _log = Logger()
 
@@ -132,14 +132,14 @@ class Session:
         capture_time: float | None = None,
         seq: int | None = None,
     ) -> None:
-        """Hand one chunk to its recorder; refusals come back as :class:`ProtocolError`.
+        """Hand one chunk to its recorder; refusals come back as :class:`SessionError`.
 
         ``capture_time`` (the client's, in milliseconds) places the chunk with ``--timing
         capture``; without it the arrival time stands in. A ``seq`` at or below the last one
         accepted for its source is a duplicate (a resumed client re-sending) and is discarded;
         without one, the chunk is numbered one past the last."""
         if self._reason is not None:
-            raise ProtocolError("session_closed", "this recording is closing; STREAM is ignored")
+            raise SessionError("session_closed", "this recording is closing; STREAM is ignored")
         if seq is None:
             seq = self._last_seq[kind] + 1
         elif seq <= self._last_seq[kind]:
@@ -155,7 +155,7 @@ class Session:
             else:
                 self._write_audio(chunk, source, arrival)
         except NotAJPEG as e:
-            raise ProtocolError("invalid_jpeg", str(e)) from None
+            raise SessionError("invalid_jpeg", str(e)) from None
         except OSError as e:
             _log.error("writing {name} failed: {error}", name=self.name, error=e)
             self.storage_full()

@@ -24,6 +24,7 @@ from zope.interface import implementer
 from livestream.auth.access import Access, select_subprotocol
 from livestream.sessions.outcome import Outcome
 from livestream.sessions.session import Session
+from livestream.wire.codes import NORMAL
 from livestream.wire.kinds import BYTES_PER_SECOND, MediaKind
 
 _log = Logger()
@@ -140,7 +141,7 @@ class ViewerProtocol(WebSocketServerProtocol):
         self.resumeProducing()
         recordings = {MediaKind.VIDEO: outcome.video, MediaKind.AUDIO: outcome.audio}
         self._send_json({"eventType": "ENDED", "recordings": recordings})
-        self.sendClose(1000, "recording finished")
+        self.sendClose(NORMAL, "recording finished")
 
     def _send_json(self, message: dict) -> None:
         self.sendMessage(json.dumps(message).encode("utf-8"), isBinary=False)

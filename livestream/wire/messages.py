@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pybase64
 
+from livestream.wire.codes import Refusal
 from livestream.wire.kinds import BY_BINARY, BY_TIMED, BY_WIRE_NAME, MediaKind
 
 MAX_ID_LENGTH = 256
@@ -60,21 +61,9 @@ class Close:
 Message = Connect | Stream | Close
 
 
-class ProtocolError(Exception):
-    """A message the server refuses; ``code`` is the snake_case code sent in the ``ERROR`` reply.
-
-    ``fatal`` errors end the connection with ``close_code`` (RFC 6455) after the reply.
-    """
-
-    def __init__(self, code: str, message: str, *, close_code: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.close_code = close_code
-
-    @property
-    def fatal(self) -> bool:
-        return self.close_code is not None
+class ProtocolError(Refusal):
+    """A message the server refuses for what it is (malformed, or out of turn), before anything
+    acts on it; ``code`` is the snake_case code sent in the ``ERROR`` reply."""
 
 
 def parse_text(text: str) -> Message:
