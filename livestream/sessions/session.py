@@ -80,42 +80,61 @@ class Session:
         self.name = name
         self.peer = peer
         self.started = reactor.seconds()
-        self._events = events if events is not None else Events()
-        self._finishing_since: float | None = None
         self._reactor = reactor
         self._store = store
+        self._events = events if events is not None else Events()
         self._report_error = report_error
+        self._init_recorders(settings, producer)
+        self._init_intake(limits)
+        self._init_ending()
+        self._init_resume()
+
+    def _init_recorders(self, settings: EncoderSettings, producer: IPushProducer | None) -> None:
+        """The video's encoder, the WAV, with --mux-audio the audio track's encoder, and the
+        timeline that places each chunk on them."""
         # The client's socket, paused while the video's or the audio track's encoder is full.
         self._socket = SharedPause(producer)
         self._video = VideoRecorder(
-            reactor, settings, store, name, self._socket.hold(), self._encoder_failed
-        )
-        self._audio = AudioRecorder(store, name)
+            self._reactor, settings, self._store, self.name, self._socket.hold(),
+            self._encoder_failed,
+        )  # fmt: skip
+        self._audio = AudioRecorder(self._store, self.name)
         # --mux-audio: the audio track for the MP4, encoded apart from the video.
         self._track: AacRecorder | None = None
         if settings.mux_audio:
             self._track = AacRecorder(
-                reactor, settings.ffmpeg, store, name, self._socket.hold(), self._track_failed,
-                grace=settings.grace,
+                self._reactor, settings.ffmpeg, self._store, self.name, self._socket.hold(),
+                self._track_failed, grace=settings.grace,
             )  # fmt: skip
         self._timeline = timeline(settings.timing, settings.fps)
+
+    def _init_intake(self, limits: SessionLimits) -> None:
+        """What the session has accepted, and how much more it may: counted in bytes and
+        sequence numbers, bounded in size and (by a timer) in duration."""
+        self.bytes = 0
+        self._max_bytes = limits.max_bytes
+        self._time_up = self._reactor.callLater(limits.max_seconds, self._limit, "duration")
+        # The last sequence number accepted per source (-1: none yet).
+        self._last_seq = dict.fromkeys(MediaKind, -1)
+        self.watchers: list[Watcher] = []
+
+    def _init_ending(self) -> None:
+        """The one ending: its reason once decided, when finishing began, whether an encoder
+        broke, the outcome and who waits for it, and the client's connection closing."""
         self._reason: str | None = None
+        self._finishing_since: float | None = None
+        self._encoder_broke = False
         self._outcome: Outcome | None = None
         self._waiting: list[Deferred[Outcome]] = []
         self._gone: Deferred[None] = Deferred()
-        self._max_bytes = limits.max_bytes
-        self.bytes = 0
-        self._encoder_broke = False
-        self.watchers: list[Watcher] = []
-        self._time_up = reactor.callLater(limits.max_seconds, self._limit, "duration")
-        # Resume (see attach/connection_lost): the token, the grace after a lost connection,
-        # the connection that owns the session now, and the timer of a detached session.
+
+    def _init_resume(self) -> None:
+        """Resume (see attach/connection_lost): the token, the grace after a lost connection,
+        the connection that owns the session now, and the timer of a detached session."""
         self.resume_token: str | None = None
         self._resume_grace = 0.0
         self._owner: object | None = None
         self._detached: IDelayedCall | None = None
-        # The last sequence number accepted per source (-1: none yet).
-        self._last_seq = dict.fromkeys(MediaKind, -1)
 
     @property
     def frames(self) -> int:
