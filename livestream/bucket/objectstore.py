@@ -40,7 +40,9 @@ _PREFIX_PART = re.compile(r"^[A-Za-z0-9._-]+$")
 _NODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")
 # What the bucket holds under <prefix>/<kind>/: recordings, and the posters of videos.
 SUFFIXES = {**kinds.SUFFIXES, POSTERS: POSTER_SUFFIX}
-CONTENT_TYPES = {**{kind: kind.content_type for kind in MediaKind}, POSTERS: POSTER_TYPE}
+CONTENT_TYPES: dict[str, str] = {
+    **{kind: kind.content_type for kind in MediaKind}, POSTERS: POSTER_TYPE
+}
 MiB = 1 << 20
 # Files above MULTIPART_THRESHOLD go up in parts of PART_SIZE, each checked by the store against
 # the SHA-256 sent with it; a part that fails is retried alone.

@@ -41,8 +41,9 @@ class MediaKind(StrEnum):
 
 VIDEO = MediaKind.VIDEO
 AUDIO = MediaKind.AUDIO
-# A finished recording's file suffix by kind: what the media tree and the bucket look up.
-SUFFIXES = {kind: kind.suffix for kind in MediaKind}
+# A finished recording's file suffix by kind: what the media tree and the bucket look up, with
+# a kind or with the plain string of an object key or a marker file (a kind is equal to it).
+SUFFIXES: dict[str, str] = {kind: kind.suffix for kind in MediaKind}
 BY_WIRE_NAME = {kind.wire: kind for kind in MediaKind}
 # The kind byte that starts a binary STREAM message: the chunk follows at once (``binary``) or
 # after the seq and captureTime header (``timed``).
