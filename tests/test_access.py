@@ -16,7 +16,7 @@ from livestream.auth.access import Access, Refused, origin_key, select_subprotoc
 from livestream.auth.tokens import Verifier, mint
 from livestream.daemon.options import Options
 from livestream.web.accesslog import access_log_line as _access_log_line
-from livestream.wire.messages import ProtocolError
+from livestream.wire.codes import Refusal as ProtocolError
 from tests.support.options import parse
 
 SECRET = b"0123456789abcdef0123456789abcdef-unit"

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from livestream.library.tree import AUDIO, AUDIO_STREAM, MediaStore
+from livestream.library.tree import AUDIO_STREAM, MediaStore
 from livestream.recording.audio import HEADER_SIZE, AudioRecorder, mend, wav_header
+from livestream.wire.kinds import AUDIO
 from tests.support.media import pcm
 
 

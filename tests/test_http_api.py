@@ -17,7 +17,7 @@ from twisted.web.client import HTTPConnectionPool
 from livestream.auth.access import Access
 from livestream.auth.tokens import Verifier, mint
 from livestream.library.tree import TEMP, VIDEO_STREAM
-from livestream.recording.audio import SAMPLE_RATE
+from livestream.wire.kinds import SAMPLE_RATE
 from tests.support.http import get, get_json, raw
 from tests.support.media import ffmpeg_exe, jpeg_frames, pcm, video_facts, wav_facts
 from tests.support.server import start_server

@@ -9,9 +9,10 @@ from pathlib import Path
 from twisted.trial import unittest
 
 from livestream.library.mediainfo import UNKNOWN, Info, InfoCache, mp4_info, wav_info
-from livestream.recording.audio import SAMPLE_RATE, wav_header
+from livestream.recording.audio import wav_header
 from livestream.recording.fragments import trim
 from livestream.recording.video import EncoderSettings, encoder_args
+from livestream.wire.kinds import SAMPLE_RATE
 from tests.support.media import ffmpeg_exe, jpeg_frames, video_facts
 
 FPS = 15

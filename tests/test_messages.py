@@ -8,12 +8,12 @@ import json
 from twisted.trial.unittest import SynchronousTestCase
 
 from livestream.wire import messages
+from livestream.wire.kinds import MediaKind
 from livestream.wire.messages import (
     MAX_ID_LENGTH,
     MAX_TOKEN_LENGTH,
     Close,
     Connect,
-    MediaKind,
     ProtocolError,
     Stream,
     parse_binary,

@@ -18,7 +18,7 @@ from livestream.auth.access import Access
 from livestream.auth.tokens import Verifier, mint
 from livestream.web.live import AUDIO, MAX_HELD_AUDIO, VIDEO, ViewerProtocol
 from livestream.web.page import STATIC
-from livestream.wire.messages import MediaKind
+from livestream.wire.kinds import MediaKind
 from tests.support.http import get
 from tests.support.media import jpeg_frames, pcm
 from tests.support.server import start_server

@@ -6,8 +6,9 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
-from livestream.library.tree import POSTERS, VIDEO, MediaStore
+from livestream.library.tree import POSTERS, MediaStore
 from livestream.recording.poster import PosterPicker
+from livestream.wire.kinds import VIDEO
 
 
 class PickerTests(unittest.TestCase):

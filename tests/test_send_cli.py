@@ -23,11 +23,12 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from livestream.auth.access import Access
 from livestream.auth.tokens import Verifier, mint
-from livestream.cli.send.outbox import AUDIO, VIDEO, Outbox
-from livestream.cli.send.source import BYTES_PER_SECOND, Source
+from livestream.cli.send.outbox import Outbox
+from livestream.cli.send.source import Source
 from livestream.cli.send.split import JPEGSplitter, PCMChunker
 from livestream.sessions.outcome import DISCONNECT
 from livestream.wire.jpeg import NotAJPEG
+from livestream.wire.kinds import AUDIO, BYTES_PER_SECOND, VIDEO
 from tests.support.daemon import ROOT
 from tests.support.http import get_json
 from tests.support.media import ffmpeg_exe, jpeg_frames, video_facts, wav_facts

@@ -14,18 +14,17 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from livestream.library.tree import (
     AAC_STREAM,
-    AUDIO,
     AUDIO_STREAM,
-    VIDEO,
     VIDEO_PART,
     VIDEO_STREAM,
     MediaStore,
 )
 from livestream.recording.aac import SILENCE_BLOCK
 from livestream.recording.video import EncoderSettings
+from livestream.sessions.errors import SessionError as ProtocolError
 from livestream.sessions.outcome import CLOSE, DISCONNECT, SHUTDOWN
 from livestream.sessions.session import Session, SessionLimits
-from livestream.wire.messages import MediaKind, ProtocolError
+from livestream.wire.kinds import AUDIO, VIDEO, MediaKind
 from tests.support.fakes import ProcessReactor
 from tests.support.media import jpeg_frames, pcm
 

@@ -8,19 +8,18 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 from livestream.library.tree import (
-    AUDIO,
     AUDIO_STREAM,
     MAX_STEM_LENGTH,
     POSTERS,
     TEMP,
     TEMP_SUFFIXES,
-    VIDEO,
     VIDEO_PART,
     VIDEO_STREAM,
     MediaStore,
     is_recording_name,
     safe_stem,
 )
+from livestream.wire.kinds import AUDIO, VIDEO
 
 SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 

@@ -11,12 +11,12 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from livestream.recording.timing import (
     MAX_SLEW,
-    SAMPLE_RATE,
     CaptureTimeline,
     FramePacer,
     FrameTimeline,
     SlewedOffset,
 )
+from livestream.wire.kinds import SAMPLE_RATE
 from tests.support.media import jpeg_frames, video_facts
 from tests.support.server import start_server
 from tests.support.websocket import CLOSE_MSG, connect_msg, open_client, stream_msg

@@ -27,9 +27,8 @@ from livestream.auth.tokens import (
     read_jwks,
     read_secret,
 )
-from livestream.wire.messages import ProtocolError
+from livestream.wire.codes import Refusal
 
-POLICY_VIOLATION = 1008
 # Offered by clients that name the protocol; selected whenever offered, so a browser that also
 # offers a bearer token never has the token echoed back.
 SUBPROTOCOL = "livestream"
@@ -37,14 +36,13 @@ BEARER_PREFIX = "bearer."
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
-class Refused(Exception):
-    """A request the access policy turns away: an HTTP ``status`` and a snake_case ``code``."""
+class Refused(Refusal):
+    """A request the access policy turns away: a snake_case ``code``, and the HTTP ``status``
+    for a refusal answered over HTTP (a handshake, a route)."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(code, message)
         self.status = status
-        self.code = code
-        self.message = message
 
 
 def origin_key(origin: str) -> str | None:
@@ -134,17 +132,11 @@ class Access:
         return grant
 
     def authorize_publish(self, client_id: str, token: str | None) -> Grant | None:
-        """CONNECT's check: a token with ``publish`` that names this id. Refusals are fatal
-        (close 1008), so one connection cannot try token after token."""
-        try:
-            grant = self.authorize(token, PUBLISH)
-        except Refused as e:
-            raise ProtocolError(e.code, e.message, close_code=POLICY_VIOLATION) from None
+        """CONNECT's check: a token with ``publish`` that names this id."""
+        grant = self.authorize(token, PUBLISH)
         if grant is not None and not grant.allows_id(client_id):
-            raise ProtocolError(
-                "forbidden",
-                f"the token does not allow publishing as {client_id[:40]!r}",
-                close_code=POLICY_VIOLATION,
+            raise Refused(
+                403, "forbidden", f"the token does not allow publishing as {client_id[:40]!r}"
             )
         return grant
 

@@ -4,5 +4,5 @@
 recording there and off the disk; ``library`` serves the bucket merged with this node's files;
 ``watch`` keeps what health and metrics say about the store.
 
-May import ``library`` and ``sessions.events``; never ``web``, ``ops``, ``daemon``.
+May import ``wire.kinds``, ``library`` and ``sessions.events``; never ``web``, ``ops``, ``daemon``.
 """

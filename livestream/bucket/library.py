@@ -29,15 +29,8 @@ from livestream.library.catalog import (
 )
 from livestream.library.local import Found, LocalLibrary, Removable, StoredObject, StoreUnavailable
 from livestream.library.mediainfo import UNKNOWN, Info
-from livestream.library.tree import (
-    KINDS,
-    POSTER_SUFFIX,
-    POSTERS,
-    VIDEO,
-    MediaStore,
-    by_time,
-    is_recording_name,
-)
+from livestream.library.tree import POSTER_SUFFIX, POSTERS, MediaStore, by_time, is_recording_name
+from livestream.wire.kinds import SUFFIXES, VIDEO
 
 _log = Logger()
 
@@ -129,7 +122,7 @@ class BucketLibrary:
         stored = [o for o in _recordings(objects) if o.filename not in local]
         infos = await self._describe(stored)
         for o in stored:
-            name = o.filename[: -len(KINDS[o.kind])]
+            name = o.filename[: -len(SUFFIXES[o.kind])]
             created = created_at(name, o.modified)
             poster = name in posters or self._store.poster_path(name).exists()
             doc = describe(o.kind, name, o.size, created, infos[(o.kind, o.filename, o.size)],
@@ -155,7 +148,7 @@ class BucketLibrary:
         here = self._local.local(self._store.final_path(kind, name))
         if here is not None:
             return succeed(here)
-        return ensureDeferred(self._stored(kind, f"{name}{KINDS[kind]}"))
+        return ensureDeferred(self._stored(kind, f"{name}{SUFFIXES[kind]}"))
 
     def find_poster(self, name: str) -> Deferred[Found | None]:
         here = self._local.local(self._store.poster_path(name))
@@ -181,7 +174,7 @@ class BucketLibrary:
     async def _delete(self, kind: str, name: str) -> bool:
         """Nothing is touched unless the store answers. Then the upload owed is called off, so
         it cannot bring the recording back; then the local file goes, then the objects."""
-        filename = f"{name}{KINDS[kind]}"
+        filename = f"{name}{SUFFIXES[kind]}"
         try:
             stored = await self._objects.head(kind, filename) is not None
         except Exception as e:
@@ -207,15 +200,16 @@ class BucketLibrary:
         found = await self.objects()
         posters = {o.filename[: -len(POSTER_SUFFIX)]: o.size for o in found if o.kind == POSTERS}
         return [
-            Removable(o.kind, o.filename[: -len(KINDS[o.kind])], o.size, o.modified,
-                      posters.get(o.filename[: -len(KINDS[o.kind])], 0) if o.kind == VIDEO else 0)
+            Removable(o.kind, o.filename[: -len(SUFFIXES[o.kind])], o.size, o.modified,
+                      posters.get(o.filename[: -len(SUFFIXES[o.kind])], 0)
+                      if o.kind == VIDEO else 0)
             for o in _recordings(found)
         ]  # fmt: skip
 
     async def remove(self, kind: str, name: str, poster: bool) -> None:
         """Delete a recording's object (and a video's poster) from the bucket."""
         try:
-            await self._objects.delete(kind, f"{name}{KINDS[kind]}")
+            await self._objects.delete(kind, f"{name}{SUFFIXES[kind]}")
             if poster:
                 await self._objects.delete(POSTERS, f"{name}{POSTER_SUFFIX}")
         finally:
@@ -225,7 +219,7 @@ class BucketLibrary:
 def _recordings(objects: Iterable[ObjectInfo]) -> Iterable[ObjectInfo]:
     """The recordings among the objects: well-named videos and audio."""
     for o in objects:
-        if o.kind in KINDS and is_recording_name(o.filename[: -len(KINDS[o.kind])]):
+        if o.kind in SUFFIXES and is_recording_name(o.filename[: -len(SUFFIXES[o.kind])]):
             yield o
 
 

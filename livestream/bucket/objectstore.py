@@ -26,7 +26,9 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from livestream.library.tree import KINDS, POSTER_SUFFIX, POSTERS
+from livestream.library.tree import POSTER_SUFFIX, POSTER_TYPE, POSTERS
+from livestream.wire import kinds
+from livestream.wire.kinds import MediaKind
 
 if TYPE_CHECKING:
     from botocore.exceptions import ClientError
@@ -38,8 +40,10 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _PREFIX_PART = re.compile(r"^[A-Za-z0-9._-]+$")
 _NODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")
 # What the bucket holds under <prefix>/<kind>/: recordings, and the posters of videos.
-SUFFIXES = {**KINDS, POSTERS: POSTER_SUFFIX}
-CONTENT_TYPES = {"video": "video/mp4", "audio": "audio/wav", POSTERS: "image/jpeg"}
+SUFFIXES = {**kinds.SUFFIXES, POSTERS: POSTER_SUFFIX}
+CONTENT_TYPES: dict[str, str] = {
+    **{kind: kind.content_type for kind in MediaKind}, POSTERS: POSTER_TYPE
+}
 MiB = 1 << 20
 # Files above MULTIPART_THRESHOLD go up in parts of PART_SIZE, each checked by the store against
 # the SHA-256 sent with it; a part that fails is retried alone.

@@ -35,21 +35,18 @@ from livestream.library.digest import sha256_of
 from livestream.library.durable import write_durably
 from livestream.library.mediainfo import Info, mp4_info, wav_info
 from livestream.library.tree import (
-    AUDIO,
-    KINDS,
     MAX_STEM_LENGTH,
     POSTER_SUFFIX,
     POSTERS,
-    VIDEO,
     MediaStore,
     is_recording_name,
 )
 from livestream.sessions.events import Event, Events, Recovered, SessionEnded
+from livestream.wire.kinds import AUDIO, BYTES_PER_SECOND, SUFFIXES, VIDEO
 
 _log = Logger()
 
 UPLOADS = "uploads"
-AUDIO_BYTES_PER_SECOND = 44100 * 2
 # After a recording's own name, how many more names a collision may try before giving up.
 MAX_RENAMES = 100
 
@@ -65,7 +62,7 @@ def collision_names(name: str, node: str) -> Iterator[str]:
 
 
 def _filename(kind: str, name: str) -> str:
-    return f"{name}{KINDS[kind]}"
+    return f"{name}{SUFFIXES[kind]}"
 
 
 class Uploader(Service):
@@ -118,7 +115,7 @@ class Uploader(Service):
         pending = set(self._pending_markers())
         for kind, filenames in self._store.listing().items():
             for filename in filenames:
-                pending.add((kind, filename[: -len(KINDS[kind])]))
+                pending.add((kind, filename[: -len(SUFFIXES[kind])]))
         if pending:
             _log.info("resuming {count} uploads to {bucket}", count=len(pending),
                       bucket=str(self._objects.location))  # fmt: skip
@@ -169,7 +166,7 @@ class Uploader(Service):
                 seconds = outcome.frames / self._fps
                 self._enqueue(VIDEO, event.name, {"duration": f"{seconds:.3f}"})
             if outcome.audio:
-                seconds = outcome.audio_bytes / AUDIO_BYTES_PER_SECOND
+                seconds = outcome.audio_bytes / BYTES_PER_SECOND
                 self._enqueue(AUDIO, event.name, {"duration": f"{seconds:.3f}"})
         elif isinstance(event, Recovered):
             for kind, filename in event.files.items():
@@ -182,7 +179,7 @@ class Uploader(Service):
     def _pending_markers(self) -> Iterator[tuple[str, str]]:
         for path in sorted(self.markers.glob("*.json")):
             kind, _, name = path.name[: -len(".json")].partition(".")
-            if kind in KINDS and is_recording_name(name):
+            if kind in SUFFIXES and is_recording_name(name):
                 yield kind, name
             else:
                 _log.warn("left alone in {dir}: {path} (not an upload marker)",

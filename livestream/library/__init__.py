@@ -8,5 +8,5 @@ interface the routes and retention act on, and its local form. ``durable`` (a wr
 whole or absent after a crash) and ``digest`` (a file's SHA-256) serve the uploader and the
 webhooks.
 
-The bottom of the stack: imports nothing of livestream outside this package.
+The bottom of the stack: imports nothing of livestream outside this package but ``wire.kinds``.
 """

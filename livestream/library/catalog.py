@@ -15,15 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from livestream.library.mediainfo import Info, InfoCache
-from livestream.library.tree import (
-    AUDIO,
-    KINDS,
-    POSTER_SUFFIX,
-    POSTERS,
-    VIDEO,
-    MediaStore,
-    is_recording_name,
-)
+from livestream.library.tree import POSTER_SUFFIX, POSTERS, MediaStore, is_recording_name
+from livestream.wire.kinds import AUDIO, SUFFIXES, VIDEO
 
 URL_PREFIX = "/recordings"
 # What a recording's count is called, in the details and in an object's metadata.
@@ -37,7 +30,7 @@ def iso_utc(seconds: float) -> str:
 
 
 def recording_url(kind: str, name: str) -> str:
-    return f"{URL_PREFIX}/{kind}/{name}{KINDS[kind]}"
+    return f"{URL_PREFIX}/{kind}/{name}{SUFFIXES[kind]}"
 
 
 def poster_url(name: str) -> str:
@@ -59,7 +52,7 @@ def describe(
     """One entry of ``GET /api/recordings``, wherever the recording is kept."""
     return {
         "kind": kind,
-        "name": f"{name}{KINDS[kind]}",
+        "name": f"{name}{SUFFIXES[kind]}",
         "size": size,
         "created": iso_utc(created),
         "duration": info.duration,
@@ -92,7 +85,7 @@ class Catalog:
         posters = {name for name, _ in self._files(POSTERS)}
         found: list[Entry] = []
         seen: set[Path] = set()
-        for kind, suffix in KINDS.items():
+        for kind, suffix in SUFFIXES.items():
             for name, dirent in self._files(kind):
                 path = Path(dirent.path)
                 try:

@@ -11,13 +11,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-VIDEO = "video"
-AUDIO = "audio"
+from livestream.wire.kinds import AUDIO, SUFFIXES, VIDEO, MediaKind
+
 TEMP = "temp"
+# A video's poster (a frame of it) is not a recording of its own: it lives beside the kinds.
 POSTERS = "posters"
 POSTER_SUFFIX = ".jpg"
-KINDS = {VIDEO: ".mp4", AUDIO: ".wav"}
-_SUFFIXES = {**KINDS, POSTERS: POSTER_SUFFIX}
+POSTER_TYPE = "image/jpeg"
+_SUFFIXES = {**SUFFIXES, POSTERS: POSTER_SUFFIX}
 
 # What a live session keeps in temp/: the encoder's fragmented MP4 (playable up to its last
 # fragment if the daemon dies), the faststart copy being made from it, the growing WAV, and with
@@ -83,7 +84,7 @@ class MediaStore:
         self._reserved.discard(name)
 
     def _exists(self, name: str) -> bool:
-        if any(self.final_path(kind, name).exists() for kind in KINDS):
+        if any(self.final_path(kind, name).exists() for kind in MediaKind):
             return True
         return any(self.temp_path(name, suffix).exists() for suffix in TEMP_SUFFIXES)
 
@@ -96,7 +97,7 @@ class MediaStore:
         return self.dir(TEMP) / f"{name}{suffix}"
 
     def final_path(self, kind: str, name: str) -> Path:
-        return self.dir(kind) / f"{name}{KINDS[kind]}"
+        return self.dir(kind) / f"{name}{SUFFIXES[kind]}"
 
     def poster_path(self, name: str) -> Path:
         return self.dir(POSTERS) / f"{name}{POSTER_SUFFIX}"
@@ -133,7 +134,7 @@ class MediaStore:
         """The seed's ``GET /recordings`` document: finished files only, oldest first."""
         return {
             kind: sorted((entry.name for _, entry in self.scan(kind)), key=by_time)
-            for kind in KINDS
+            for kind in MediaKind
         }
 
     def scan(self, kind: str) -> list[tuple[str, os.DirEntry[str]]]:

@@ -4,6 +4,6 @@
 events; a package, one module per job), ``notify`` (systemd's sd_notify), ``retention``
 (deleting the oldest recordings).
 
-Observes sessions through ``sessions.events``; may import ``library`` and ``bucket``; never
-``web`` or ``daemon``.
+Observes sessions through ``sessions.events``; may import ``wire.kinds``, ``library`` and
+``bucket``; never ``web`` or ``daemon``.
 """

@@ -24,7 +24,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from livestream.bucket.library import BucketLibrary
-from livestream.library.tree import KINDS, POSTER_SUFFIX, VIDEO, MediaStore, is_recording_name
+from livestream.library.tree import POSTER_SUFFIX, MediaStore, is_recording_name
+from livestream.wire.kinds import SUFFIXES, VIDEO, MediaKind
 
 _log = Logger()
 
@@ -94,7 +95,7 @@ def plan(
 def scan(store: MediaStore, skip: set[str]) -> list[Finished]:
     """The finished recordings in the media tree, but those named in ``skip`` (live sessions)."""
     found = []
-    for kind in KINDS:
+    for kind in MediaKind:
         for name, entry in store.scan(kind):
             if not is_recording_name(name) or name in skip:
                 continue
@@ -166,7 +167,7 @@ class Retention(Service):
 
     async def _sweep_bucket(self, bucket: BucketLibrary) -> list[str]:
         recordings = [
-            Finished(r.kind, r.name, Path(f"{r.name}{KINDS[r.kind]}"), r.size, r.modified,
+            Finished(r.kind, r.name, Path(f"{r.name}{SUFFIXES[r.kind]}"), r.size, r.modified,
                      Path(f"{r.name}{POSTER_SUFFIX}") if r.poster_size else None, r.poster_size)
             for r in await bucket.removable()
         ]  # fmt: skip

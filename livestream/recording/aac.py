@@ -23,9 +23,9 @@ from twisted.logger import Logger
 
 from livestream.library.tree import AAC_STREAM, MediaStore
 from livestream.recording import ffmpeg
-from livestream.recording.audio import CHANNELS, SAMPLE_BYTES, SAMPLE_RATE
 from livestream.recording.feed import Feed
 from livestream.recording.ffmpeg import FFmpegResult
+from livestream.wire.kinds import CHANNELS, SAMPLE_BYTES, SAMPLE_RATE
 
 _log = Logger()
 

@@ -14,13 +14,11 @@ from pathlib import Path
 
 from twisted.logger import Logger
 
-from livestream.library.tree import AUDIO, AUDIO_STREAM, MediaStore
+from livestream.library.tree import AUDIO_STREAM, MediaStore
+from livestream.wire.kinds import AUDIO, CHANNELS, SAMPLE_BYTES, SAMPLE_RATE
 
 _log = Logger()
 
-SAMPLE_RATE = 44100
-CHANNELS = 1
-SAMPLE_BYTES = 2
 HEADER_SIZE = 44
 
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-SAMPLE_RATE = 44100
+from livestream.wire.kinds import SAMPLE_RATE
+
 # The most the video clock is bent toward the master clock: 0.5 %, 5 ms a second. Far above
 # real clock drift (a crystal is off by 0.01 % to 0.1 %), far below what an eye notices.
 MAX_SLEW = 0.005

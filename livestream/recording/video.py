@@ -17,11 +17,12 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 
-from livestream.library.tree import AAC_STREAM, VIDEO, VIDEO_PART, VIDEO_STREAM, MediaStore
+from livestream.library.tree import AAC_STREAM, VIDEO_PART, VIDEO_STREAM, MediaStore
 from livestream.recording import ffmpeg, fragments
 from livestream.recording.feed import Feed
 from livestream.recording.ffmpeg import FFmpegResult
 from livestream.recording.poster import PosterPicker
+from livestream.wire.kinds import VIDEO
 
 _log = Logger()
 

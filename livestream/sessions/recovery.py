@@ -12,9 +12,7 @@ from twisted.logger import Logger
 
 from livestream.library.tree import (
     AAC_STREAM,
-    AUDIO,
     AUDIO_STREAM,
-    VIDEO,
     VIDEO_PART,
     VIDEO_STREAM,
     Leftover,
@@ -22,6 +20,7 @@ from livestream.library.tree import (
 )
 from livestream.recording import audio, video
 from livestream.sessions.events import Events, Recovered
+from livestream.wire.kinds import AUDIO, VIDEO
 
 _log = Logger()
 

@@ -13,10 +13,10 @@ from twisted.logger import Logger
 from livestream.auth.tokens import Grant
 from livestream.library.tree import MediaStore
 from livestream.recording.video import EncoderSettings
+from livestream.sessions.errors import SessionError
 from livestream.sessions.events import Events, SessionStarted
 from livestream.sessions.outcome import SHUTDOWN
 from livestream.sessions.session import ErrorSink, Session, SessionLimits
-from livestream.wire.messages import ProtocolError
 
 _log = Logger()
 
@@ -25,7 +25,6 @@ _log = Logger()
 CLOSE_WAIT = 5.0
 # How often free space is checked while sessions record.
 DISK_CHECK_INTERVAL = 2.0
-TRY_AGAIN_LATER = 1013
 
 
 class SessionRegistry(Service):
@@ -80,21 +79,16 @@ class SessionRegistry(Service):
         """A new session; ``resumable`` (the client asked, and --resume-grace is not 0) gives
         it a resume token."""
         if not self.running:
-            raise ProtocolError(
-                "shutting_down", "the server is restarting; connect again", close_code=1012
-            )
+            raise SessionError("shutting_down", "the server is restarting; connect again")
         if len(self._live) >= self._max_sessions:
-            raise ProtocolError(
+            raise SessionError(
                 "too_many_sessions",
                 "the server records as many sessions as it may; try again later",
-                close_code=TRY_AGAIN_LATER,
             )
         if self._min_free and self._store.free_bytes() < self._min_free:
             _log.warn("refusing a session: less than {mib} MiB free", mib=self._min_free >> 20)
-            raise ProtocolError(
-                "insufficient_storage",
-                "the server is low on storage; try again later",
-                close_code=TRY_AGAIN_LATER,
+            raise SessionError(
+                "insufficient_storage", "the server is low on storage; try again later"
             )
         name = self._store.reserve(client_id, int(self._reactor.seconds() * 1000))
         session = Session(
@@ -122,7 +116,7 @@ class SessionRegistry(Service):
         """The live session of ``token`` (and ``client_id``), for a client coming back."""
         session = self._resumable.get(token)
         if session is None or session.client_id != client_id or session.ending:
-            raise ProtocolError(
+            raise SessionError(
                 "resume_failed",
                 "no recording to resume with this token and id (finished, or its grace period "
                 "is over); CONNECT without resumeToken to start a new one",

@@ -21,11 +21,12 @@ from livestream.recording.backpressure import SharedPause
 from livestream.recording.ffmpeg import FFmpegResult
 from livestream.recording.timing import timeline
 from livestream.recording.video import EncoderSettings, VideoRecorder
+from livestream.sessions.errors import SessionError
 from livestream.sessions.events import EncoderFailed, Events, SessionEnded
 from livestream.sessions.outcome import DISCONNECT, IDLE, LIMIT, STORAGE, Outcome
 from livestream.wire import jpeg
 from livestream.wire.jpeg import NotAJPEG
-from livestream.wire.messages import MediaKind, ProtocolError
+from livestream.wire.kinds import CHANNELS, SAMPLE_BYTES, MediaKind
 
 _log = Logger()
 
@@ -79,42 +80,61 @@ class Session:
         self.name = name
         self.peer = peer
         self.started = reactor.seconds()
-        self._events = events if events is not None else Events()
-        self._finishing_since: float | None = None
         self._reactor = reactor
         self._store = store
+        self._events = events if events is not None else Events()
         self._report_error = report_error
+        self._init_recorders(settings, producer)
+        self._init_intake(limits)
+        self._init_ending()
+        self._init_resume()
+
+    def _init_recorders(self, settings: EncoderSettings, producer: IPushProducer | None) -> None:
+        """The video's encoder, the WAV, with --mux-audio the audio track's encoder, and the
+        timeline that places each chunk on them."""
         # The client's socket, paused while the video's or the audio track's encoder is full.
         self._socket = SharedPause(producer)
         self._video = VideoRecorder(
-            reactor, settings, store, name, self._socket.hold(), self._encoder_failed
-        )
-        self._audio = AudioRecorder(store, name)
+            self._reactor, settings, self._store, self.name, self._socket.hold(),
+            self._encoder_failed,
+        )  # fmt: skip
+        self._audio = AudioRecorder(self._store, self.name)
         # --mux-audio: the audio track for the MP4, encoded apart from the video.
         self._track: AacRecorder | None = None
         if settings.mux_audio:
             self._track = AacRecorder(
-                reactor, settings.ffmpeg, store, name, self._socket.hold(), self._track_failed,
-                grace=settings.grace,
+                self._reactor, settings.ffmpeg, self._store, self.name, self._socket.hold(),
+                self._track_failed, grace=settings.grace,
             )  # fmt: skip
         self._timeline = timeline(settings.timing, settings.fps)
+
+    def _init_intake(self, limits: SessionLimits) -> None:
+        """What the session has accepted, and how much more it may: counted in bytes and
+        sequence numbers, bounded in size and (by a timer) in duration."""
+        self.bytes = 0
+        self._max_bytes = limits.max_bytes
+        self._time_up = self._reactor.callLater(limits.max_seconds, self._limit, "duration")
+        # The last sequence number accepted per source (-1: none yet).
+        self._last_seq = dict.fromkeys(MediaKind, -1)
+        self.watchers: list[Watcher] = []
+
+    def _init_ending(self) -> None:
+        """The one ending: its reason once decided, when finishing began, whether an encoder
+        broke, the outcome and who waits for it, and the client's connection closing."""
         self._reason: str | None = None
+        self._finishing_since: float | None = None
+        self._encoder_broke = False
         self._outcome: Outcome | None = None
         self._waiting: list[Deferred[Outcome]] = []
         self._gone: Deferred[None] = Deferred()
-        self._max_bytes = limits.max_bytes
-        self.bytes = 0
-        self._encoder_broke = False
-        self.watchers: list[Watcher] = []
-        self._time_up = reactor.callLater(limits.max_seconds, self._limit, "duration")
-        # Resume (see attach/connection_lost): the token, the grace after a lost connection,
-        # the connection that owns the session now, and the timer of a detached session.
+
+    def _init_resume(self) -> None:
+        """Resume (see attach/connection_lost): the token, the grace after a lost connection,
+        the connection that owns the session now, and the timer of a detached session."""
         self.resume_token: str | None = None
         self._resume_grace = 0.0
         self._owner: object | None = None
         self._detached: IDelayedCall | None = None
-        # The last sequence number accepted per source (-1: none yet).
-        self._last_seq = {MediaKind.VIDEO: -1, MediaKind.AUDIO: -1}
 
     @property
     def frames(self) -> int:
@@ -131,14 +151,14 @@ class Session:
         capture_time: float | None = None,
         seq: int | None = None,
     ) -> None:
-        """Hand one chunk to its recorder; refusals come back as :class:`ProtocolError`.
+        """Hand one chunk to its recorder; refusals come back as :class:`SessionError`.
 
         ``capture_time`` (the client's, in milliseconds) places the chunk with ``--timing
         capture``; without it the arrival time stands in. A ``seq`` at or below the last one
         accepted for its source is a duplicate (a resumed client re-sending) and is discarded;
         without one, the chunk is numbered one past the last."""
         if self._reason is not None:
-            raise ProtocolError("session_closed", "this recording is closing; STREAM is ignored")
+            raise SessionError("session_closed", "this recording is closing; STREAM is ignored")
         if seq is None:
             seq = self._last_seq[kind] + 1
         elif seq <= self._last_seq[kind]:
@@ -154,7 +174,7 @@ class Session:
             else:
                 self._write_audio(chunk, source, arrival)
         except NotAJPEG as e:
-            raise ProtocolError("invalid_jpeg", str(e)) from None
+            raise SessionError("invalid_jpeg", str(e)) from None
         except OSError as e:
             _log.error("writing {name} failed: {error}", name=self.name, error=e)
             self.storage_full()
@@ -170,10 +190,7 @@ class Session:
     @property
     def acknowledged(self) -> dict[str, int | None]:
         """The last sequence number per source handed to the encoder or written to the WAV."""
-        return {
-            "video": _seq_or_none(self._last_seq[MediaKind.VIDEO]),
-            "audio": _seq_or_none(self._last_seq[MediaKind.AUDIO]),
-        }
+        return {kind: _seq_or_none(seq) for kind, seq in self._last_seq.items()}
 
     def allow_resume(self, token: str, grace: float) -> None:
         """A lost connection leaves this session waiting ``grace`` seconds for ``token``."""
@@ -202,7 +219,7 @@ class Session:
         written = self._audio.write(pcm)
         if not written:
             return
-        lead = self._timeline.audio(source, arrival, len(written) // 2)
+        lead = self._timeline.audio(source, arrival, len(written) // (SAMPLE_BYTES * CHANNELS))
         if self._track is not None:
             # Silence first where the video began before the sound: both tracks start at 0.
             self._track.write(written, silence=lead)

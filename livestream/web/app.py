@@ -19,14 +19,7 @@ from livestream.auth.tokens import DELETE, METRICS, READ
 from livestream.bucket.objectstore import ObjectStore
 from livestream.library.catalog import iso_utc
 from livestream.library.local import Found, Library, LocalFile, LocalLibrary, StoreUnavailable
-from livestream.library.tree import (
-    AUDIO,
-    KINDS,
-    POSTER_SUFFIX,
-    VIDEO,
-    MediaStore,
-    is_recording_name,
-)
+from livestream.library.tree import POSTER_SUFFIX, POSTER_TYPE, MediaStore, is_recording_name
 from livestream.ops.health import FAIL, Health
 from livestream.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from livestream.ops.metrics import Metrics
@@ -36,11 +29,10 @@ from livestream.web.guard import requires
 from livestream.web.mediafile import MediaFile
 from livestream.web.objectfile import ObjectFile
 from livestream.web.page import Page, wants_html
+from livestream.wire.kinds import AUDIO, VIDEO, MediaKind
 
 _log = Logger()
 
-CONTENT_TYPES = {VIDEO: "video/mp4", AUDIO: "audio/wav"}
-POSTER_TYPE = "image/jpeg"
 
 
 def _name_of(filename: str, suffix: str, bare: bool = False) -> str | None:
@@ -164,14 +156,14 @@ class WebApp:
     async def audio(self, request: Request, filename: str) -> IResource | bytes:
         return await self._serve(request, AUDIO, filename)
 
-    async def _serve(self, request: Request, kind: str, filename: str) -> IResource | bytes:
-        name = _name_of(filename, KINDS[kind])
+    async def _serve(self, request: Request, kind: MediaKind, filename: str) -> IResource | bytes:
+        name = _name_of(filename, kind.suffix)
         if name is None:
             return no_such_recording(request)
         found = await self._library.find(kind, name)
         if found is None:
             return no_such_recording(request)
-        return self._file(found, CONTENT_TYPES[kind])
+        return self._file(found, kind.content_type)
 
     def _file(self, found: Found, content_type: str) -> IResource:
         """A local file as :class:`MediaFile`; an object of the bucket streamed or redirected."""
@@ -199,9 +191,9 @@ class WebApp:
     async def delete_audio(self, request: Request, filename: str) -> bytes:
         return await self._delete(request, AUDIO, filename)
 
-    async def _delete(self, request: Request, kind: str, filename: str) -> bytes:
+    async def _delete(self, request: Request, kind: MediaKind, filename: str) -> bytes:
         """A recording still being made is in ``temp/``, so it is not found here."""
-        name = _name_of(filename, KINDS[kind], bare=True)
+        name = _name_of(filename, kind.suffix, bare=True)
         if name is None:
             return no_such_recording(request)
         if not await self._library.delete(kind, name):

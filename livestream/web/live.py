@@ -24,14 +24,16 @@ from zope.interface import implementer
 from livestream.auth.access import Access, select_subprotocol
 from livestream.sessions.outcome import Outcome
 from livestream.sessions.session import Session
-from livestream.wire.messages import MediaKind
+from livestream.wire.codes import NORMAL
+from livestream.wire.kinds import BYTES_PER_SECOND, MediaKind
 
 _log = Logger()
 
-VIDEO = b"\x01"
-AUDIO = b"\x02"
-# What a paused viewer keeps of the audio: one second of 44.1 kHz s16le mono.
-MAX_HELD_AUDIO = 44100 * 2
+# The first byte of each relayed chunk: its kind, as in the binary STREAM form.
+VIDEO = bytes([MediaKind.VIDEO.binary])
+AUDIO = bytes([MediaKind.AUDIO.binary])
+# What a paused viewer keeps of the audio: one second.
+MAX_HELD_AUDIO = BYTES_PER_SECOND
 # Over any --max-message-size a publisher can be given, so every chunk it sends can be relayed.
 MAX_RELAYED = 1 << 30
 
@@ -137,9 +139,9 @@ class ViewerProtocol(WebSocketServerProtocol):
         if self.state != self.STATE_OPEN:
             return
         self.resumeProducing()
-        recordings = {"video": outcome.video, "audio": outcome.audio}
+        recordings = {MediaKind.VIDEO: outcome.video, MediaKind.AUDIO: outcome.audio}
         self._send_json({"eventType": "ENDED", "recordings": recordings})
-        self.sendClose(1000, "recording finished")
+        self.sendClose(NORMAL, "recording finished")
 
     def _send_json(self, message: dict) -> None:
         self.sendMessage(json.dumps(message).encode("utf-8"), isBinary=False)

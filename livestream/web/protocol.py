@@ -25,15 +25,17 @@ from livestream.sessions.outcome import CLOSE, IDLE, LIMIT, SHUTDOWN, STORAGE, O
 from livestream.sessions.registry import SessionRegistry
 from livestream.sessions.session import Session
 from livestream.wire import messages
+from livestream.wire.codes import (
+    INTERNAL_ERROR,
+    NORMAL,
+    POLICY_VIOLATION,
+    SERVICE_RESTART,
+    Refusal,
+)
+from livestream.wire.kinds import AUDIO, VIDEO
 from livestream.wire.messages import Close, Connect, ProtocolError, Stream
 
 _log = Logger()
-
-NORMAL = 1000
-INVALID_PAYLOAD = 1007
-POLICY_VIOLATION = 1008
-INTERNAL_ERROR = 1011
-SERVICE_RESTART = 1012
 
 # The close that follows CLOSED, by why the session ended.
 CLOSE_CODES = {
@@ -68,9 +70,7 @@ def _utf8(payload: bytes) -> str:
     try:
         return payload.decode("utf-8")
     except UnicodeDecodeError:
-        raise ProtocolError(
-            "invalid_utf8", "a text message must be UTF-8", close_code=INVALID_PAYLOAD
-        ) from None
+        raise ProtocolError("invalid_utf8", "a text message must be UTF-8") from None
 
 
 @implementer(IPushProducer)
@@ -154,9 +154,7 @@ class RecordingProtocol(WebSocketServerProtocol):
             return
         self._idle = None
         if self._session is None:
-            self._refuse(
-                ProtocolError("idle_timeout", "no CONNECT in time", close_code=POLICY_VIOLATION)
-            )
+            self._refuse(ProtocolError("idle_timeout", "no CONNECT in time"))
         else:
             self._session.idle()
 
@@ -168,13 +166,11 @@ class RecordingProtocol(WebSocketServerProtocol):
                 self._handle(messages.parse_binary(payload))
             else:
                 self._handle(messages.parse_text(_utf8(payload)))
-        except ProtocolError as e:
+        except Refusal as e:
             self._refuse(e)
         except Exception:
             _log.failure("unexpected error handling a message from {peer}", peer=self._peer)
-            self._refuse(
-                ProtocolError("internal_error", "the server failed", close_code=INTERNAL_ERROR)
-            )
+            self._refuse(ProtocolError("internal_error", "the server failed"))
 
     def _handle(self, msg: messages.Message) -> None:
         if isinstance(msg, Stream):
@@ -251,12 +247,13 @@ class RecordingProtocol(WebSocketServerProtocol):
         if self._acks is not None:
             self._ack()
         self._reply(
-            {"eventType": "CLOSED", "recordings": {"video": outcome.video, "audio": outcome.audio}}
+            {"eventType": "CLOSED", "recordings": {VIDEO: outcome.video, AUDIO: outcome.audio}}
         )
         self._close(*CLOSE_CODES.get(outcome.reason, (NORMAL, "recording finished")))
 
-    def _refuse(self, error: ProtocolError) -> None:
-        """Reply ERROR; log the first refusal of each kind per connection (a flood logs once)."""
+    def _refuse(self, error: Refusal) -> None:
+        """Reply ERROR, and close if the refusal's code says so (:mod:`livestream.wire.codes`);
+        log the first refusal of each kind per connection (a flood logs once)."""
         self._refusals[error.code] += 1
         if self._refusals[error.code] == 1:
             _log.info(

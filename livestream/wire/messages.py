@@ -11,9 +11,11 @@ import json
 import math
 import struct
 from dataclasses import dataclass
-from enum import Enum
 
 import pybase64
+
+from livestream.wire.codes import Refusal
+from livestream.wire.kinds import BY_BINARY, BY_TIMED, BY_WIRE_NAME, MediaKind
 
 MAX_ID_LENGTH = 256
 # Far above any real access token; bounds what a client makes the server parse.
@@ -21,16 +23,9 @@ MAX_TOKEN_LENGTH = 8192
 MAX_RESUME_TOKEN_LENGTH = 128
 
 
-class MediaKind(Enum):
-    AUDIO = "AUDIO"
-    VIDEO = "VIDEO"
-
-
-# The binary form of STREAM: one kind byte, then the raw chunk (no base64, no JSON).
-BINARY_KINDS = {0x01: MediaKind.VIDEO, 0x02: MediaKind.AUDIO}
-# The timed binary form: kind byte, then ``seq`` (uint32) and ``captureTime`` (float64 ms), both
+# The binary form of STREAM: one kind byte, then the raw chunk (no base64, no JSON). The timed
+# binary form: kind byte, then ``seq`` (uint32) and ``captureTime`` (float64 ms), both
 # big-endian, then the raw chunk.
-TIMED_BINARY_KINDS = {0x11: MediaKind.VIDEO, 0x12: MediaKind.AUDIO}
 TIMED_HEADER = struct.Struct(">BId")
 # Bounds of the optional timing fields: whole numbers a double holds exactly, times within
 # about 30000 years of the client's epoch.
@@ -66,21 +61,9 @@ class Close:
 Message = Connect | Stream | Close
 
 
-class ProtocolError(Exception):
-    """A message the server refuses; ``code`` is the snake_case code sent in the ``ERROR`` reply.
-
-    ``fatal`` errors end the connection with ``close_code`` (RFC 6455) after the reply.
-    """
-
-    def __init__(self, code: str, message: str, *, close_code: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.close_code = close_code
-
-    @property
-    def fatal(self) -> bool:
-        return self.close_code is not None
+class ProtocolError(Refusal):
+    """A message the server refuses for what it is (malformed, or out of turn), before anything
+    acts on it; ``code`` is the snake_case code sent in the ``ERROR`` reply."""
 
 
 def parse_text(text: str) -> Message:
@@ -109,10 +92,10 @@ def parse_binary(data: bytes) -> Stream:
     """Parse a binary STREAM message: kind byte 0x01 (JPEG frame) or 0x02 (PCM), then the chunk."""
     if len(data) < 2:
         raise ProtocolError("invalid_chunk", "a binary message needs a kind byte and a chunk")
-    kind = BINARY_KINDS.get(data[0])
+    kind = BY_BINARY.get(data[0])
     if kind is not None:
         return Stream(kind, data[1:])
-    kind = TIMED_BINARY_KINDS.get(data[0])
+    kind = BY_TIMED.get(data[0])
     if kind is None:
         raise ProtocolError(
             "invalid_media_source_type",
@@ -175,12 +158,9 @@ def _seq(value: object) -> int:
 
 def _parse_stream(doc: dict[str, object]) -> Stream:
     source = doc.get("mediaSourceType")
-    try:
-        kind = MediaKind(source)
-    except (ValueError, TypeError):
-        raise ProtocolError(
-            "invalid_media_source_type", "mediaSourceType must be AUDIO or VIDEO"
-        ) from None
+    kind = BY_WIRE_NAME.get(source) if isinstance(source, str) else None
+    if kind is None:
+        raise ProtocolError("invalid_media_source_type", "mediaSourceType must be AUDIO or VIDEO")
     encoded = doc.get("encodedMediaChunk")
     if not isinstance(encoded, str):
         raise ProtocolError("invalid_chunk", "encodedMediaChunk must be a base64 string")

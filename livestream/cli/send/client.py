@@ -20,11 +20,9 @@ from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 
-from livestream.cli.send.outbox import AUDIO, VIDEO
+from livestream.wire.kinds import MediaKind
 from livestream.wire.messages import TIMED_HEADER
 
-# The timed binary kinds: the chunk behind a 13-byte header of kind, seq and captureTime.
-BINARY_KIND = {VIDEO: 0x11, AUDIO: 0x12}
 # The server's replies are small JSON objects; nothing it sends is larger.
 MAX_REPLY = 64 * 1024
 
@@ -137,18 +135,19 @@ class SendProtocol(WebSocketClientProtocol):
             return "the connection was lost"
         return f"the server closed the connection ({code}{': ' + reason if reason else ''})"
 
-    def send_media(self, kind: str, seq: int, capture_time: float, data: bytes) -> bool:
+    def send_media(self, kind: MediaKind, seq: int, capture_time: float, data: bytes) -> bool:
         """Send one chunk with its ``seq`` and ``captureTime`` (ms); False when the connection
         is no longer open (closing, or gone) and nothing was sent."""
         if self.state != self.STATE_OPEN:
             return False
         if self.factory.binary:
-            payload = TIMED_HEADER.pack(BINARY_KIND[kind], seq, capture_time) + data
+            # The timed binary form: the chunk behind a 13-byte header of kind, seq and captureTime.
+            payload = TIMED_HEADER.pack(kind.timed, seq, capture_time) + data
             self.sendMessage(payload, isBinary=True)
         else:
             chunk = pybase64.b64encode(data).decode("ascii")
             payload = json.dumps({
-                "eventType": "STREAM", "mediaSourceType": kind, "encodedMediaChunk": chunk,
+                "eventType": "STREAM", "mediaSourceType": kind.wire, "encodedMediaChunk": chunk,
                 "seq": seq, "captureTime": capture_time,
             }).encode("ascii")  # fmt: skip
             self.sendMessage(payload, isBinary=False)

@@ -26,7 +26,8 @@ from livestream.cli.send.client import (
     endpoint,
     reason,
 )
-from livestream.cli.send.outbox import AUDIO, VIDEO, Outbox
+from livestream.cli.send.outbox import Outbox
+from livestream.wire.kinds import MediaKind
 
 # Coming back: the first attempt after 0.25 s, waits doubling to 2 s, each attempt given 5 s,
 # and no more attempts 60 s after the drop (the server's grace is 30 s unless configured).
@@ -67,7 +68,7 @@ class Link:
         self.on_change: Callable[[], None] = lambda: None
         self._proto: SendProtocol | None = None
         self._outbox: Outbox | None = None
-        self._acked: dict[str, int | None] = {VIDEO: None, AUDIO: None}
+        self._acked: dict[MediaKind, int | None] = dict.fromkeys(MediaKind)
         self._sent_before = 0
         self._closing = False
         self._closers: list[Deferred[dict]] = []
@@ -110,7 +111,7 @@ class Link:
         assert self._proto is not None
         self._proto.registerProducer(outbox, True)
 
-    def send_media(self, kind: str, seq: int, capture_time: float, data: bytes) -> bool:
+    def send_media(self, kind: MediaKind, seq: int, capture_time: float, data: bytes) -> bool:
         assert self._proto is not None
         return self._proto.send_media(kind, seq, capture_time, data)
 
@@ -159,9 +160,9 @@ class Link:
         self._outbox.drained().addCallback(close)
 
     def _ack(self, ack: dict) -> None:
-        self._acked = {VIDEO: ack.get("video"), AUDIO: ack.get("audio")}
+        self._acked = {kind: ack.get(kind) for kind in MediaKind}
         if self._outbox is not None:
-            self._outbox.acknowledge(ack.get("video"), ack.get("audio"))
+            self._outbox.acknowledge(self._acked[MediaKind.VIDEO], self._acked[MediaKind.AUDIO])
 
     def _closed(self, reply: dict) -> None:
         self.closed_reply = reply
@@ -222,8 +223,8 @@ class Link:
     def _what_is_kept(self) -> str:
         """Where what the server acknowledged should be: a session not resumed is finished by
         the server with what it had, under the name CONNECTED gave."""
-        kinds = ((VIDEO, "mp4"), (AUDIO, "wav"))
-        files = [f"{self.recording}.{ext}" for kind, ext in kinds if self._acked[kind] is not None]
+        files = [f"{self.recording}{kind.suffix}" for kind, seq in self._acked.items()
+                 if seq is not None]  # fmt: skip
         if not files:
             return f"the server had acknowledged nothing of recording {self.recording}"
         return "what the server acknowledged should be in " + " and ".join(files)

@@ -30,10 +30,11 @@ from livestream.cli.send.progress import Progress
 from livestream.cli.token import duration
 from livestream.recording import ffmpeg
 from livestream.recording.ffmpeg import FFmpegResult, FFmpegUnusable
+from livestream.wire.kinds import BYTES_PER_SECOND
 
 # An audio chunk is a tenth of a second: as often as a browser's recorder sends one, and small
 # enough that real-time pacing stays smooth.
-AUDIO_CHUNK = media.BYTES_PER_SECOND // 10
+AUDIO_CHUNK = BYTES_PER_SECOND // 10
 CONNECT_TIMEOUT = 30.0
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
 
@@ -134,7 +135,7 @@ async def run(reactor, args: argparse.Namespace, where: Target, stdout: TextIO,
     reader = media.start(reactor, executable, source, outbox.frame, outbox.audio, AUDIO_CHUNK)
     outbox.attach(ffmpeg.pipes(reader))
     progress = Progress(
-        reactor, stderr, lambda: (outbox.frames, outbox.audio_bytes / media.BYTES_PER_SECOND,
+        reactor, stderr, lambda: (outbox.frames, outbox.audio_bytes / BYTES_PER_SECOND,
                                   link.bytes_out), link.status,
     )  # fmt: skip
     link.on_change = progress.show

@@ -24,14 +24,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from zope.interface import implementer
 
-from livestream.cli.send.source import BYTES_PER_SECOND
+from livestream.wire.kinds import AUDIO, BYTES_PER_SECOND, VIDEO, MediaKind
 
-VIDEO = "VIDEO"
-AUDIO = "AUDIO"
 KEEP_SECONDS = 30.0
 
 # Sends one chunk: kind, seq, captureTime (ms), the chunk; False if the connection cannot take it.
-Send = Callable[[str, int, float, bytes], bool]
+Send = Callable[[MediaKind, int, float, bytes], bool]
 
 
 class Pausable(Protocol):
@@ -64,14 +62,14 @@ class Outbox:
         # captureTime is the media time on this epoch: exact, since the source's timestamps are.
         self._start = clock.seconds()
         # Items waiting to leave, per source: (media time, seq, chunk).
-        self._queues: dict[str, deque[tuple[float, int, bytes]]] = {
+        self._queues: dict[MediaKind, deque[tuple[float, int, bytes]]] = {
             VIDEO: deque(), AUDIO: deque()
         }  # fmt: skip
         self._added = {VIDEO: 0, AUDIO: 0}  # frames, audio bytes: the next item's media time
         self._seq = {VIDEO: 0, AUDIO: 0}
         self._sent = {VIDEO: -1, AUDIO: -1}  # the highest seq sent per source
         # Sent and not yet acknowledged, in the order sent: (media time, kind, seq, chunk).
-        self._kept: deque[tuple[float, str, int, bytes]] = deque()
+        self._kept: deque[tuple[float, MediaKind, int, bytes]] = deque()
         self._timer: IDelayedCall | None = None
         self._socket_paused = False
         self._source: Pausable | None = None
@@ -133,7 +131,7 @@ class Outbox:
         self._socket_paused = False
         self._pump()
 
-    def _add(self, kind: str, at: float, data: bytes) -> None:
+    def _add(self, kind: MediaKind, at: float, data: bytes) -> None:
         if self._stopped:
             return
         self._queues[kind].append((at, self._seq[kind], data))

@@ -19,9 +19,8 @@ from livestream.cli.send.split import JPEGSplitter, PCMChunker
 from livestream.recording import ffmpeg
 from livestream.recording.ffmpeg import FFmpegProcess
 from livestream.wire.jpeg import NotAJPEG
+from livestream.wire.kinds import SAMPLE_RATE
 
-SAMPLE_RATE = 44100
-BYTES_PER_SECOND = SAMPLE_RATE * 2
 AUDIO_FD = 3
 # ffmpeg's "-q:v" for mjpeg: 2 (best) to 31; 5 looks like a webcam's JPEGs at a third the size of 2.
 JPEG_QUALITY = "5"

@@ -16,9 +16,10 @@ from typing import Any
 from twisted.logger import Logger
 
 from livestream.library.digest import sha256_of
-from livestream.library.tree import AUDIO, VIDEO, MediaStore
-from livestream.recording.audio import HEADER_SIZE, SAMPLE_RATE
+from livestream.library.tree import MediaStore
+from livestream.recording.audio import HEADER_SIZE
 from livestream.sessions.events import Event, Recovered, SessionEnded, SessionStarted
+from livestream.wire.kinds import AUDIO, SAMPLE_RATE, VIDEO
 
 _log = Logger()
 
