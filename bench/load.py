@@ -15,7 +15,7 @@ unpaced sender is slowed by TCP back-pressure exactly as far as the server reads
 listed; the old server replies nothing, so there the client polls ``GET /recordings`` and looks at
 the listed files themselves until the MP4 has its index and the WAV all its samples.
 
-Usable as a library (``run_clients``) and as a command: ``python bench/load.py --help``.
+Usable as a library (``run_clients``) and as a command: ``python -m bench.load --help``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import socket
 import statistics
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -42,7 +41,6 @@ from typing import Protocol
 
 from livestream.library import bmff
 
-REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 SAMPLE_RATE = 44100
 SAMPLE_BYTES = 2
@@ -73,8 +71,6 @@ def now() -> float:
 
 def find_ffmpeg() -> str:
     """The daemon's own choice of ffmpeg, so the benchmark needs nothing the daemon does not."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
     from livestream.recording import ffmpeg
 
     return ffmpeg.find(None)

@@ -5,7 +5,7 @@ For each candidate it pipes the same JPEG frames through the daemon's own encode
 SSIM of the result against the frames sent, and estimates how many 15 fps streams the cores can
 encode in real time (cores x 60 / CPU seconds per minute). One JSON line per candidate.
 
-    .venv/bin/python bench/presets.py [--frames 300] [--size 640x480]
+    .venv/bin/python -m bench.presets [--frames 300] [--size 640x480]
 """
 
 from __future__ import annotations
@@ -16,14 +16,11 @@ import os
 import re
 import resource
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, os.fspath(Path(__file__).resolve().parent.parent))
-
-from livestream.recording import ffmpeg  # noqa: E402
-from livestream.recording.video import EncoderSettings, encoder_args  # noqa: E402
+from livestream.recording import ffmpeg
+from livestream.recording.video import EncoderSettings, encoder_args
 
 FPS = 15
 CANDIDATES = [

@@ -5,7 +5,7 @@ the real figure, and one under twistd's ``--profile`` (cProfile), whose table sa
 spend the daemon's share. cProfile slows Python code down, so read its column as shares of the
 daemon's time, and the plain pass for the absolute cost.
 
-    .venv/bin/python bench/profile_daemon.py [--frames 900] [--wire json|binary] [--top 25]
+    .venv/bin/python -m bench.profile_daemon [--frames 900] [--wire json|binary] [--top 25]
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import load
-import run
+from bench import load, run
 
 PROFILED = (
     "{bin}/twistd -n --pidfile= --profile={prof} --profiler=cprofile --savestats livestream "
@@ -39,7 +38,7 @@ class Pass:
 
 
 async def one_pass(template: str, values: dict[str, str], media: load.Media, frames: int) -> Pass:
-    """One daemon, one unpaced client of ``frames`` frames; CPU from /proc, as run.py samples it."""
+    """One daemon, one unpaced client of ``frames`` frames; CPU from /proc, as run samples it."""
     spec = run.ServerSpec(run.LIVESTREAM, template, "reply", values=values)
     tmp = Path(tempfile.mkdtemp(prefix="bench-profile-"))
     server = run.RunningServer(spec, run.free_port(), tmp / "media", tmp / "server.log")

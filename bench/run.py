@@ -1,12 +1,12 @@
 """Benchmark runner: livestream against the old Node.js server, side by side, one JSON line each.
 
 For every scenario and server it starts the server from a command template on a free port with a
-fresh media directory, drives it with the load generator (``load.py``), samples the server and all
+fresh media directory, drives it with the load generator (``load``), samples the server and all
 its descendants from /proc every 0.1 s, decodes what was recorded, stops the server, and prints one
 JSON line of figures; with ``--repeat N`` each figure is the median of N runs. When both servers
 ran a scenario, the livestream line also carries each figure as a ratio livestream/seed.
 
-Run it with the project's venv: ``.venv/bin/python bench/run.py`` (``--quick`` for a smoke run).
+Run it with the project's venv: ``.venv/bin/python -m bench.run`` (``--quick`` for a smoke run).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import load
+from bench import load
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent

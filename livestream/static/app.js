@@ -1,60 +1,29 @@
 // The livestream page: go live from this browser (broadcaster.js: the seed protocol's binary
-// STREAM form, resumed after a dropped connection), watch live sessions through /live/<name>, and
-// play or delete recordings. No build step.
+// STREAM form, resumed after a dropped connection), watch live sessions (viewer.js, through
+// /live/<name>), and play or delete recordings; api.js holds the token and the calls to the
+// daemon. No build step.
 
+import {
+  allowed,
+  api,
+  forgetToken,
+  hasToken,
+  loadConfig,
+  loadToken,
+  recordingProtocols,
+  socketUrl,
+  useToken,
+  whenRefused,
+  withToken,
+} from "./api.js";
 import { Broadcaster } from "./broadcaster.js";
+import { linkedRecording, Viewer, watchLink } from "./viewer.js";
 
 const $ = (selector) => document.querySelector(selector);
-// The kind bytes of the viewer WebSocket's binary messages.
-const VIDEO = 1;
-const AUDIO = 2;
-const TOKEN_KEY = "livestream.token";
 
-const state = { fps: 15, auth: false, resumeGrace: 0, token: null, broadcaster: null, viewer: null };
+const state = { fps: 15, resumeGrace: 0, broadcaster: null, viewer: null };
 
 // --- tokens -------------------------------------------------------------------------------------
-
-function loadToken() {
-  const fromUrl = new URLSearchParams(location.search).get("token");
-  if (fromUrl) {
-    localStorage.setItem(TOKEN_KEY, fromUrl);
-    history.replaceState(null, "", location.pathname + location.hash); // off the address bar
-  }
-  state.token = localStorage.getItem(TOKEN_KEY);
-}
-
-function scopes() {
-  if (!state.auth) return null; // authentication off: everything is allowed
-  try {
-    const part = state.token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-    return (JSON.parse(atob(part)).scope || "").split(/\s+/);
-  } catch {
-    return [];
-  }
-}
-
-const allowed = (scope) => scopes() === null || scopes().includes(scope);
-
-function withToken(path) {
-  if (!state.token) return path;
-  const url = new URL(path, location.href);
-  url.searchParams.set("token", state.token);
-  return url.pathname + url.search;
-}
-
-function socketUrl(path) {
-  const url = new URL(path, location.href);
-  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-  return url.href;
-}
-
-async function api(path, options = {}) {
-  const headers = { ...(options.headers || {}) };
-  if (state.token) headers.Authorization = `Bearer ${state.token}`;
-  const response = await fetch(path, { ...options, headers, cache: "no-store" });
-  if (response.status === 401 && state.auth) askForToken("The token was refused (expired?).");
-  return response;
-}
 
 function askForToken(message) {
   $("#auth").hidden = false;
@@ -136,7 +105,7 @@ async function goLive(event) {
     fps: state.fps,
     grace: state.resumeGrace,
     url: socketUrl("/"),
-    protocols: state.token ? ["livestream", `bearer.${state.token}`] : ["livestream"],
+    protocols: recordingProtocols(),
     preview: $("#preview"),
     onStatus: liveStatus,
     onError: (message) => (broadcaster.lastError = `${message.code}: ${message.message}`),
@@ -262,119 +231,14 @@ function finishedCard(recordings) {
 
 // --- watching -----------------------------------------------------------------------------------
 
-class Viewer {
-  constructor(name) {
-    this.name = name;
-    this.frames = 0;
-    this.audioBytes = 0;
-    this.pending = null;
-    this.drawing = false;
-    this.canvas = $("#viewer-canvas");
-    this.context = this.canvas.getContext("2d");
-    this.audio = new AudioContext();
-    this.nextAudio = 0;
-  }
-
-  start() {
-    const panel = $("#viewer");
-    panel.hidden = false;
-    panel.dataset.frames = "0";
-    panel.dataset.audioBytes = "0";
-    panel.dataset.recording = this.name;
-    this.status(`Connecting to ${this.name}…`);
-    this.ws = new WebSocket(socketUrl(withToken(`/live/${encodeURIComponent(this.name)}`)));
-    this.ws.binaryType = "arraybuffer";
-    this.ws.onmessage = (event) => this.received(event.data);
-    this.ws.onclose = (event) => {
-      if (!this.ended) this.status(`${this.name}: not live (${event.code}).`);
-    };
-  }
-
-  received(data) {
-    if (typeof data === "string") {
-      const message = JSON.parse(data);
-      if (message.eventType === "LIVE") this.status(`Watching ${message.recording} live`);
-      if (message.eventType === "ENDED") {
-        this.ended = true;
-        this.status(`${this.name} ended; the recording is in the list below.`);
-        refreshRecordings();
-        refreshSessions();
-      }
-      return;
-    }
-    const kind = new Uint8Array(data, 0, 1)[0];
-    if (kind === VIDEO) {
-      this.frames++;
-      $("#viewer").dataset.frames = String(this.frames);
-      this.pending = new Blob([new Uint8Array(data, 1)], { type: "image/jpeg" });
-      this.draw();
-    } else if (kind === AUDIO) {
-      this.audioBytes += data.byteLength - 1;
-      $("#viewer").dataset.audioBytes = String(this.audioBytes);
-      this.play(new DataView(data, 1));
-    }
-  }
-
-  // Only the latest frame is decoded: frames that arrive while one is decoding are skipped.
-  async draw() {
-    if (this.drawing || !this.pending) return;
-    this.drawing = true;
-    const blob = this.pending;
-    this.pending = null;
-    try {
-      const bitmap = await createImageBitmap(blob);
-      if (this.canvas.width !== bitmap.width) this.canvas.width = bitmap.width;
-      if (this.canvas.height !== bitmap.height) this.canvas.height = bitmap.height;
-      this.context.drawImage(bitmap, 0, 0);
-      bitmap.close();
-    } catch {
-      // a frame the browser cannot decode is skipped; the next one replaces it
-    } finally {
-      this.drawing = false;
-      this.draw();
-    }
-  }
-
-  play(view) {
-    const samples = view.byteLength >> 1;
-    if (samples === 0 || this.audio.state === "closed") return;
-    const buffer = this.audio.createBuffer(1, samples, 44100);
-    const channel = buffer.getChannelData(0);
-    for (let i = 0; i < samples; i++) channel[i] = view.getInt16(i * 2, true) / 32768;
-    const now = this.audio.currentTime;
-    // Keep the delay small: start 100 ms ahead, and drop audio that would play over 0.5 s late.
-    if (this.nextAudio < now) this.nextAudio = now + 0.1;
-    if (this.nextAudio > now + 0.5) return;
-    const source = this.audio.createBufferSource();
-    source.buffer = buffer;
-    source.connect(this.audio.destination);
-    source.start(this.nextAudio);
-    this.nextAudio += buffer.duration;
-  }
-
-  status(text) {
-    $("#viewer-status").textContent = text;
-  }
-
-  close() {
-    this.ended = true;
-    this.ws?.close();
-    this.audio.close();
-    $("#viewer").hidden = true;
-  }
-}
-
 function watch(name) {
   state.viewer?.close();
-  state.viewer = new Viewer(name);
+  state.viewer = new Viewer(name, $("#viewer"), () => {
+    refreshRecordings();
+    refreshSessions();
+  });
   state.viewer.start();
-  history.replaceState(null, "", `#watch=${encodeURIComponent(name)}`);
-}
-
-/** The recording a live view's link (`/#watch=<recording>`) names, or null. */
-function linkedRecording() {
-  const link = location.hash.match(/^#watch=(.+)$/);
-  return link ? decodeURIComponent(link[1]) : null;
+  history.replaceState(null, "", watchLink(name));
 }
 
 function closeViewer() {
@@ -495,16 +359,15 @@ async function removeRecording(stem, files) {
 
 async function main() {
   loadToken();
-  const config = await (await fetch("/api/config", { cache: "no-store" })).json();
+  whenRefused(askForToken);
+  const config = await loadConfig();
   state.fps = config.fps;
-  state.auth = config.auth;
   state.resumeGrace = config.resumeGrace ?? 0;
   $("#server-info").textContent = `${config.fps} fps${config.auth ? " · token needed" : ""}`;
-  if (config.auth && !state.token) askForToken();
+  if (config.auth && !hasToken()) askForToken();
   $("#token-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    state.token = $("#token-input").value.trim();
-    localStorage.setItem(TOKEN_KEY, state.token);
+    useToken($("#token-input").value.trim());
     $("#auth").hidden = true;
     // A view opened without a token (or with one refused) connects again with this one.
     const watching = state.viewer?.name ?? linkedRecording();
@@ -513,8 +376,7 @@ async function main() {
     refreshRecordings();
   });
   $("#token-forget").addEventListener("click", () => {
-    localStorage.removeItem(TOKEN_KEY);
-    state.token = null;
+    forgetToken();
     askForToken();
   });
   $("#live-form").addEventListener("submit", goLive);
@@ -525,7 +387,7 @@ async function main() {
     $("#go").disabled = true;
   }
   const link = linkedRecording();
-  if (link && !(config.auth && !state.token)) watch(link); // else once a token is given
+  if (link && !(config.auth && !hasToken())) watch(link); // else once a token is given
   refreshSessions();
   refreshRecordings();
   setInterval(() => document.hidden || refreshSessions(), 2000);

@@ -1,0 +1,20 @@
+"""Benchmarks that print figures: livestream side by side with the old Node.js server.
+
+A package, so that its modules import each other and ``livestream`` without editing
+``sys.path``; run each from the checkout with the project's venv as ``python -m bench.<module>``
+(bench/README.md says what each figure means):
+
+``run``
+    the runner: starts each server fresh per scenario, drives it with ``load``, samples its
+    processes from /proc, decodes what it recorded, prints one JSON line per scenario and server.
+``load``
+    the load generator: real WebSocket clients on 127.0.0.1 with raw sockets, usable as a library
+    (``run_clients``) or alone against a running server.
+``profile_daemon``
+    where the daemon's own CPU goes per frame: a plain pass and one under twistd's cProfile.
+``presets``
+    x264 presets through the daemon's own encoder arguments: CPU per recorded minute, bitrate,
+    SSIM and how many real-time 640x480 streams the cores can encode.
+
+Not part of the installed project: bench/ is run from a checkout, never imported by livestream.
+"""
