@@ -144,7 +144,7 @@ class Access:
 class AccessOptions(usage.Options):
     """The options of who may connect, a block of their own; :meth:`access` reads them once."""
 
-    optParameters = [
+    optParameters: list[list[object]] = [
         ["auth-secret-file", None, None,
          "Turn authentication on (default: off): verify HS256 tokens with the secret in this "
          "file (at least 32 bytes; keep it private). Mint tokens with livestream-token."],
