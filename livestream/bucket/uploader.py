@@ -217,7 +217,7 @@ class Uploader(Service):
                           file=_filename(kind, name), error=e, delay=delay)  # fmt: skip
             if not self.running or (kind, name) in self._dropped:
                 return
-            wait = deferLater(self._reactor, delay)
+            wait: Deferred[None] = deferLater(self._reactor, delay)
             self._waits[(kind, name)] = wait
             try:
                 await wait
@@ -249,19 +249,19 @@ class Uploader(Service):
             if (kind, name) in self._dropped:
                 return
             filename = _filename(kind, target)
-            info = await self._objects.head(kind, filename)
-            if info is None:
+            stored = await self._objects.head(kind, filename)
+            if stored is None:
                 try:
                     await self._objects.upload(path, kind, filename, metadata, self._cancel)
                 except KeyTaken:
                     pass  # another upload got there first: the head below says whose it is
-                info = await self._objects.head(kind, filename)
-                if info is None:
+                stored = await self._objects.head(kind, filename)
+                if stored is None:
                     raise StoreError(f"{filename} is not in the bucket after its upload")
-            if info.holds(sha256, size):
+            if stored.holds(sha256, size):
                 break
             _log.info("{file} in the bucket is another recording (node {other}); renaming",
-                      file=filename, other=info.metadata.get("node", "?"))  # fmt: skip
+                      file=filename, other=stored.metadata.get("node", "?"))  # fmt: skip
         else:
             raise StoreError(f"no free name for {_filename(kind, name)} in the bucket")
         poster = self._store.poster_path(name)

@@ -20,7 +20,9 @@ from livestream.wire.kinds import AUDIO, SUFFIXES, VIDEO
 
 URL_PREFIX = "/recordings"
 # What a recording's count is called, in the details and in an object's metadata.
-COUNT_FIELDS = {VIDEO: "frames", AUDIO: "samples"}
+# The count a recording's details give, by kind; looked up by a kind or a plain kind string
+# (an object key's or a metadata's).
+COUNT_FIELDS: dict[str, str] = {VIDEO: "frames", AUDIO: "samples"}
 
 
 def iso_utc(seconds: float) -> str:

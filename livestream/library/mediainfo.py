@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import struct
+from typing import BinaryIO
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,7 +118,7 @@ def _video_track(moov: bytes) -> _Track | None:
     return None
 
 
-def _fragments(f, size: int, start: int, track: _Track) -> tuple[int, int | None]:
+def _fragments(f: BinaryIO, size: int, start: int, track: _Track) -> tuple[int, int | None]:
     """Samples and total duration (None if some sample's duration is not given) of ``track`` in
     the ``moof`` boxes from ``start`` on."""
     samples, total = 0, 0

@@ -102,8 +102,10 @@ class SessionRegistry(Service):
             session.allow_resume(token, self._resume_grace)
             session.finished().addBoth(lambda _: self._resumable.pop(token, None))
         self.events.emit(SessionStarted(name, client_id, peer))
-        ended = DeferredList([session.finished(), session.gone()], consumeErrors=True)
-        ended.addBoth(lambda _: self._live.discard(session))
+        # Live until finalized and its connection gone, whichever comes last.
+        session.finished().addBoth(lambda _: session.gone()).addBoth(
+            lambda _: self._live.discard(session)
+        )
         subject = grant.subject if grant is not None else None
         _log.info(
             "session {id!r} from {peer} records as {name}{by}", session_event="started",

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError
+from twisted.web.http_headers import Headers
 
 FIRST_RETRY = 1.0
 MAX_RETRY = 600.0
@@ -28,7 +29,7 @@ async def post_once(
     """One attempt: whether the receiver answered 2xx within ``timeout`` seconds, and what
     happened, for the log. Cancelling it (at stop) raises CancelledError."""
     try:
-        request = http.post(url, data=body, headers=headers)
+        request = http.post(url, data=body, headers=Headers({k: [v] for k, v in headers.items()}))
         response = await request.addTimeout(timeout, reactor)
         await response.content()
     except CancelledError:
