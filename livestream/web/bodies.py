@@ -27,7 +27,9 @@ class BoundedRequest(Request):
     _refused = False
 
     def gotLength(self, length: int | None) -> None:
-        self.content = BytesIO()
+        # Twisted's Request declares ``content = None`` unannotated, so mypy types it as None
+        # only; Twisted's own gotLength puts a file there too (a BinaryIO, its docs say).
+        self.content = BytesIO()  # type: ignore[assignment]
         if length is not None and length > MAX_BODY:
             # Twisted answers "Expect: 100-continue" after this returns: the client is told
             # 413 instead, and sends nothing.
@@ -61,5 +63,8 @@ class BoundedRequest(Request):
             f"Content-Length: {len(body)}\r\n"
             "Connection: close\r\n\r\n"
         )
-        self.channel.transport.write(head.encode("ascii") + body)
+        transport = self.channel.transport
+        if transport is None:
+            raise RuntimeError("a request body arrived on a channel without a connection")
+        transport.write(head.encode("ascii") + body)
         self.channel.loseConnection()

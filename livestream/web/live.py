@@ -14,10 +14,11 @@ the latest frame and the last second of audio until the socket drains; older chu
 from __future__ import annotations
 
 import json
+from typing import cast
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -55,10 +56,16 @@ class ViewerProtocol(WebSocketServerProtocol):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        if self.transport is None:
+            raise RuntimeError("connectionMade without a transport")
+        # Protocol types its transport as a bare ITransport; this one is the TCP connection (or
+        # TLS over one) that the HTTP channel handed over, a consumer too, as Twisted's sockets
+        # and TLS wrapper are.
+        transport = cast(IConsumer, self.transport)
         # The HTTP channel registered itself before the upgrade; the viewer is the producer now,
         # so that a full send buffer pauses it.
-        self.transport.unregisterProducer()
-        self.transport.registerProducer(self, True)
+        transport.unregisterProducer()
+        transport.registerProducer(self, True)
 
     def onConnect(self, request) -> str | None:
         if not self.factory.access.origin_allowed(request.origin or None):
@@ -71,11 +78,15 @@ class ViewerProtocol(WebSocketServerProtocol):
 
     def onOpen(self) -> None:
         session = self._session
+        if session is None:
+            raise RuntimeError("a viewer opened without the session onConnect found")
         self._send_json({"eventType": "LIVE", "recording": session.name, "fps": self.factory.fps})
         session.watchers.append(self.chunk)
         session.finished().addCallback(self._ended)
 
-    def onMessageFrame(self, payload: list[bytes]) -> None:
+    # autobahn annotates the payload as bytes, but passes the frame's data as received: a list of
+    # the pieces it arrived in (WebSocketProtocol.onMessageFrameEnd, frame_data).
+    def onMessageFrame(self, payload: list[bytes]) -> None:  # type: ignore[override]
         """Viewers have nothing to say: each frame is dropped as it arrives. Gathered, a message
         of many small frames could grow up to the (large, for sending) message limit."""
 
@@ -148,7 +159,9 @@ class ViewerProtocol(WebSocketServerProtocol):
 
 
 class ViewerFactory(WebSocketServerFactory):
-    protocol = ViewerProtocol
+    # autobahn's factories subclass Twisted's generic Factory without its type parameter, so a
+    # protocol that names its own factory's type (ViewerProtocol.factory) cannot match it.
+    protocol = ViewerProtocol  # type: ignore[assignment]
 
     def __init__(self, sessions, access: Access, fps: int) -> None:
         """``sessions``: what returns the live sessions now (the registry's ``sessions``)."""

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import socket
 from collections import Counter
+from typing import cast
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -82,7 +83,7 @@ class SocketValve:
     never left paused once the session stops feeding the encoder.
     """
 
-    def __init__(self, transport) -> None:
+    def __init__(self, transport: IPushProducer) -> None:
         self._transport = transport
         self.paused = False
 
@@ -116,12 +117,17 @@ class RecordingProtocol(WebSocketServerProtocol):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        transport = self.transport
+        if transport is None:
+            raise RuntimeError("connectionMade without a transport")
         # Twisted Web's channel registered itself as the producer of this transport before the
         # upgrade; left there, it would resume reading whenever our replies drain and defeat the
-        # back-pressure of the encoder.
-        self.transport.unregisterProducer()
-        self._valve = SocketValve(self.transport)
-        _cap_receive_buffer(self.transport)
+        # back-pressure of the encoder. (The casts: Protocol types its transport as a bare
+        # ITransport; this one is the TCP connection, or TLS over one, that the channel handed
+        # over, a consumer and a push producer too, as Twisted's sockets and TLS wrapper are.)
+        cast(IConsumer, transport).unregisterProducer()
+        self._valve = SocketValve(cast(IPushProducer, transport))
+        _cap_receive_buffer(transport)
 
     def onConnect(self, request) -> str | None:
         self._peer = request.peer
@@ -144,11 +150,18 @@ class RecordingProtocol(WebSocketServerProtocol):
         self.sendHttpErrorResponse(code, reason, responseHeaders)
         self.dropConnection(abort=False)
 
+    @property
+    def valve(self) -> SocketValve:
+        """The valve on this connection's socket, there from ``connectionMade`` on."""
+        if self._valve is None:
+            raise RuntimeError("the connection is not made yet: no valve")
+        return self._valve
+
     def onOpen(self) -> None:
         self._idle = self.factory.clock.callLater(self.factory.idle_timeout, self._idle_expired)
 
     def _idle_expired(self) -> None:
-        if self._valve.paused:
+        if self.valve.paused:
             # Quiet because we stopped reading while the encoder catches up: not idle.
             self._idle = self.factory.clock.callLater(self.factory.idle_timeout, self._idle_expired)
             return
@@ -181,7 +194,7 @@ class RecordingProtocol(WebSocketServerProtocol):
             if self._session is not None:
                 raise ProtocolError("already_connected", "this connection already sent CONNECT")
             if msg.resume_token is not None:
-                self._resume(msg)
+                self._resume(msg, msg.resume_token)
                 return
             grant = self.factory.access.authorize_publish(msg.id, msg.token or self._token)
             self._session = self.factory.registry.open(
@@ -189,7 +202,7 @@ class RecordingProtocol(WebSocketServerProtocol):
                 resumable=msg.resume,
             )  # fmt: skip
             self._session.attach(self, self._valve, self._send_error)
-            self._connected(msg.id)
+            self._connected(self._session, msg.id)
         elif isinstance(msg, Close):
             if self._session is None:
                 raise ProtocolError("not_connected", "send CONNECT before CLOSE")
@@ -197,20 +210,21 @@ class RecordingProtocol(WebSocketServerProtocol):
                 raise ProtocolError("session_closed", "this recording is already closing")
             self._session.finish(CLOSE)
 
-    def _resume(self, msg: Connect) -> None:
-        """Continue a session whose connection dropped. The resume token is the credential: it
-        was given only to the client that opened the session (authorized then), is unguessable,
-        and works for that one session within its grace period."""
-        session = self.factory.registry.resume(msg.resume_token, msg.id)
+    def _resume(self, msg: Connect, resume_token: str) -> None:
+        """Continue a session whose connection dropped (``msg`` carries ``resume_token``). The
+        resume token is the credential: it was given only to the client that opened the session
+        (authorized then), is unguessable, and works for that one session within its grace
+        period."""
+        session = self.factory.registry.resume(resume_token, msg.id)
         displaced = session.attach(self, self._valve, self._send_error)
         if isinstance(displaced, RecordingProtocol):
             displaced.displace()
         self._session = session
         _log.info("session {name} resumed from {peer}", name=session.name, peer=self._peer)
-        self._connected(msg.id)
+        self._connected(session, msg.id)
 
-    def _connected(self, client_id: str) -> None:
-        session = self._session
+    def _connected(self, session: Session, client_id: str) -> None:
+        """Reply CONNECTED for ``session``, just opened or resumed as this one's session."""
         session.finished().addCallback(self._finished)
         reply: dict[str, object] = {
             "eventType": "CONNECTED", "id": client_id, "recording": session.name
@@ -241,7 +255,7 @@ class RecordingProtocol(WebSocketServerProtocol):
         self.dropConnection(abort=True)
 
     def _finished(self, outcome: Outcome) -> None:
-        self._valve.resumeProducing()
+        self.valve.resumeProducing()
         if self.state != self.STATE_OPEN:
             return
         if self._acks is not None:
@@ -302,7 +316,9 @@ class RecordingProtocol(WebSocketServerProtocol):
 
 
 class RecordingFactory(WebSocketServerFactory):
-    protocol = RecordingProtocol
+    # autobahn's factories subclass Twisted's generic Factory without its type parameter, so a
+    # protocol that names its own factory's type (RecordingProtocol.factory) cannot match it.
+    protocol = RecordingProtocol  # type: ignore[assignment]
 
     def __init__(
         self, clock: IReactorTime, registry: SessionRegistry, limits: Limits, access: Access = OPEN

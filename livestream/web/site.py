@@ -21,7 +21,7 @@ from livestream.sessions.registry import SessionRegistry
 from livestream.web.accesslog import access_log_line
 from livestream.web.app import WebApp
 from livestream.web.bodies import BoundedRequest
-from livestream.web.deadline import HeaderDeadlineChannel
+from livestream.web.deadline import HeaderDeadlineSite
 from livestream.web.page import Page
 from livestream.web.utf8only import Utf8Only
 
@@ -55,11 +55,12 @@ def make_site(
         objects=objects,
         presign=presign,
     )
-    site = Site(
-        Utf8Only(app.app.resource()), requestFactory=BoundedRequest, logFormatter=access_log_line
+    # Plain HTTP/1.1 (a WebSocket upgrade needs no HTTP/2) with a deadline on request headers.
+    site = HeaderDeadlineSite(
+        Utf8Only(app.app.resource()),
+        header_timeout,
+        requestFactory=BoundedRequest,
+        logFormatter=access_log_line,
     )
     site.displayTracebacks = False
-    # Plain HTTP/1.1 (a WebSocket upgrade needs no HTTP/2) with a deadline on request headers.
-    site.protocol = HeaderDeadlineChannel
-    site.header_timeout = header_timeout
     return site
