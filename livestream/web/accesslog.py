@@ -8,6 +8,7 @@ combined log format would write both to disk with every request: here they are b
 from __future__ import annotations
 
 import re
+from typing import overload
 from urllib.parse import unquote_to_bytes
 
 from twisted.web.http import combinedLogFormatter
@@ -47,9 +48,17 @@ class _WithoutToken:
         self._request = request
         self.uri = _without_token(request.uri)
 
+    @overload
+    def getHeader(self, name: bytes) -> bytes | None: ...
+    @overload
+    def getHeader(self, name: str) -> str | None: ...
     def getHeader(self, name: bytes | str) -> bytes | str | None:
+        """As :meth:`Request.getHeader`: the value is of the name's type. The log formatter asks
+        by bytes, and a Referer asked for so has its token blanked."""
+        if isinstance(name, str):
+            return self._request.getHeader(name)
         value = self._request.getHeader(name)
-        if isinstance(value, bytes) and name in (b"referer", "referer"):
+        if value is not None and name == b"referer":
             return _without_token(value)
         return value
 

@@ -7,7 +7,10 @@ A route says what it answers. How is elsewhere in ``web``: ``answers`` (JSON), `
 
 from __future__ import annotations
 
-from klein import Klein
+from collections.abc import Callable
+from typing import cast
+
+from klein import Klein, KleinErrorHandler
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource
@@ -33,6 +36,15 @@ from livestream.wire.kinds import AUDIO, VIDEO, MediaKind
 
 _log = Logger()
 
+
+def _error_handler(
+    handler: Callable[[WebApp, Request, Failure], bytes | Failure],
+) -> KleinErrorHandler:
+    """``handler`` as the error handler ``Klein.handle_errors`` takes, unchanged. Klein types a
+    handler's request as ``IRequest``, though it passes the ``twisted.web.server.Request`` the
+    Site made (its ``handle_errors`` says so); and its ``KleinRenderable`` has no ``Failure``,
+    though a Failure returned goes on to the next handler. Neither can be said to it: cast."""
+    return cast(KleinErrorHandler, handler)
 
 
 def _name_of(filename: str, suffix: str, bare: bool = False) -> str | None:
@@ -83,22 +95,27 @@ class WebApp:
         self._metrics = metrics
 
     @app.handle_errors(NotFound)
+    @_error_handler
     def not_found(self, request: Request, failure: Failure) -> bytes:
         return error_answer(request, 404, "not_found", "no such resource")
 
     @app.handle_errors(MethodNotAllowed)
+    @_error_handler
     def not_allowed(self, request: Request, failure: Failure) -> bytes:
         allowed = sorted(failure.value.valid_methods or [])
         request.setHeader("allow", ", ".join(allowed))
         return error_answer(request, 405, "method_not_allowed", "allowed: " + ", ".join(allowed))
 
     @app.handle_errors(StoreUnavailable)
+    @_error_handler
     def unavailable(self, request: Request, failure: Failure) -> bytes:
         """The library could not be read or changed (its bucket did not answer): whichever
         route asked, a 503 that says so. Before :meth:`internal_error`, which takes the rest."""
         return error_answer(request, 503, "store_unavailable", str(failure.value))
 
-    @app.handle_errors
+    # The bare ``@app.handle_errors`` is this, but typed as returning a decorator, not the handler.
+    @app.handle_errors(Exception)
+    @_error_handler
     def internal_error(self, request: Request, failure: Failure) -> bytes | Failure:
         """Whatever a route did not expect: logged once with its traceback, answered as every
         other error is, without the traceback. Werkzeug's HTTP exceptions are answers, not

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 from twisted.logger import Logger
 from twisted.web.server import Request
@@ -52,7 +52,10 @@ def _token(request: Request) -> str | None:
     if raw is not None:
         scheme, _, value = raw.decode("latin-1").partition(" ")
         return (value.strip() or None) if scheme.lower() == "bearer" else None
-    values = request.args.get(b"token")
+    # Twisted declares Request.args as a class attribute ``args = None``, so it types as None;
+    # the request sets it to the parsed query (bytes to lists of bytes) before a resource sees it.
+    args = cast("dict[bytes, list[bytes]]", request.args)
+    values = args.get(b"token")
     return values[0].decode("ascii", "replace") if values else None
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 from twisted.web.http import CACHED
 from twisted.web.server import Request
@@ -27,7 +28,9 @@ class MediaFile(File):
 
     def __init__(self, path: Path, content_type: str, st: os.stat_result) -> None:
         super().__init__(os.fspath(path), defaultType=content_type)
-        self.type, self.encoding = content_type, None
+        # File declares ``type = None`` on its class, so mypy types it as None, though File
+        # itself stores the content type it guesses there (a str): set first, it is not guessed.
+        self.type, self.encoding = content_type, None  # type: ignore[assignment]
         self._etag = f'"{st.st_size:x}-{st.st_mtime_ns:x}"'.encode("ascii")
 
     def render_GET(self, request: Request) -> bytes | int:
@@ -37,7 +40,7 @@ class MediaFile(File):
 
     render_HEAD = render_GET
 
-    def openForReading(self):
+    def openForReading(self) -> BinaryIO:
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as e:

@@ -10,6 +10,7 @@ store closed) when the client goes away. Memory per download is one chunk, whate
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
@@ -29,7 +30,7 @@ CHUNK = 256 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None | bool:
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None | Literal[False]:
     """``(first, last)`` of one satisfiable byte range; None to send the whole object (no
     header, several ranges, or one this parser does not understand: RFC 9110 lets a server
     ignore Range); False when the range cannot be satisfied (416)."""
@@ -72,8 +73,8 @@ class ObjectFile(Resource):
     def render_GET(self, request: Request) -> bytes | int:
         found = self._found
         if self._presign:
-            d = self._objects.presigned_url(found.kind, found.filename, self._presign)
-            d.addCallbacks(lambda url: _redirect(request, url), lambda f: _failed(request, f))
+            signed = self._objects.presigned_url(found.kind, found.filename, self._presign)
+            signed.addCallbacks(lambda url: _redirect(request, url), lambda f: _failed(request, f))
             return NOT_DONE_YET
         span = self._headers(request)
         if span is None:
@@ -81,9 +82,9 @@ class ObjectFile(Resource):
         first, last = span
         if last < first:  # an empty object: nothing to fetch
             return b""
-        d = self._objects.open(found.kind, found.filename, first, last)
-        d.addCallbacks(lambda download: self._stream(request, download),
-                       lambda f: _failed(request, f))  # fmt: skip
+        opened = self._objects.open(found.kind, found.filename, first, last)
+        opened.addCallbacks(lambda download: self._stream(request, download),
+                            lambda f: _failed(request, f))  # fmt: skip
         return NOT_DONE_YET
 
     def _headers(self, request: Request) -> tuple[int, int] | None:

@@ -42,7 +42,9 @@ class _Assets(File):
 
     contentTypes = TYPES
     indexNames: list[str] = []
-    childNotFound = _NotFound()
+    # File types childNotFound as its own (private) error page, yet only renders it or returns
+    # it as a child: any resource will do, and this one answers in JSON.
+    childNotFound = _NotFound()  # type: ignore[assignment]
 
     def directoryListing(self) -> IResource:
         return self.childNotFound

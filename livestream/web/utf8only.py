@@ -24,6 +24,9 @@ class Utf8Only(Resource):
         self._app = app
 
     def render(self, request: Request) -> bytes | int:
+        # The Site sets both paths when it looks up the resource, before any renders.
+        if request.prepath is None or request.postpath is None:
+            raise RuntimeError("a request reached Utf8Only without the paths a Site sets")
         try:
             request.getRequestHostname().decode("utf-8")
             b"/".join(request.prepath + request.postpath).decode("utf-8")
