@@ -94,8 +94,15 @@ def go_live(url: str, seconds: float, during: Callable[[Page], None] | None = No
         page.wait_for_selector("#live-status[data-state=done]")
         status = page.locator("#live-status")
         finished = page.locator("#finished-recording")
-        counts = ("frames", "skipped", "audio-bytes", "resumes", "resent", "dropped-frames",
-                  "dropped-audio-ms")
+        counts = (
+            "frames",
+            "skipped",
+            "audio-bytes",
+            "resumes",
+            "resent",
+            "dropped-frames",
+            "dropped-audio-ms",
+        )
         return {
             "wall": wall,
             "seconds": float(status.get_attribute("data-seconds")),
@@ -142,7 +149,7 @@ def play(page: Page, stem: str) -> int:
     for i in range(count):
         players.nth(i).evaluate("m => { m.preload = 'metadata'; m.load(); }")
     page.wait_for_function(
-        f"[...document.querySelectorAll(\"{item} video, {item} audio\")]"
+        f'[...document.querySelectorAll("{item} video, {item} audio")]'
         ".every(media => media.readyState >= 1 && media.duration > 2.5)"
     )
     return count
@@ -466,7 +473,7 @@ class BrowserTests(TestCase):
                 item = f"#recording-list li[data-stem='{stem}']"
                 # Played, not only probed: muted (autoplay rules), until a second has gone by.
                 page.eval_on_selector(f"{item} video", "v => { v.muted = true; v.play(); }")
-                page.wait_for_function(f"document.querySelector(\"{item} video\").currentTime > 1")
+                page.wait_for_function(f'document.querySelector("{item} video").currentTime > 1')
                 tokens = "ms => ms.map(m => new URL(m.currentSrc).searchParams.get('token'))"
                 return {
                     "players": count,

@@ -158,8 +158,10 @@ class BucketApiTests(TestCase):
         video = self.s3.get(f"{PREFIX}/video/{name}.mp4")[0]
         big = wav_bytes(pcm(CHUNK, seed=7))  # two chunks and a bit: several reads
         self.put("audio/big_1700000000000.wav", big)
-        for path, data, kind in ((f"/recordings/video/{name}.mp4", video, "video/mp4"),
-                                 ("/recordings/audio/big_1700000000000.wav", big, "audio/wav")):
+        for path, data, kind in (
+            (f"/recordings/video/{name}.mp4", video, "video/mp4"),
+            ("/recordings/audio/big_1700000000000.wav", big, "audio/wav"),
+        ):
             response, body = await http(port, "GET", path)
             self.assertEqual((response.code, body), (200, data))
             self.assertEqual(header(response, "content-type"), kind)
@@ -167,8 +169,11 @@ class BucketApiTests(TestCase):
             self.assertEqual(response.length, len(data))
             size = len(data)
             a, b = (CHUNK - 10, CHUNK + 9) if size > CHUNK else (size // 3, size // 2)
-            for asked, first, last in (("bytes=0-99", 0, 99), (f"bytes={a}-{b}", a, b),
-                                       ("bytes=-300", size - 300, size - 1)):
+            for asked, first, last in (
+                ("bytes=0-99", 0, 99),
+                (f"bytes={a}-{b}", a, b),
+                ("bytes=-300", size - 300, size - 1),
+            ):
                 response, body = await http(port, "GET", path, {"Range": asked})
                 self.assertEqual((response.code, body), (206, data[first : last + 1]), asked)
                 self.assertEqual(header(response, "content-range"),
@@ -293,9 +298,13 @@ class BucketApiTests(TestCase):
         await until(lambda: watch.reachable is True, 10, "the first check")
         health = await get_json(port, "/healthz")
         self.assertEqual(health["status"], "ok")
-        self.assertEqual({k: health["checks"][k] for k in
-                          ("store_reachable", "upload_backlog", "upload_failures")},
-                         {"store_reachable": True, "upload_backlog": 0, "upload_failures": 0})
+        self.assertEqual(
+            {
+                k: health["checks"][k]
+                for k in ("store_reachable", "upload_backlog", "upload_failures")
+            },
+            {"store_reachable": True, "upload_backlog": 0, "upload_failures": 0},
+        )
 
         self.s3.stop()
         _, connected, _ = await record(port, "mic", audio=[pcm(4410)])
@@ -319,4 +328,3 @@ class BucketApiTests(TestCase):
         self.assertEqual((response.code, json.loads(body)["error"]), (503, "store_unavailable"))
         response, body = await http(port, "GET", f"/recordings/audio/{name}.wav")
         self.assertEqual((response.code, body[44:]), (200, pcm(4410)))
-

@@ -98,5 +98,3 @@ class PublishTests(TestCase):
         self.assertIsNone(await video.publish(reactor, ffmpeg_exe(), store, name))
         self.assertEqual(os.listdir(store.root / "temp"), [])
         self.assertEqual(os.listdir(store.root / "video"), [])
-
-

@@ -272,9 +272,7 @@ class DetailsTests(_Recorded):
         # An ffmpeg that encodes, but whose faststart copy (the run reading an .fmp4) fails.
         wrapper = broken / "ffmpeg"
         wrapper.write_text(
-            "#!/bin/sh\n"
-            'case "$*" in *+faststart*) exit 1;; esac\n'
-            f'exec {ffmpeg_exe()} "$@"\n'
+            f'#!/bin/sh\ncase "$*" in *+faststart*) exit 1;; esac\nexec {ffmpeg_exe()} "$@"\n'
         )
         wrapper.chmod(0o755)
         _, port = await start_server(self, self.media, fps=FPS, ffmpeg=str(wrapper))

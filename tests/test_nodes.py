@@ -147,6 +147,7 @@ class NodesTests(TestCase):
             names.append(connected["recording"])
             self.assertEqual(closed["recordings"]["audio"], f"{connected['recording']}.wav")
         want = sorted([f"lib/audio/{n}.wav" for n in names] + [f"lib/video/{n}.mp4" for n in names])
+
         def recordings() -> list[str]:
             return self.s3.keys("lib/audio/") + self.s3.keys("lib/video/")
 

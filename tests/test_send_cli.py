@@ -295,7 +295,8 @@ class SendTests(TestCase):
         return port
 
     async def send(self, *argv: str, env: dict[str, str] | None = None):
-        """Run ``python -m livestream.cli.send.main``; return (exit status, stdout, stderr, seconds)."""
+        """Run ``python -m livestream.cli.send.main``; return (exit status, stdout, stderr,
+        seconds)."""
         started = time.monotonic()
         out, err, code = await getProcessOutputAndValue(
             sys.executable, ["-m", "livestream.cli.send.main", *argv],

@@ -42,7 +42,8 @@ _NODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")
 # What the bucket holds under <prefix>/<kind>/: recordings, and the posters of videos.
 SUFFIXES = {**kinds.SUFFIXES, POSTERS: POSTER_SUFFIX}
 CONTENT_TYPES: dict[str, str] = {
-    **{kind: kind.content_type for kind in MediaKind}, POSTERS: POSTER_TYPE
+    **{kind: kind.content_type for kind in MediaKind},
+    POSTERS: POSTER_TYPE,
 }
 MiB = 1 << 20
 # Files above MULTIPART_THRESHOLD go up in parts of PART_SIZE, each checked by the store against
@@ -225,7 +226,8 @@ class ObjectStore(Service):
         except S3UploadFailedError as e:
             cause = e.__context__
             if isinstance(cause, self._client.exceptions.ClientError) and _code(cause) in (
-                "PreconditionFailed", "412",
+                "PreconditionFailed",
+                "412",
             ):
                 raise KeyTaken(self.location.key(kind, filename)) from None
             raise StoreError(str(e)) from None
@@ -294,9 +296,7 @@ class ObjectStore(Service):
         total = int(answer["ContentRange"].rpartition("/")[2]) if "ContentRange" in answer else (
             answer["ContentLength"]
         )  # fmt: skip
-        return Download(
-            answer["Body"], first, answer["ContentLength"], total, CONTENT_TYPES[kind]
-        )
+        return Download(answer["Body"], first, answer["ContentLength"], total, CONTENT_TYPES[kind])
 
     def read(self, download: Download, size: int) -> Deferred[bytes]:
         """The next at most ``size`` bytes of an open GET (b"" at its end)."""

@@ -275,7 +275,6 @@ class Uploader(Service):
         _log.info("uploaded {file} to {key} ({size} bytes)", file=_filename(kind, name),
                   key=self._objects.location.key(kind, filename), size=size)  # fmt: skip
 
-
     async def _upload_poster(self, poster: Path, target: str, metadata: dict[str, str]) -> None:
         """The poster of the video stored as ``target``: that name is this recording's in the
         bucket, so a poster already under it is its own (an earlier attempt's)."""

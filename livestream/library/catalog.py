@@ -123,4 +123,3 @@ def created_at(name: str, mtime: float) -> float:
     except (ValueError, OverflowError, OSError):
         return mtime
     return seconds
-

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import BinaryIO
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from livestream.library.bmff import boxes, child, descend, file_boxes
 
@@ -163,9 +163,7 @@ def _traf(moof: bytes, start: int, end: int, track: _Track) -> tuple[int, int | 
                 if at + count * stride > e:
                     known = False
                     continue
-                total += sum(
-                    _U32.unpack_from(moof, at + i * stride)[0] for i in range(count)
-                )
+                total += sum(_U32.unpack_from(moof, at + i * stride)[0] for i in range(count))
             elif default is not None:
                 total += count * default
             else:

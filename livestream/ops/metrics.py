@@ -181,7 +181,6 @@ class Metrics:
             hooks.pending,
         )  # fmt: skip
 
-
     def _sample_uploads(self) -> Iterator[Metric]:
         uploads = self._uploads
         if uploads is None:

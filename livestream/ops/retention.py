@@ -156,8 +156,9 @@ class Retention(Service):
         if self._bucket is None:
             return self.sweep()
         return self.sweep_bucket().addErrback(
-            lambda f: _log.warn("retention: the bucket cannot be swept now: {error}",
-                                error=f.value)  # fmt: skip
+            lambda f: _log.warn(
+                "retention: the bucket cannot be swept now: {error}", error=f.value
+            )  # fmt: skip
         )
 
     def sweep_bucket(self) -> Deferred[list[str]]:

@@ -53,8 +53,8 @@ class _DaemonProtocol(ProcessProtocol):
 
 class Daemon:
     """A real ``twistd -n livestream`` in a child process, as an operator runs it: started, stopped,
-killed, or run to its end; and DaemonCase, which gives each test its own daemon and checks the
-recordings it leaves by decoding them."""
+    killed, or run to its end; and DaemonCase, which gives each test its own daemon and checks the
+    recordings it leaves by decoding them."""
 
     def __init__(
         self,

@@ -56,10 +56,8 @@ class _Raw(Protocol):
 async def raw(port: int, method: str, target: str, headers: str = "") -> tuple[int, dict, bytes]:
     """A request sent byte for byte (no client normalises the path); returns status, headers
     (lower-case names) and the body exactly as received, until the server closes."""
-    proto = _Raw(
-        f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}\r\n"
-        .encode("latin-1")
-    )
+    request = f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}\r\n"
+    proto = _Raw(request.encode("latin-1"))
     await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=10), proto)
     data = await proto.done.addTimeout(10, reactor)
     head, _, body = data.partition(b"\r\n\r\n")

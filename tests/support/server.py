@@ -41,8 +41,11 @@ async def start_server(
         fps=fps,
         ffmpeg=overrides.pop("ffmpeg", ffmpeg_exe()),
         preset=overrides.pop("preset", "ultrafast"),
-        **{key: overrides.pop(key) for key in ("webhooks", "retention", "presign")
-           if key in overrides},  # fmt: skip
+        **{
+            key: overrides.pop(key)
+            for key in ("webhooks", "retention", "presign")
+            if key in overrides
+        },  # fmt: skip
         timing=overrides.pop("timing", "frames"),
         mux_audio=overrides.pop("mux_audio", False),
         resume_grace=overrides.pop("resume_grace", 30.0),

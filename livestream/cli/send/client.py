@@ -72,7 +72,7 @@ def endpoint(reactor, where: Target, cafile: str | None, timeout: float) -> IStr
 
 
 def reason(error: Exception) -> str:
-    """"Connection was refused by other side: 111: Connection refused." -> "Connection refused"."""
+    """ "Connection was refused by other side: 111: Connection refused." -> "Connection refused"."""
     text = str(error).strip().rstrip(".")
     return re.sub(r"^\d+: ", "", text.split(": ", 1)[-1])
 

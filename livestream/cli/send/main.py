@@ -73,22 +73,48 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Target]:
     parser.add_argument("--duration", type=duration, metavar="SECONDS",
                         help="stop after this long (10, 90s, 5m); default: the whole file, "
                         "or until Ctrl-C for the test pattern")  # fmt: skip
-    parser.add_argument("--fps", type=_fps, default=15,
-                        help="frames per second sent (default 15; match the server's --fps)")
-    parser.add_argument("--size", type=_size, metavar="WxH",
-                        help="frame size (default: the file's, 640x480 for the test pattern)")
-    parser.add_argument("--fast", action="store_true",
-                        help="send as fast as the server takes it instead of in real time")
-    parser.add_argument("--binary", action="store_true",
-                        help="send media as binary messages (the fast path) instead of JSON")
-    parser.add_argument("--id", default="livestream-send",
-                        help="the client id sent in CONNECT (default livestream-send)")
-    parser.add_argument("--token", default=os.environ.get("LIVESTREAM_TOKEN"),
-                        help="access token sent in CONNECT (default: $LIVESTREAM_TOKEN)")
-    parser.add_argument("--cafile", metavar="PEM",
-                        help="for wss://, trust this CA certificate instead of the system's")
-    parser.add_argument("--ffmpeg", metavar="PATH",
-                        help="the ffmpeg to decode with (default: as the daemon finds it)")
+    parser.add_argument(
+        "--fps",
+        type=_fps,
+        default=15,
+        help="frames per second sent (default 15; match the server's --fps)",
+    )
+    parser.add_argument(
+        "--size",
+        type=_size,
+        metavar="WxH",
+        help="frame size (default: the file's, 640x480 for the test pattern)",
+    )
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="send as fast as the server takes it instead of in real time",
+    )
+    parser.add_argument(
+        "--binary",
+        action="store_true",
+        help="send media as binary messages (the fast path) instead of JSON",
+    )
+    parser.add_argument(
+        "--id",
+        default="livestream-send",
+        help="the client id sent in CONNECT (default livestream-send)",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("LIVESTREAM_TOKEN"),
+        help="access token sent in CONNECT (default: $LIVESTREAM_TOKEN)",
+    )
+    parser.add_argument(
+        "--cafile",
+        metavar="PEM",
+        help="for wss://, trust this CA certificate instead of the system's",
+    )
+    parser.add_argument(
+        "--ffmpeg",
+        metavar="PATH",
+        help="the ffmpeg to decode with (default: as the daemon finds it)",
+    )
     args = parser.parse_args(argv)
     if (args.file is None) == (not args.test_pattern):
         parser.error("give a file to send, or --test-pattern (not both)")
