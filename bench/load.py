@@ -40,10 +40,9 @@ from pathlib import Path
 from typing import Protocol
 
 from livestream.library import bmff
+from livestream.wire.kinds import SAMPLE_BYTES, SAMPLE_RATE, MediaKind
 
 HOST = "127.0.0.1"
-SAMPLE_RATE = 44100
-SAMPLE_BYTES = 2
 WAV_HEADER = 44
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -55,10 +54,10 @@ MAX_SERVER_MESSAGE = 1 << 20
 # "taken by the server", so back-pressure shows in the send times and not in CLOSE-to-ready.
 SEND_BUFFER = 256 * 1024
 
-# The one-byte kinds of the binary fast path proposed in issue 3; the daemon has not fixed them
-# yet, so both can be set from the command line.
-BINARY_VIDEO = 0x01
-BINARY_AUDIO = 0x02
+# The one-byte kinds of the binary fast path (the daemon's table); --binary-kinds can set others,
+# to measure a client that sends something else.
+BINARY_VIDEO = MediaKind.VIDEO.binary
+BINARY_AUDIO = MediaKind.AUDIO.binary
 
 
 def now() -> float:
