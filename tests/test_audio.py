@@ -7,7 +7,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from livestream.library.tree import AUDIO_STREAM, MediaStore
+from livestream.library.tree import AUDIO_STREAM, MediaTree
 from livestream.recording.audio import HEADER_SIZE, AudioRecorder, mend, wav_header
 from livestream.wire.kinds import AUDIO
 from tests.support.media import pcm
@@ -47,7 +47,7 @@ def parse_wav(raw: bytes) -> dict[str, object]:
 
 class WavTestCase(SynchronousTestCase):
     def setUp(self) -> None:
-        self.store = MediaStore(self.mktemp())
+        self.store = MediaTree(self.mktemp())
         self.store.ensure()
         self.name = self.store.reserve("mic", 1700000000000)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from twisted.internet import reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from livestream.library.tree import VIDEO_STREAM, MediaStore
+from livestream.library.tree import VIDEO_STREAM, MediaTree
 from livestream.recording import fragments, video
 from livestream.recording.video import EncoderSettings, encoder_args
 from tests.support.media import ffmpeg_exe, jpeg_frames, video_facts
@@ -77,7 +77,7 @@ class WholeLengthTests(SynchronousTestCase):
 
 class PublishTests(TestCase):
     async def test_cut_off_stream_is_published_playable(self) -> None:
-        store = MediaStore(Path(self.mktemp()))
+        store = MediaTree(Path(self.mktemp()))
         store.ensure()
         data = encoded()
         name = "cut_1700000000000"
@@ -91,7 +91,7 @@ class PublishTests(TestCase):
         self.assertEqual(os.listdir(store.root / "temp"), [])
 
     async def test_stream_without_a_whole_fragment_publishes_nothing(self) -> None:
-        store = MediaStore(Path(self.mktemp()))
+        store = MediaTree(Path(self.mktemp()))
         store.ensure()
         name = "stub_1700000000000"
         store.temp_path(name, VIDEO_STREAM).write_bytes(encoded()[:900])

@@ -21,7 +21,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from livestream.bucket.objectstore import MULTIPART_THRESHOLD, PART_SIZE, Location, MiB, ObjectStore
 from livestream.bucket.uploader import Uploader
-from livestream.library.tree import MediaStore
+from livestream.library.tree import MediaTree
 from livestream.sessions.events import Events
 from tests.support.media import wav_bytes
 from tests.support.s3 import PREFIX, S3Server
@@ -160,7 +160,7 @@ class MultipartTests(TestCase):
         content = noise_wav(100 * MiB, seed=4)
         self.path.write_bytes(content)
         await self.s3.start()
-        store = MediaStore(self.media)
+        store = MediaTree(self.media)
         store.ensure()
         objects = ObjectStore(reactor, Location(self.s3.bucket, PREFIX, self.s3.endpoint))
         uploader = Uploader(reactor, store, objects, Events(), "test-node", stop_wait=0.0)

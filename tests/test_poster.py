@@ -6,7 +6,7 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
-from livestream.library.tree import POSTERS, MediaStore
+from livestream.library.tree import POSTERS, MediaTree
 from livestream.recording.poster import PosterPicker
 from livestream.wire.kinds import VIDEO
 
@@ -21,7 +21,7 @@ class PickerTests(unittest.TestCase):
             self.assertIs(picker.jpeg, frames[expected], count)
 
     def test_no_frames_no_poster(self) -> None:
-        store = MediaStore(self.mktemp())
+        store = MediaTree(self.mktemp())
         store.ensure()
         PosterPicker(15).save(store, "a_1")
         self.assertEqual(list(store.dir(POSTERS).iterdir()), [])
@@ -29,7 +29,7 @@ class PickerTests(unittest.TestCase):
 
 class StoreTests(unittest.TestCase):
     def setUp(self) -> None:
-        self.store = MediaStore(Path(self.mktemp()))
+        self.store = MediaTree(Path(self.mktemp()))
         self.store.ensure()
 
     def test_saved_whole_and_deleted_with_its_video(self) -> None:

@@ -9,7 +9,7 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from livestream.library.tree import MediaStore
+from livestream.library.tree import MediaTree
 from livestream.ops.retention import AGE, FREE, TOTAL, Finished, Retention, RetentionPolicy, plan
 from tests.support.http import get_json
 from tests.support.media import pcm
@@ -54,7 +54,7 @@ class PlanTests(SynchronousTestCase):
 
 class RetentionServiceTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.store = MediaStore(Path(self.mktemp()))
+        self.store = MediaTree(Path(self.mktemp()))
         self.store.ensure()
         self.clock = Clock()
         self.clock.advance(NOW)
@@ -117,7 +117,7 @@ class RetentionOfARunningServerTests(TestCase):
 
     async def test_old_recordings_go_at_start_new_ones_stay(self) -> None:
         media = Path(self.mktemp())
-        store = MediaStore(media)
+        store = MediaTree(media)
         store.ensure()
         old = store.final_path("audio", "old_1000000000000")
         old.write_bytes(b"RIFF")

@@ -17,7 +17,7 @@ from livestream.library.tree import (
     AUDIO_STREAM,
     VIDEO_PART,
     VIDEO_STREAM,
-    MediaStore,
+    MediaTree,
 )
 from livestream.recording.aac import SILENCE_BLOCK
 from livestream.recording.video import EncoderSettings
@@ -51,7 +51,7 @@ class SessionTestCase(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.reactor = ProcessReactor()
-        self.store = MediaStore(self.mktemp())
+        self.store = MediaTree(self.mktemp())
         self.store.ensure()
         self.settings = EncoderSettings("/fake/ffmpeg", 15, "veryfast", grace=self.grace)
         self.errors: list[tuple[str, str]] = []

@@ -15,7 +15,7 @@ from livestream.library.tree import (
     TEMP_SUFFIXES,
     VIDEO_PART,
     VIDEO_STREAM,
-    MediaStore,
+    MediaTree,
     is_recording_name,
     safe_stem,
 )
@@ -50,7 +50,7 @@ class SafeStemTests(SynchronousTestCase):
         stem = safe_stem("../../etc/passwd")
         self.assertSafe(stem)
         self.assertNotIn("/", stem)
-        store = MediaStore(self.mktemp())
+        store = MediaTree(self.mktemp())
         path = store.final_path(VIDEO, f"{stem}_1")
         self.assertEqual(path.parent, store.dir(VIDEO))
         self.assertEqual(os.path.normpath(path), os.fspath(path))
@@ -86,7 +86,7 @@ class SafeStemTests(SynchronousTestCase):
 
 class StoreTestCase(SynchronousTestCase):
     def setUp(self) -> None:
-        self.store = MediaStore(self.mktemp())
+        self.store = MediaTree(self.mktemp())
         self.store.ensure()
 
     def touch(self, kind: str, filename: str, data: bytes = b"x") -> Path:
@@ -98,7 +98,7 @@ class StoreTestCase(SynchronousTestCase):
 class ReserveTests(StoreTestCase):
     def test_root_absolute(self) -> None:
         """Paths handed to ffmpeg must not depend on the daemon's working directory."""
-        self.assertTrue(MediaStore("media").root.is_absolute())
+        self.assertTrue(MediaTree("media").root.is_absolute())
 
     def test_name_shape(self) -> None:
         """Names are <stem>_<epoch-ms>, as the design and the CONNECTED reply promise."""
@@ -164,7 +164,7 @@ class ListingTests(StoreTestCase):
 
     def test_missing_tree(self) -> None:
         """A tree not yet made lists as empty instead of failing the HTTP route."""
-        self.assertEqual(MediaStore(self.mktemp()).listing(), {"video": [], "audio": []})
+        self.assertEqual(MediaTree(self.mktemp()).listing(), {"video": [], "audio": []})
 
     def test_only_own_suffix_and_visible(self) -> None:
         """Only finished files of the right kind are listed: no hidden, foreign or temp files."""

@@ -13,7 +13,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from livestream.auth.access import OPEN
-from livestream.library.tree import MediaStore
+from livestream.library.tree import MediaTree
 from livestream.web.page import Page
 from livestream.web.site import make_site
 from tests.support.http import exchange, raw, status_and_document
@@ -26,7 +26,7 @@ class DiskOnFire(Exception):
     pass
 
 
-class BrokenStore(MediaStore):
+class BrokenStore(MediaTree):
     """A media tree whose listing fails in a way no route expects."""
 
     def listing(self) -> dict[str, list[str]]:
@@ -66,7 +66,7 @@ class RootMethodTests(TestCase):
 class InternalErrorTests(TestCase):
     timeout = 30
 
-    def serve(self, store: MediaStore) -> int:
+    def serve(self, store: MediaTree) -> int:
         store.ensure()
         site = make_site(store, WebSocketServerFactory(), Page(lambda: (), OPEN, 15))
         listening = reactor.listenTCP(0, site, interface="127.0.0.1")

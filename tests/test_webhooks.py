@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from livestream.library.tree import MediaStore
+from livestream.library.tree import MediaTree
 from livestream.ops.webhooks.delivery import MAX_RETRY, retry_delay
 from livestream.ops.webhooks.service import Webhooks
 from livestream.ops.webhooks.settings import WebhookSettings
@@ -203,7 +203,7 @@ class WebhookDeliveryTests(TestCase):
 
     async def test_an_event_older_than_the_maximum_age_is_dropped_and_logged(self) -> None:
         receiver = Receiver([500])
-        store = MediaStore(Path(self.mktemp()))
+        store = MediaTree(Path(self.mktemp()))
         store.ensure()
         wav = store.dir("audio") / "old_1000.wav"
         wav.write_bytes(b"\0" * 144)

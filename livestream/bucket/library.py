@@ -29,7 +29,7 @@ from livestream.library.catalog import (
 )
 from livestream.library.local import Found, LocalLibrary, Removable, StoredObject, StoreUnavailable
 from livestream.library.mediainfo import UNKNOWN, Info
-from livestream.library.tree import POSTER_SUFFIX, POSTERS, MediaStore, by_time, is_recording_name
+from livestream.library.tree import POSTER_SUFFIX, POSTERS, MediaTree, by_time, is_recording_name
 from livestream.wire.kinds import SUFFIXES, VIDEO
 
 _log = Logger()
@@ -49,14 +49,14 @@ class BucketLibrary:
     def __init__(
         self,
         reactor,
-        store: MediaStore,
+        tree: MediaTree,
         objects: ObjectStore,
         uploads: UploadState,
         ttl: float = LISTING_TTL,
     ) -> None:
         self._reactor = reactor
-        self._store = store
-        self._local = LocalLibrary(store)
+        self._tree = tree
+        self._local = LocalLibrary(tree)
         self._objects = objects
         self._uploads = uploads
         self._ttl = ttl
@@ -106,7 +106,7 @@ class BucketLibrary:
         return self.objects().addCallback(self._seed_listing)
 
     def _seed_listing(self, objects: list[ObjectInfo]) -> dict[str, list[str]]:
-        names = {kind: set(files) for kind, files in self._store.listing().items()}
+        names = {kind: set(files) for kind, files in self._tree.listing().items()}
         for o in _recordings(objects):
             names[o.kind].add(o.filename)
         return {kind: sorted(files, key=by_time) for kind, files in names.items()}
@@ -124,7 +124,7 @@ class BucketLibrary:
         for o in stored:
             name = o.filename[: -len(SUFFIXES[o.kind])]
             created = created_at(name, o.modified)
-            poster = name in posters or self._store.poster_path(name).exists()
+            poster = name in posters or self._tree.poster_path(name).exists()
             doc = describe(o.kind, name, o.size, created, infos[(o.kind, o.filename, o.size)],
                            poster)  # fmt: skip
             entries.append((created, o.filename, doc))
@@ -145,13 +145,13 @@ class BucketLibrary:
         return {key: self._infos.get(key, UNKNOWN) for key in keys}
 
     def find(self, kind: str, name: str) -> Deferred[Found | None]:
-        here = self._local.local(self._store.final_path(kind, name))
+        here = self._local.local(self._tree.final_path(kind, name))
         if here is not None:
             return succeed(here)
         return ensureDeferred(self._stored(kind, f"{name}{SUFFIXES[kind]}"))
 
     def find_poster(self, name: str) -> Deferred[Found | None]:
-        here = self._local.local(self._store.poster_path(name))
+        here = self._local.local(self._tree.poster_path(name))
         if here is not None:
             return succeed(here)
         return ensureDeferred(self._stored(POSTERS, f"{name}{POSTER_SUFFIX}"))

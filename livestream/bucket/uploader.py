@@ -38,7 +38,7 @@ from livestream.library.tree import (
     MAX_STEM_LENGTH,
     POSTER_SUFFIX,
     POSTERS,
-    MediaStore,
+    MediaTree,
     is_recording_name,
 )
 from livestream.sessions.events import Event, Events, Recovered, SessionEnded
@@ -71,7 +71,7 @@ class Uploader(Service):
     def __init__(
         self,
         reactor,
-        store: MediaStore,
+        tree: MediaTree,
         objects: ObjectStore,
         events: Events,
         node: str,
@@ -81,7 +81,7 @@ class Uploader(Service):
         stop_wait: float = 10.0,
     ) -> None:
         self._reactor = reactor
-        self._store = store
+        self._tree = tree
         self._objects = objects
         self._node = node
         self._fps = fps
@@ -104,7 +104,7 @@ class Uploader(Service):
 
     @property
     def markers(self) -> Path:
-        return self._store.root / UPLOADS
+        return self._tree.root / UPLOADS
 
     def startService(self) -> None:
         super().startService()
@@ -113,7 +113,7 @@ class Uploader(Service):
         _log.info("finished recordings go to {bucket} as node {node}",
                   bucket=str(self._objects.location), node=self._node)  # fmt: skip
         pending = set(self._pending_markers())
-        for kind, filenames in self._store.listing().items():
+        for kind, filenames in self._tree.listing().items():
             for filename in filenames:
                 pending.add((kind, filename[: -len(SUFFIXES[kind])]))
         if pending:
@@ -228,7 +228,7 @@ class Uploader(Service):
             delay = min(delay * 2, self._retry_max)
 
     async def _attempt(self, kind: str, name: str) -> None:
-        path = self._store.final_path(kind, name)
+        path = self._tree.final_path(kind, name)
         marker = self._marker(kind, name)
         if not path.exists():
             # Confirmed and removed by an earlier run that died before removing its marker.
@@ -264,7 +264,7 @@ class Uploader(Service):
                       file=filename, other=stored.metadata.get("node", "?"))  # fmt: skip
         else:
             raise StoreError(f"no free name for {_filename(kind, name)} in the bucket")
-        poster = self._store.poster_path(name)
+        poster = self._tree.poster_path(name)
         if kind == VIDEO and poster.exists():
             await self._upload_poster(poster, target, metadata)
         path.unlink()

@@ -26,7 +26,7 @@ from livestream.bucket.objectstore import ObjectStore
 from livestream.bucket.uploader import Uploader
 from livestream.bucket.watch import StoreWatch
 from livestream.daemon.options import Config, Options
-from livestream.library.tree import MediaStore
+from livestream.library.tree import MediaTree
 from livestream.ops import notify
 from livestream.ops.health import Health
 from livestream.ops.metrics import Metrics
@@ -57,12 +57,12 @@ def build(config: Config, reactor) -> MultiService:
     """The service tree of a daemon run with ``config``: its parts are made in the order they
     subscribe to the session events (webhooks, then the uploader, then metrics), then started in
     the order the module's docstring gives."""
-    store = _media_tree(config)
+    tree = _media_tree(config)
     events = Events()
-    registry = _sessions(config, reactor, store, events)
-    webhooks = _webhooks(config, reactor, store, events)
-    bucket = _bucket(config, reactor, store, events)
-    site = _site(config, reactor, store, events, registry, webhooks, bucket)
+    registry = _sessions(config, reactor, tree, events)
+    webhooks = _webhooks(config, reactor, tree, events)
+    bucket = _bucket(config, reactor, tree, events)
+    site = _site(config, reactor, tree, events, registry, webhooks, bucket)
 
     top = _InOrder()
     if webhooks is not None:
@@ -75,8 +75,8 @@ def build(config: Config, reactor) -> MultiService:
         _add(top, "objectstore", bucket.objects)
         _add(top, "uploader", bucket.uploader)
         _add(top, "storewatch", bucket.watch)
-    Recovery(reactor, store, config.ffmpeg, events).setServiceParent(top)
-    _add(top, "retention", _retention(config, reactor, store, registry, bucket))
+    Recovery(reactor, tree, config.ffmpeg, events).setServiceParent(top)
+    _add(top, "retention", _retention(config, reactor, tree, registry, bucket))
     _add(top, "sessions", registry)
     for description in config.listen:
         _Listener(description, _endpoint(reactor, description), site).setServiceParent(top)
@@ -93,17 +93,17 @@ def _add(top: MultiService, name: str, service: Service) -> None:
     service.setServiceParent(top)
 
 
-def _media_tree(config: Config) -> MediaStore:
+def _media_tree(config: Config) -> MediaTree:
     """The media tree, made if need be; the daemon stops at start if it cannot be written."""
-    store = MediaStore(config.media)
+    tree = MediaTree(config.media)
     try:
-        store.ensure()
+        tree.ensure()
     except OSError as e:
         sys.exit(f"livestream: cannot use --media {config.media}: {e}")
-    return store
+    return tree
 
 
-def _sessions(config: Config, reactor, store: MediaStore, events: Events) -> SessionRegistry:
+def _sessions(config: Config, reactor, tree: MediaTree, events: Events) -> SessionRegistry:
     """The live sessions, with the encoder settings and limits every session gets."""
     settings = EncoderSettings(
         ffmpeg=config.ffmpeg,
@@ -116,7 +116,7 @@ def _sessions(config: Config, reactor, store: MediaStore, events: Events) -> Ses
     return SessionRegistry(
         reactor,
         settings,
-        store,
+        tree,
         max_sessions=limits.max_sessions,
         session_limits=SessionLimits(limits.max_session_seconds, limits.max_session_bytes),
         min_free_bytes=limits.min_free_bytes,
@@ -125,11 +125,11 @@ def _sessions(config: Config, reactor, store: MediaStore, events: Events) -> Ses
     )
 
 
-def _webhooks(config: Config, reactor, store: MediaStore, events: Events) -> Webhooks | None:
+def _webhooks(config: Config, reactor, tree: MediaTree, events: Events) -> Webhooks | None:
     """The webhooks, if any ``--webhook`` was given."""
     if not config.webhooks.urls:
         return None
-    return Webhooks(reactor, events, store, config.webhooks, config.fps)
+    return Webhooks(reactor, events, tree, config.webhooks, config.fps)
 
 
 @dataclass(frozen=True)
@@ -143,20 +143,20 @@ class _Bucket:
     library: BucketLibrary
 
 
-def _bucket(config: Config, reactor, store: MediaStore, events: Events) -> _Bucket | None:
+def _bucket(config: Config, reactor, tree: MediaTree, events: Events) -> _Bucket | None:
     if config.store is None:
         return None
     objects = ObjectStore(reactor, config.store)
-    uploader = Uploader(reactor, store, objects, events, config.node, fps=config.fps,
+    uploader = Uploader(reactor, tree, objects, events, config.node, fps=config.fps,
                         retry_max=config.upload_retry_max)  # fmt: skip
     watch = StoreWatch(reactor, objects, uploader)
-    return _Bucket(objects, uploader, watch, BucketLibrary(reactor, store, objects, uploader))
+    return _Bucket(objects, uploader, watch, BucketLibrary(reactor, tree, objects, uploader))
 
 
 def _site(
     config: Config,
     reactor,
-    store: MediaStore,
+    tree: MediaTree,
     events: Events,
     registry: SessionRegistry,
     webhooks: Webhooks | None,
@@ -168,22 +168,22 @@ def _site(
     watch = bucket.watch if bucket is not None else None
     metrics = Metrics(events, lambda: registry.sessions, webhooks, watch)
     factory = RecordingFactory(reactor, registry, limits, config.access)
-    health = Health(store, config.ffmpeg, limits.min_free_bytes, watch)
+    health = Health(tree, config.ffmpeg, limits.min_free_bytes, watch)
     page = Page(lambda: registry.sessions, config.access, config.fps, config.resume_grace)
     return make_site(
-        store, factory, page, config.access, limits.handshake_timeout, registry=registry,
+        tree, factory, page, config.access, limits.handshake_timeout, registry=registry,
         health=health, metrics=metrics, library=bucket.library if bucket is not None else None,
         objects=bucket.objects if bucket is not None else None, presign=config.presign,
     )  # fmt: skip
 
 
 def _retention(
-    config: Config, reactor, store: MediaStore, registry: SessionRegistry, bucket: _Bucket | None
+    config: Config, reactor, tree: MediaTree, registry: SessionRegistry, bucket: _Bucket | None
 ) -> Retention:
     """Retention of the local tree, or of the bucket's objects with ``--store``; it never deletes
     a recording whose session is live."""
     return Retention(
-        reactor, store, config.retention, lambda: (s.name for s in registry.sessions),
+        reactor, tree, config.retention, lambda: (s.name for s in registry.sessions),
         bucket=bucket.library if bucket is not None else None,
     )  # fmt: skip
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from livestream.library.mediainfo import Info, InfoCache
-from livestream.library.tree import POSTER_SUFFIX, POSTERS, MediaStore, is_recording_name
+from livestream.library.tree import POSTER_SUFFIX, POSTERS, MediaTree, is_recording_name
 from livestream.wire.kinds import AUDIO, SUFFIXES, VIDEO
 
 URL_PREFIX = "/recordings"
@@ -74,8 +74,8 @@ def newest_first(entries: list[Entry]) -> list[dict[str, object]]:
 
 
 class Catalog:
-    def __init__(self, store: MediaStore) -> None:
-        self._store = store
+    def __init__(self, tree: MediaTree) -> None:
+        self._tree = tree
         self._info = InfoCache()
 
     def details(self) -> list[dict[str, object]]:
@@ -106,7 +106,7 @@ class Catalog:
         """(name, entry) of the well-named regular files (not symlinks) of one directory; none
         if it cannot be read."""
         try:
-            found = self._store.scan(kind)
+            found = self._tree.scan(kind)
         except OSError:
             return
         for name, entry in found:

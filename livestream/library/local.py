@@ -15,7 +15,7 @@ from typing import Protocol
 from twisted.internet.defer import Deferred, succeed
 
 from livestream.library.catalog import Catalog, regular_file
-from livestream.library.tree import MediaStore
+from livestream.library.tree import MediaTree
 
 
 class StoreUnavailable(Exception):
@@ -74,29 +74,29 @@ class Library(Protocol):
 class LocalLibrary:
     """The media tree alone."""
 
-    def __init__(self, store: MediaStore) -> None:
-        self._store = store
-        self.catalog = Catalog(store)
+    def __init__(self, tree: MediaTree) -> None:
+        self._tree = tree
+        self.catalog = Catalog(tree)
 
     def listing(self) -> Deferred[dict[str, list[str]]]:
-        return succeed(self._store.listing())
+        return succeed(self._tree.listing())
 
     def details(self) -> Deferred[list[dict[str, object]]]:
         return succeed(self.catalog.details())
 
     def find(self, kind: str, name: str) -> Deferred[Found | None]:
-        return succeed(self.local(self._store.final_path(kind, name)))
+        return succeed(self.local(self._tree.final_path(kind, name)))
 
     def find_poster(self, name: str) -> Deferred[Found | None]:
-        return succeed(self.local(self._store.poster_path(name)))
+        return succeed(self.local(self._tree.poster_path(name)))
 
     def delete(self, kind: str, name: str) -> Deferred[bool]:
         return succeed(self.delete_local(kind, name))
 
     def delete_local(self, kind: str, name: str) -> bool:
-        if regular_file(self._store.final_path(kind, name)) is None:
+        if regular_file(self._tree.final_path(kind, name)) is None:
             return False
-        return self._store.delete(kind, name)
+        return self._tree.delete(kind, name)
 
     @staticmethod
     def local(path: Path) -> LocalFile | None:

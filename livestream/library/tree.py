@@ -43,7 +43,7 @@ def safe_stem(client_id: str) -> str:
 
 
 def is_recording_name(name: str) -> bool:
-    """True for a ``<stem>_<epoch-ms>`` name this store could have made."""
+    """True for a ``<stem>_<epoch-ms>`` name this tree could have made."""
     return len(name) <= MAX_STEM_LENGTH + 21 and _NAME.fullmatch(name) is not None
 
 
@@ -55,7 +55,12 @@ class Leftover:
     paths: dict[str, Path]
 
 
-class MediaStore:
+class MediaTree:
+    """The media tree under ``--media``: every path of a recording is handed out here.
+
+    A tree, not a store: "store" is the bucket (``--store``, ``livestream.bucket``).
+    """
+
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root).absolute()
         self._reserved: set[str] = set()

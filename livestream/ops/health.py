@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from typing import Protocol
 
-from livestream.library.tree import TEMP, MediaStore
+from livestream.library.tree import TEMP, MediaTree
 
 OK = "ok"
 DEGRADED = "degraded"
@@ -40,12 +40,12 @@ class Health:
 
     def __init__(
         self,
-        store: MediaStore,
+        tree: MediaTree,
         ffmpeg: str,
         min_free_bytes: int = 0,
         objects: StoreFigures | None = None,
     ) -> None:
-        self._store = store
+        self._tree = tree
         self._ffmpeg = ffmpeg
         self._min_free = min_free_bytes
         self._objects = objects
@@ -81,7 +81,7 @@ class Health:
     def _media_writable(self) -> bool:
         # A dot-name: recovery and listings skip it if the daemon dies between the two calls.
         try:
-            fd, path = tempfile.mkstemp(prefix=".healthz-", dir=self._store.dir(TEMP))
+            fd, path = tempfile.mkstemp(prefix=".healthz-", dir=self._tree.dir(TEMP))
         except OSError:
             return False
         os.close(fd)
@@ -93,6 +93,6 @@ class Health:
 
     def _free_bytes(self) -> int | None:
         try:
-            return self._store.free_bytes()
+            return self._tree.free_bytes()
         except OSError:
             return None

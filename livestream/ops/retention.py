@@ -24,7 +24,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from livestream.bucket.library import BucketLibrary
-from livestream.library.tree import POSTER_SUFFIX, MediaStore, is_recording_name
+from livestream.library.tree import POSTER_SUFFIX, MediaTree, is_recording_name
 from livestream.wire.kinds import SUFFIXES, VIDEO, MediaKind
 
 _log = Logger()
@@ -92,11 +92,11 @@ def plan(
     return doomed
 
 
-def scan(store: MediaStore, skip: set[str]) -> list[Finished]:
+def scan(tree: MediaTree, skip: set[str]) -> list[Finished]:
     """The finished recordings in the media tree, but those named in ``skip`` (live sessions)."""
     found = []
     for kind in MediaKind:
-        for name, entry in store.scan(kind):
+        for name, entry in tree.scan(kind):
             if not is_recording_name(name) or name in skip:
                 continue
             try:
@@ -105,7 +105,7 @@ def scan(store: MediaStore, skip: set[str]) -> list[Finished]:
                 continue
             poster, poster_size = None, 0
             if kind == VIDEO:
-                candidate = store.poster_path(name)
+                candidate = tree.poster_path(name)
                 try:
                     poster_size = candidate.stat().st_size
                     poster = candidate
@@ -122,7 +122,7 @@ class Retention(Service):
     def __init__(
         self,
         reactor,
-        store: MediaStore,
+        tree: MediaTree,
         policy: RetentionPolicy,
         live: Callable[[], Iterable[str]],
         *,
@@ -131,11 +131,11 @@ class Retention(Service):
         bucket: BucketLibrary | None = None,
     ) -> None:
         self._reactor = reactor
-        self._store = store
+        self._tree = tree
         self.policy = policy
         self._live = live
         self._interval = interval
-        self._free = free_bytes or store.free_bytes
+        self._free = free_bytes or tree.free_bytes
         self._bucket = bucket
         self._loop = LoopingCall(self._sweep)
         self._loop.clock = reactor
@@ -187,7 +187,7 @@ class Retention(Service):
     def sweep(self) -> list[Path]:
         """Delete what the policy says; return the files deleted (posters included)."""
         free = self._free() if self.policy.free_bytes else 0
-        recordings = scan(self._store, set(self._live()))
+        recordings = scan(self._tree, set(self._live()))
         deleted = []
         for rec, why in plan(recordings, self.policy, self._reactor.seconds(), free):
             for path in (rec.path, rec.poster):

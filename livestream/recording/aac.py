@@ -21,7 +21,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 
-from livestream.library.tree import AAC_STREAM, MediaStore
+from livestream.library.tree import AAC_STREAM, MediaTree
 from livestream.recording import ffmpeg
 from livestream.recording.feed import Feed
 from livestream.recording.ffmpeg import FFmpegResult
@@ -63,7 +63,7 @@ class AacRecorder:
         self,
         reactor,
         executable: str,
-        store: MediaStore,
+        tree: MediaTree,
         name: str,
         producer: IPushProducer,
         on_failure: Callable[[FFmpegResult], None],
@@ -71,7 +71,7 @@ class AacRecorder:
     ) -> None:
         self._reactor = reactor
         self._executable = executable
-        self._store = store
+        self._tree = tree
         self._name = name
         self._producer = producer
         self._on_failure = on_failure
@@ -94,7 +94,7 @@ class AacRecorder:
         feed.push(pcm)
 
     def _start(self) -> tuple[ffmpeg.FFmpegProcess, Feed]:
-        out = os.fspath(self._store.temp_path(self._name, AAC_STREAM))
+        out = os.fspath(self._tree.temp_path(self._name, AAC_STREAM))
         proc = ffmpeg.spawn(
             self._reactor, self._executable, encoder_args(out), f"{self._name} (audio track)"
         )
@@ -130,5 +130,5 @@ class AacRecorder:
                     name=self._name, why=result.describe(),
                 )  # fmt: skip
                 self._on_failure(result)
-            self._store.temp_path(self._name, AAC_STREAM).unlink(missing_ok=True)
+            self._tree.temp_path(self._name, AAC_STREAM).unlink(missing_ok=True)
         return None

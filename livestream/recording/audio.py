@@ -14,7 +14,7 @@ from pathlib import Path
 
 from twisted.logger import Logger
 
-from livestream.library.tree import AUDIO_STREAM, MediaStore
+from livestream.library.tree import AUDIO_STREAM, MediaTree
 from livestream.wire.kinds import AUDIO, CHANNELS, SAMPLE_BYTES, SAMPLE_RATE
 
 _log = Logger()
@@ -36,10 +36,10 @@ def wav_header(data_size: int) -> bytes:
 class AudioRecorder:
     """Writes whole samples only: an odd trailing byte waits for the next chunk's first byte."""
 
-    def __init__(self, store: MediaStore, name: str) -> None:
-        self._store = store
+    def __init__(self, tree: MediaTree, name: str) -> None:
+        self._tree = tree
         self._name = name
-        self._path = store.temp_path(name, AUDIO_STREAM)
+        self._path = tree.temp_path(name, AUDIO_STREAM)
         self._file: io.FileIO | None = None
         self._carry = b""
         self.bytes = 0
@@ -81,7 +81,7 @@ class AudioRecorder:
         if not self.bytes:
             self._path.unlink()
             return None
-        return self._store.publish(self._path, AUDIO, self._name)
+        return self._tree.publish(self._path, AUDIO, self._name)
 
     @property
     def samples(self) -> int:
@@ -95,9 +95,9 @@ def _write_all(f: io.FileIO, data: bytes | memoryview) -> None:
         view = view[f.write(view) :]
 
 
-def mend(store: MediaStore, name: str) -> str | None:
+def mend(tree: MediaTree, name: str) -> str | None:
     """Recovery: give a WAV its sizes from its length and publish it; None if it held no sample."""
-    path: Path = store.temp_path(name, AUDIO_STREAM)
+    path: Path = tree.temp_path(name, AUDIO_STREAM)
     size = path.stat().st_size
     data = max(0, size - HEADER_SIZE) & ~1
     if data == 0:
@@ -107,4 +107,4 @@ def mend(store: MediaStore, name: str) -> str | None:
         f.truncate(HEADER_SIZE + data)
         f.write(wav_header(data))
         os.fsync(f.fileno())
-    return store.publish(path, AUDIO, name)
+    return tree.publish(path, AUDIO, name)

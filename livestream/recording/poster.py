@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from twisted.logger import Logger
 
-from livestream.library.tree import MediaStore
+from livestream.library.tree import MediaTree
 
 _log = Logger()
 
@@ -27,12 +27,12 @@ class PosterPicker:
             self.jpeg = frame
         self._seen += 1
 
-    def save(self, store: MediaStore, name: str) -> None:
+    def save(self, tree: MediaTree, name: str) -> None:
         """Write the poster of published video ``name``; a failure costs the poster only."""
         if self.jpeg is None:
             return
         try:
-            store.save_poster(name, self.jpeg)
+            tree.save_poster(name, self.jpeg)
         except OSError as e:
             _log.warn("no poster for {name}: {error}", name=name, error=e)
         self.jpeg = None

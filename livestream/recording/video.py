@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 
-from livestream.library.tree import AAC_STREAM, VIDEO_PART, VIDEO_STREAM, MediaStore
+from livestream.library.tree import AAC_STREAM, VIDEO_PART, VIDEO_STREAM, MediaTree
 from livestream.recording import ffmpeg, fragments
 from livestream.recording.feed import Feed
 from livestream.recording.ffmpeg import FFmpegResult
@@ -81,14 +81,14 @@ class VideoRecorder:
         self,
         reactor,
         settings: EncoderSettings,
-        store: MediaStore,
+        tree: MediaTree,
         name: str,
         producer: IPushProducer,
         on_failure: Callable[[FFmpegResult], None],
     ) -> None:
         self._reactor = reactor
         self._settings = settings
-        self._store = store
+        self._tree = tree
         self._name = name
         self._producer = producer
         self._on_failure = on_failure
@@ -132,7 +132,7 @@ class VideoRecorder:
             self._encoder[1].push(frame, count)
 
     def _start(self, width: int, height: int) -> tuple[ffmpeg.FFmpegProcess, Feed]:
-        out = self._store.temp_path(self._name, VIDEO_STREAM)
+        out = self._tree.temp_path(self._name, VIDEO_STREAM)
         args = encoder_args(self._settings, width, height, os.fspath(out))
         proc = ffmpeg.spawn(self._reactor, self._settings.ffmpeg, args, self._name)
         feed = Feed(proc, self._producer, REPEAT_BATCH)
@@ -173,15 +173,15 @@ class VideoRecorder:
         """After :meth:`end` (and the audio track's end): publish, fire with the file name or
         None. A session without a frame has no MP4; its audio track, if any, is dropped."""
         if self._encoder is None:
-            _unlink(self._store.temp_path(self._name, AAC_STREAM))
+            _unlink(self._tree.temp_path(self._name, AAC_STREAM))
             return None
-        filename = yield publish(self._reactor, self._settings.ffmpeg, self._store, self._name)
+        filename = yield publish(self._reactor, self._settings.ffmpeg, self._tree, self._name)
         if filename is not None:
-            self._poster.save(self._store, self._name)
+            self._poster.save(self._tree, self._name)
         return filename
 
 
-def publish(reactor, executable: str, store: MediaStore, name: str) -> Deferred[str | None]:
+def publish(reactor, executable: str, tree: MediaTree, name: str) -> Deferred[str | None]:
     """Turn ``temp/<name>`` fragmented MP4 into ``video/<name>.mp4`` (faststart) by stream copy,
     with the ``--mux-audio`` track's fragmented MP4 as its sound when there is one.
 
@@ -190,9 +190,9 @@ def publish(reactor, executable: str, store: MediaStore, name: str) -> Deferred[
     copy fails, the fragmented video itself (playable, only slower to start, without the sound)
     is published instead.
     """
-    src = store.temp_path(name, VIDEO_STREAM)
-    part = store.temp_path(name, VIDEO_PART)
-    track = store.temp_path(name, AAC_STREAM)
+    src = tree.temp_path(name, VIDEO_STREAM)
+    part = tree.temp_path(name, VIDEO_PART)
+    track = tree.temp_path(name, AAC_STREAM)
     kept = _trimmed(src, name, "encoder output")
     if not kept:
         _unlink(src, part, track)
@@ -208,7 +208,7 @@ def publish(reactor, executable: str, store: MediaStore, name: str) -> Deferred[
 
     def published(result: FFmpegResult) -> str:
         if result.ok and part.exists():
-            filename = store.publish(part, VIDEO, name)
+            filename = tree.publish(part, VIDEO, name)
             _unlink(src, track)
             return filename
         _log.error(
@@ -216,7 +216,7 @@ def publish(reactor, executable: str, store: MediaStore, name: str) -> Deferred[
             name=name, why=result.describe(),
         )  # fmt: skip
         _unlink(part, track)
-        return store.publish(src, VIDEO, name)
+        return tree.publish(src, VIDEO, name)
 
     return d.addCallback(published)
 

@@ -16,7 +16,7 @@ from livestream.library.tree import (
     VIDEO_PART,
     VIDEO_STREAM,
     Leftover,
-    MediaStore,
+    MediaTree,
 )
 from livestream.recording import audio, video
 from livestream.sessions.events import Events, Recovered
@@ -34,18 +34,16 @@ SETTLE_LIMIT = 60.0
 class Recovery(Service):
     """Scans ``temp/`` when started (before anything listens), then recovers in the background."""
 
-    def __init__(
-        self, reactor, store: MediaStore, ffmpeg: str, events: Events | None = None
-    ) -> None:
+    def __init__(self, reactor, tree: MediaTree, ffmpeg: str, events: Events | None = None) -> None:
         self._reactor = reactor
         self._events = events if events is not None else Events()
-        self._store = store
+        self._tree = tree
         self._ffmpeg = ffmpeg
         self.done: Deferred[None] | None = None
 
     def startService(self) -> None:
         super().startService()
-        leftovers, strangers = self._store.leftovers()
+        leftovers, strangers = self._tree.leftovers()
         for path in strangers:
             _log.warn("left alone in temp/: {path} (not a recording's file)", path=path)
         if leftovers:
@@ -67,15 +65,15 @@ class Recovery(Service):
         name, paths = leftover.name, leftover.paths
         found: dict[str, str | None] = {}
         if VIDEO_STREAM in paths:
-            if self._store.final_path(VIDEO, name).exists():
+            if self._tree.final_path(VIDEO, name).exists():
                 for suffix in (VIDEO_STREAM, VIDEO_PART, AAC_STREAM):
-                    self._store.temp_path(name, suffix).unlink(missing_ok=True)
+                    self._tree.temp_path(name, suffix).unlink(missing_ok=True)
             else:
                 # The --mux-audio track, if any, is muxed in by the same publish.
                 for suffix in (VIDEO_STREAM, AAC_STREAM):
                     if suffix in paths:
                         await self._settled(paths[suffix])
-                found[VIDEO] = await video.publish(self._reactor, self._ffmpeg, self._store, name)
+                found[VIDEO] = await video.publish(self._reactor, self._ffmpeg, self._tree, name)
         else:
             if VIDEO_PART in paths:
                 _log.warn(
@@ -87,10 +85,10 @@ class Recovery(Service):
                 # An audio track without a video makes no MP4: the WAV holds the sound.
                 paths[AAC_STREAM].unlink()
         if AUDIO_STREAM in paths:
-            if self._store.final_path(AUDIO, name).exists():
+            if self._tree.final_path(AUDIO, name).exists():
                 paths[AUDIO_STREAM].unlink()
             else:
-                found[AUDIO] = audio.mend(self._store, name)
+                found[AUDIO] = audio.mend(self._tree, name)
         _log.info(
             "recovered {name}: video={video} audio={audio}",
             name=name, video=found.get(VIDEO), audio=found.get(AUDIO),

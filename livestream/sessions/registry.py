@@ -11,7 +11,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from livestream.auth.tokens import Grant
-from livestream.library.tree import MediaStore
+from livestream.library.tree import MediaTree
 from livestream.recording.video import EncoderSettings
 from livestream.sessions.errors import SessionError
 from livestream.sessions.events import Events, SessionStarted
@@ -34,7 +34,7 @@ class SessionRegistry(Service):
         self,
         reactor,
         settings: EncoderSettings,
-        store: MediaStore,
+        tree: MediaTree,
         *,
         max_sessions: int,
         session_limits: SessionLimits,
@@ -47,7 +47,7 @@ class SessionRegistry(Service):
         # Resume tokens of the live resumable sessions.
         self._resumable: dict[str, Session] = {}
         self._settings = settings
-        self._store = store
+        self._tree = tree
         self._max_sessions = max_sessions
         self._session_limits = session_limits
         self._min_free = min_free_bytes
@@ -85,14 +85,14 @@ class SessionRegistry(Service):
                 "too_many_sessions",
                 "the server records as many sessions as it may; try again later",
             )
-        if self._min_free and self._store.free_bytes() < self._min_free:
+        if self._min_free and self._tree.free_bytes() < self._min_free:
             _log.warn("refusing a session: less than {mib} MiB free", mib=self._min_free >> 20)
             raise SessionError(
                 "insufficient_storage", "the server is low on storage; try again later"
             )
-        name = self._store.reserve(client_id, int(self._reactor.seconds() * 1000))
+        name = self._tree.reserve(client_id, int(self._reactor.seconds() * 1000))
         session = Session(
-            self._reactor, self._settings, self._store, client_id, name, peer, producer,
+            self._reactor, self._settings, self._tree, client_id, name, peer, producer,
             report_error, self._session_limits.within(grant), grant=grant, events=self.events,
         )  # fmt: skip
         self._live.add(session)
@@ -130,7 +130,7 @@ class SessionRegistry(Service):
         faststart copy at the end needs room too."""
         if not self._live:
             return
-        free = self._store.free_bytes()
+        free = self._tree.free_bytes()
         if free < self._min_free // 2:
             _log.error(
                 "{free} MiB free, under half the {mib} MiB reserve: finishing {count} sessions",

@@ -14,7 +14,7 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
 
 from livestream.auth.tokens import Grant
-from livestream.library.tree import MediaStore
+from livestream.library.tree import MediaTree
 from livestream.recording.aac import AacRecorder
 from livestream.recording.audio import AudioRecorder
 from livestream.recording.backpressure import SharedPause
@@ -63,7 +63,7 @@ class Session:
         self,
         reactor,
         settings: EncoderSettings,
-        store: MediaStore,
+        tree: MediaTree,
         client_id: str,
         name: str,
         peer: str,
@@ -81,7 +81,7 @@ class Session:
         self.peer = peer
         self.started = reactor.seconds()
         self._reactor = reactor
-        self._store = store
+        self._tree = tree
         self._events = events if events is not None else Events()
         self._report_error = report_error
         self._init_recorders(settings, producer)
@@ -95,15 +95,15 @@ class Session:
         # The client's socket, paused while the video's or the audio track's encoder is full.
         self._socket = SharedPause(producer)
         self._video = VideoRecorder(
-            self._reactor, settings, self._store, self.name, self._socket.hold(),
+            self._reactor, settings, self._tree, self.name, self._socket.hold(),
             self._encoder_failed,
         )  # fmt: skip
-        self._audio = AudioRecorder(self._store, self.name)
+        self._audio = AudioRecorder(self._tree, self.name)
         # --mux-audio: the audio track for the MP4, encoded apart from the video.
         self._track: AacRecorder | None = None
         if settings.mux_audio:
             self._track = AacRecorder(
-                self._reactor, settings.ffmpeg, self._store, self.name, self._socket.hold(),
+                self._reactor, settings.ffmpeg, self._tree, self.name, self._socket.hold(),
                 self._track_failed, grace=settings.grace,
             )  # fmt: skip
         self._timeline = timeline(settings.timing, settings.fps)
@@ -355,7 +355,7 @@ class Session:
             self.bytes,
             self._encoder_broke,
         )
-        self._store.release(self.name)
+        self._tree.release(self.name)
         _log.info(
             "session {id!r} from {peer} ended ({reason}, {result}) after {seconds:.1f}s: "
             "{frames} frames, {samples} samples, {bytes} bytes -> video={video} audio={audio}",

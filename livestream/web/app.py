@@ -22,7 +22,7 @@ from livestream.auth.tokens import DELETE, METRICS, READ
 from livestream.bucket.objectstore import ObjectStore
 from livestream.library.catalog import iso_utc
 from livestream.library.local import Found, Library, LocalFile, LocalLibrary, StoreUnavailable
-from livestream.library.tree import POSTER_SUFFIX, POSTER_TYPE, MediaStore, is_recording_name
+from livestream.library.tree import POSTER_SUFFIX, POSTER_TYPE, MediaTree, is_recording_name
 from livestream.ops.health import FAIL, Health
 from livestream.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from livestream.ops.metrics import Metrics
@@ -48,7 +48,7 @@ def _error_handler(
 
 
 def _name_of(filename: str, suffix: str, bare: bool = False) -> str | None:
-    """The recording name in a URL's file name, or None for anything this store could not have
+    """The recording name in a URL's file name, or None for anything the media tree could not have
     made (``..``, separators, NUL, another suffix). ``bare`` also accepts the name alone."""
     if filename.endswith(suffix):
         name = filename[: -len(suffix)]
@@ -68,7 +68,7 @@ class WebApp:
 
     def __init__(
         self,
-        store: MediaStore,
+        tree: MediaTree,
         websocket: IResource,
         page: Page,
         access: Access = OPEN,
@@ -83,13 +83,13 @@ class WebApp:
         """``library`` is what the recordings routes act on (default: the media tree);
         ``objects`` the bucket its stored objects are read from, and ``presign`` the seconds
         a presigned URL lasts when downloads are redirected to the store (0: streamed here)."""
-        self._store = store
+        self._tree = tree
         self._websocket = websocket
         self._page = page
         self._access = access
         self._registry = registry
         self._health = health
-        self._library = library if library is not None else LocalLibrary(store)
+        self._library = library if library is not None else LocalLibrary(tree)
         self._objects = objects
         self._presign = presign
         self._metrics = metrics

@@ -14,7 +14,7 @@ from twisted.web.server import Site
 from livestream.auth.access import OPEN, Access
 from livestream.bucket.objectstore import ObjectStore
 from livestream.library.local import Library
-from livestream.library.tree import MediaStore
+from livestream.library.tree import MediaTree
 from livestream.ops.health import Health
 from livestream.ops.metrics import Metrics
 from livestream.sessions.registry import SessionRegistry
@@ -27,7 +27,7 @@ from livestream.web.utf8only import Utf8Only
 
 
 def make_site(
-    store: MediaStore,
+    tree: MediaTree,
     factory: WebSocketServerFactory,
     page: Page,
     access: Access = OPEN,
@@ -44,12 +44,12 @@ def make_site(
     ``health`` what ``/healthz`` checks (by default the media tree and an ``ffmpeg`` on PATH);
     ``library``, ``objects`` and ``presign`` as for :class:`WebApp`."""
     app = WebApp(
-        store,
+        tree,
         WebSocketResource(factory),
         page,
         access,
         registry=registry,
-        health=health if health is not None else Health(store, "ffmpeg"),
+        health=health if health is not None else Health(tree, "ffmpeg"),
         metrics=metrics,
         library=library,
         objects=objects,

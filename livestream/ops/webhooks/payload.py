@@ -16,7 +16,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from livestream.library.digest import sha256_of
-from livestream.library.tree import MediaStore
+from livestream.library.tree import MediaTree
 from livestream.recording.audio import HEADER_SIZE
 from livestream.sessions.events import Event, Recovered, SessionEnded, SessionStarted
 from livestream.wire.kinds import AUDIO, SAMPLE_RATE, VIDEO
@@ -46,7 +46,7 @@ class Draft:
     files: list[FileRef] = field(default_factory=list)
 
 
-def draft_of(event: Event, store: MediaStore) -> Draft | None:
+def draft_of(event: Event, tree: MediaTree) -> Draft | None:
     """The webhook event for a session event, or None for one receivers are not told of."""
     match event:
         case SessionStarted():
@@ -64,17 +64,17 @@ def draft_of(event: Event, store: MediaStore) -> Draft | None:
                 fields["error"] = outcome.result
             found = Draft(kind, fields)
             if outcome.video:
-                found.files.append(FileRef(VIDEO, store.dir(VIDEO) / outcome.video,
+                found.files.append(FileRef(VIDEO, tree.dir(VIDEO) / outcome.video,
                                            frames=outcome.frames))  # fmt: skip
             if outcome.audio:
-                found.files.append(FileRef(AUDIO, store.dir(AUDIO) / outcome.audio,
+                found.files.append(FileRef(AUDIO, tree.dir(AUDIO) / outcome.audio,
                                            samples=outcome.audio_bytes // 2))  # fmt: skip
             return found
         case Recovered(files=files):
             found = Draft(RECOVERED, {"recording": event.name})
             for kind, published in files.items():
                 if published:
-                    found.files.append(FileRef(kind, store.dir(kind) / published))
+                    found.files.append(FileRef(kind, tree.dir(kind) / published))
             return found
     return None
 

@@ -18,7 +18,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from livestream.library.tree import MediaStore
+from livestream.library.tree import MediaTree
 from livestream.ops.webhooks.delivery import MAX_AGE, TIMEOUT, post_once, retry_delay, where
 from livestream.ops.webhooks.payload import Draft, body_of, draft_of
 from livestream.ops.webhooks.settings import WebhookSettings
@@ -41,7 +41,7 @@ class Webhooks(Service):
         self,
         reactor,
         events: Events,
-        store: MediaStore,
+        tree: MediaTree,
         settings: WebhookSettings,
         fps: int,
         *,
@@ -49,12 +49,12 @@ class Webhooks(Service):
         max_age: float = MAX_AGE,
     ) -> None:
         self._reactor = reactor
-        self._store = store
+        self._tree = tree
         self._settings = settings
         self._fps = fps
         self._timeout = timeout
         self._max_age = max_age
-        self._spool = Spool(store.root / "webhooks")
+        self._spool = Spool(tree.root / "webhooks")
         self._pending: dict[Path, Pending] = {}
         self._preparing = 0
         self._live: set[str] = set()
@@ -116,7 +116,7 @@ class Webhooks(Service):
             self._live.add(event.name)
         elif isinstance(event, SessionEnded):
             self._live.discard(event.name)
-        draft = draft_of(event, self._store)
+        draft = draft_of(event, self._tree)
         if draft is None:
             return
         self._preparing += 1
