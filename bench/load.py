@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Protocol
 
 from livestream.library import bmff
-from livestream.wire.kinds import SAMPLE_BYTES, SAMPLE_RATE, MediaKind
+from livestream.wire.kinds import BLOCK_BYTES, SAMPLE_RATE, MediaKind
 
 HOST = "127.0.0.1"
 WAV_HEADER = 44
@@ -158,7 +158,7 @@ class Media:
         tone = pcm_tone(max(lengths))
         return cls(
             video=tuple(wire.stream("VIDEO", j) for j in jpegs),
-            audio={n: wire.stream("AUDIO", tone[: n * SAMPLE_BYTES]) for n in lengths},
+            audio={n: wire.stream("AUDIO", tone[: n * BLOCK_BYTES]) for n in lengths},
             fps=fps,
             wire=wire.name,
             jpeg_bytes=statistics.fmean(len(j) for j in jpegs),
@@ -496,7 +496,7 @@ def wav_samples(path: Path) -> int | None:
     if len(head) < WAV_HEADER or head[:4] != b"RIFF" or head[36:40] != b"data":
         return None
     declared = struct.unpack("<I", head[40:44])[0]
-    return min(declared, size - WAV_HEADER) // SAMPLE_BYTES
+    return min(declared, size - WAV_HEADER) // BLOCK_BYTES
 
 
 async def _stream(ws: WebSocket, plan: ClientPlan, media: Media, result: ClientResult, t0: float):

@@ -25,14 +25,14 @@ from livestream.library.tree import AAC_STREAM, MediaTree
 from livestream.recording import ffmpeg
 from livestream.recording.feed import Feed
 from livestream.recording.ffmpeg import FFmpegResult
-from livestream.wire.kinds import CHANNELS, SAMPLE_BYTES, SAMPLE_RATE
+from livestream.wire.kinds import BLOCK_BYTES, CHANNELS, SAMPLE_RATE
 
 _log = Logger()
 
 BITRATE = "96k"
 # Silence is written this much at a time as the encoder's stdin drains: a track whose sound
 # starts hours into the session never holds those hours of zeros in memory.
-SILENCE_BLOCK = bytes(SAMPLE_RATE * SAMPLE_BYTES)
+SILENCE_BLOCK = bytes(SAMPLE_RATE * BLOCK_BYTES)
 
 
 def encoder_args(out: str) -> list[str]:
@@ -88,7 +88,7 @@ class AacRecorder:
         proc, feed = self._encoder
         if proc.exited:
             return
-        blocks, rest = divmod(silence * SAMPLE_BYTES, len(SILENCE_BLOCK))
+        blocks, rest = divmod(silence * BLOCK_BYTES, len(SILENCE_BLOCK))
         feed.push(SILENCE_BLOCK, blocks)
         feed.push(SILENCE_BLOCK[:rest])
         feed.push(pcm)

@@ -15,7 +15,14 @@ from pathlib import Path
 from twisted.logger import Logger
 
 from livestream.library.tree import AUDIO_STREAM, MediaTree
-from livestream.wire.kinds import AUDIO, CHANNELS, SAMPLE_BYTES, SAMPLE_RATE
+from livestream.wire.kinds import (
+    AUDIO,
+    BLOCK_BYTES,
+    BYTES_PER_SECOND,
+    CHANNELS,
+    SAMPLE_BYTES,
+    SAMPLE_RATE,
+)
 
 _log = Logger()
 
@@ -24,11 +31,10 @@ HEADER_SIZE = 44
 
 def wav_header(data_size: int) -> bytes:
     """The canonical 44-byte PCM header for ``data_size`` bytes of samples."""
-    block = CHANNELS * SAMPLE_BYTES
     return struct.pack(
         "<4sI4s4sIHHIIHH4sI",
         b"RIFF", 36 + data_size, b"WAVE",
-        b"fmt ", 16, 1, CHANNELS, SAMPLE_RATE, SAMPLE_RATE * block, block, 8 * SAMPLE_BYTES,
+        b"fmt ", 16, 1, CHANNELS, SAMPLE_RATE, BYTES_PER_SECOND, BLOCK_BYTES, 8 * SAMPLE_BYTES,
         b"data", data_size,
     )  # fmt: skip
 
@@ -85,7 +91,7 @@ class AudioRecorder:
 
     @property
     def samples(self) -> int:
-        return self.bytes // SAMPLE_BYTES
+        return self.bytes // BLOCK_BYTES
 
 
 def _write_all(f: io.FileIO, data: bytes | memoryview) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from livestream.wire.kinds import BLOCK_BYTES
+
 # Why a session ended; the protocol picks its close code from it.
 CLOSE = "close"
 DISCONNECT = "disconnect"
@@ -31,6 +33,11 @@ class Outcome:
     bytes: int = 0
     # An encoder stopped mid-session (the client was told then); what it wrote is kept.
     encoder_failed: bool = False
+
+    @property
+    def samples(self) -> int:
+        """The audio samples accepted (the WAV's count)."""
+        return self.audio_bytes // BLOCK_BYTES
 
     @property
     def result(self) -> str:

@@ -26,7 +26,7 @@ from livestream.sessions.events import EncoderFailed, Events, SessionEnded
 from livestream.sessions.outcome import DISCONNECT, IDLE, LIMIT, STORAGE, Outcome
 from livestream.wire import jpeg
 from livestream.wire.jpeg import NotAJPEG
-from livestream.wire.kinds import CHANNELS, SAMPLE_BYTES, MediaKind
+from livestream.wire.kinds import BLOCK_BYTES, MediaKind
 
 _log = Logger()
 
@@ -219,7 +219,7 @@ class Session:
         written = self._audio.write(pcm)
         if not written:
             return
-        lead = self._timeline.audio(source, arrival, len(written) // (SAMPLE_BYTES * CHANNELS))
+        lead = self._timeline.audio(source, arrival, len(written) // BLOCK_BYTES)
         if self._track is not None:
             # Silence first where the video began before the sound: both tracks start at 0.
             self._track.write(written, silence=lead)
@@ -362,7 +362,7 @@ class Session:
             session_event="ended", id=self.client_id, peer=self.peer, name=self.name,
             reason=outcome.reason, result=outcome.result,
             seconds=self._reactor.seconds() - self.started, frames=outcome.frames,
-            samples=outcome.audio_bytes // 2, audio_bytes=outcome.audio_bytes,
+            samples=outcome.samples, audio_bytes=outcome.audio_bytes,
             bytes=outcome.bytes, video=video, audio=audio,
         )  # fmt: skip
         self._outcome = outcome

@@ -54,4 +54,6 @@ BY_TIMED = {kind.timed: kind for kind in MediaKind}
 SAMPLE_RATE = 44100
 CHANNELS = 1
 SAMPLE_BYTES = 2
-BYTES_PER_SECOND = SAMPLE_RATE * CHANNELS * SAMPLE_BYTES
+# One sample of every channel (the WAV's block): what a count of samples counts, in bytes.
+BLOCK_BYTES = CHANNELS * SAMPLE_BYTES
+BYTES_PER_SECOND = SAMPLE_RATE * BLOCK_BYTES

@@ -19,7 +19,7 @@ from livestream.library.digest import sha256_of
 from livestream.library.tree import MediaTree
 from livestream.recording.audio import HEADER_SIZE
 from livestream.sessions.events import Event, Recovered, SessionEnded, SessionStarted
-from livestream.wire.kinds import AUDIO, SAMPLE_RATE, VIDEO
+from livestream.wire.kinds import AUDIO, BLOCK_BYTES, SAMPLE_RATE, VIDEO
 
 _log = Logger()
 
@@ -68,7 +68,7 @@ def draft_of(event: Event, tree: MediaTree) -> Draft | None:
                                            frames=outcome.frames))  # fmt: skip
             if outcome.audio:
                 found.files.append(FileRef(AUDIO, tree.dir(AUDIO) / outcome.audio,
-                                           samples=outcome.audio_bytes // 2))  # fmt: skip
+                                           samples=outcome.samples))  # fmt: skip
             return found
         case Recovered(files=files):
             found = Draft(RECOVERED, {"recording": event.name})
@@ -107,7 +107,7 @@ def _describe(ref: FileRef, fps: int) -> dict[str, Any]:
     else:
         samples = ref.samples
         if samples is None and size is not None:
-            samples = max(0, size - HEADER_SIZE) // 2
+            samples = max(0, size - HEADER_SIZE) // BLOCK_BYTES
         facts["samples"] = samples
         facts["duration"] = None if samples is None else round(samples / SAMPLE_RATE, 3)
     return facts
