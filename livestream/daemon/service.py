@@ -31,6 +31,7 @@ from livestream.ops import notify
 from livestream.ops.health import Health
 from livestream.ops.metrics import Metrics
 from livestream.ops.retention import Retention
+from livestream.ops.stall import StallMonitor
 from livestream.ops.webhooks.service import Webhooks
 from livestream.recording.video import EncoderSettings
 from livestream.sessions.events import Events
@@ -62,9 +63,12 @@ def build(config: Config, reactor) -> MultiService:
     registry = _sessions(config, reactor, tree, events)
     webhooks = _webhooks(config, reactor, tree, events)
     bucket = _bucket(config, reactor, tree, events)
-    site = _site(config, reactor, tree, events, registry, webhooks, bucket)
+    stalls = StallMonitor(reactor)
+    site = _site(config, reactor, tree, events, registry, webhooks, bucket, stalls)
 
     top = _InOrder()
+    # First: it measures the event loop through recovery, the sessions and the stop.
+    _add(top, "stalls", stalls)
     if webhooks is not None:
         # Before recovery (its events are queued) and before the sessions: stopped after them,
         # it still queues the events of the sessions finished at shutdown.
@@ -161,12 +165,13 @@ def _site(
     registry: SessionRegistry,
     webhooks: Webhooks | None,
     bucket: _Bucket | None,
+    stalls: StallMonitor,
 ) -> Site:
     """The one Site every listener serves: the recording WebSocket, the page, the recordings,
     health and metrics."""
     limits = config.limits
     watch = bucket.watch if bucket is not None else None
-    metrics = Metrics(events, lambda: registry.sessions, webhooks, watch)
+    metrics = Metrics(events, lambda: registry.sessions, webhooks, watch, stalls)
     factory = RecordingFactory(reactor, registry, limits, config.access)
     health = Health(tree, config.ffmpeg, limits.min_free_bytes, watch)
     page = Page(lambda: registry.sessions, config.access, config.fps, config.resume_grace)

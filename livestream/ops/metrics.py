@@ -11,10 +11,16 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from livestream.ops.stall import Lateness
 from livestream.sessions.events import (
     EncoderFailed,
     ErrorSent,
@@ -62,9 +68,16 @@ class UploadStats(Protocol):
     def backlog(self) -> int: ...
 
 
+class StallStats(Protocol):
+    """How late the reactor ran its timer (``ops.stall``), read at each scrape."""
+
+    @property
+    def lateness(self) -> Lateness: ...
+
+
 class Metrics:
     """Counts what the hub reports; ``live`` gives the sessions recording now, ``uploads`` the
-    figures of the bucket (with ``--store s3://``)."""
+    figures of the bucket (with ``--store s3://``), ``stalls`` the event loop's lateness."""
 
     def __init__(
         self,
@@ -72,11 +85,13 @@ class Metrics:
         live: Callable[[], Iterable[LiveSession]],
         webhooks: WebhookStats | None = None,
         uploads: UploadStats | None = None,
+        stalls: StallStats | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._live = live
         self._webhooks = webhooks
         self._uploads = uploads
+        self._stalls = stalls
         # Totals of finished sessions; live ones are added at scrape time, so the sum only grows.
         self._ended_frames = 0
         self._ended_bytes = 0
@@ -160,6 +175,7 @@ class Metrics:
             self._ended_bytes + sum(s.bytes for s in recording),
         )  # fmt: skip
         yield from self._sample_uploads()
+        yield from self._sample_stalls()
         hooks = self._webhooks
         if hooks is None:
             return
@@ -179,6 +195,22 @@ class Metrics:
         yield GaugeMetricFamily(
             "livestream_webhook_queue", "Webhook events waiting for delivery (kept on disk).",
             hooks.pending,
+        )  # fmt: skip
+
+    def _sample_stalls(self) -> Iterator[Metric]:
+        if self._stalls is None:
+            return
+        late = self._stalls.lateness
+        buckets = [(_bound(b), n) for b, n in zip(late.buckets, late.cumulative, strict=True)]
+        yield HistogramMetricFamily(
+            "livestream_reactor_lateness_seconds",
+            "How much later than asked the event loop ran a timer armed every 50 ms.",
+            buckets=[*buckets, ("+Inf", late.count)], sum_value=late.total,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "livestream_reactor_lateness_max_seconds",
+            "The longest the event loop ran that timer late since the daemon started.",
+            late.maximum,
         )  # fmt: skip
 
     def _sample_uploads(self) -> Iterator[Metric]:
@@ -202,6 +234,11 @@ class Metrics:
             "1 if the bucket answered the last check (every 10 s), else 0.",
             1 if uploads.reachable else 0,
         )  # fmt: skip
+
+
+def _bound(seconds: float) -> str:
+    """A bucket's bound as Prometheus writes it (``0.05``, ``1.0``)."""
+    return repr(float(seconds))
 
 
 class _Sampled(Collector):
