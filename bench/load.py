@@ -5,6 +5,12 @@ samples per frame) paced at a frame rate or as fast as the server takes them, th
 waits until its recording is ready. It writes down when it first sent, when the kernel had taken
 its last frame, when it sent ``CLOSE``, and when the files were ready.
 
+Clients of the encoded-media extension (``EncodedMedia``, ``--video-codec h264``) send H.264
+access units instead (kind ``0x21``: flags, seq, timestamp in µs, the access unit), made once by
+a real encoder (``bench.encoded``), with PCM in the timed form (``0x12``) or Opus packets
+(``0x22``, ``--audio-codec opus``); timestamps are the frame's index / fps on a clock with a
+random epoch per client. Their ``KEYFRAME_REQUEST`` messages are counted and otherwise ignored.
+
 Why raw sockets and asyncio rather than a WebSocket library: the generator must not be the
 bottleneck, and it must know when bytes left it. Every message is framed once, up front (client
 frames are masked with the all-zero key, which RFC 6455 allows and which makes masking a copy), and
@@ -26,6 +32,7 @@ import base64
 import hashlib
 import json
 import math
+import random
 import secrets
 import socket
 import statistics
@@ -39,6 +46,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Protocol
 
+from bench import encoded
 from livestream.library import bmff
 from livestream.wire.kinds import BLOCK_BYTES, SAMPLE_RATE, MediaKind
 
@@ -58,6 +66,13 @@ SEND_BUFFER = 256 * 1024
 # to measure a client that sends something else.
 BINARY_VIDEO = MediaKind.VIDEO.binary
 BINARY_AUDIO = MediaKind.AUDIO.binary
+TIMED_AUDIO = MediaKind.AUDIO.timed
+# The encoded-media extension's kind bytes (README: H.264 and Opus): a flags byte (bit 0: key),
+# seq (uint32), timestamp (int64 µs), then the access unit or packet.
+H264_KIND = 0x21
+OPUS_KIND = 0x22
+ENCODED_HEADER = struct.Struct("!BBIq")
+TIMED_HEADER = struct.Struct("!BId")
 
 
 def now() -> float:
@@ -104,16 +119,20 @@ def chunk_samples(index: int, fps: float) -> int:
     return math.floor((index + 1) * SAMPLE_RATE / fps) - math.floor(index * SAMPLE_RATE / fps)
 
 
-def ws_frame(opcode: int, payload: bytes) -> bytes:
-    """One final client frame, masked with the all-zero key (RFC 6455 5.3: masked == payload)."""
-    n = len(payload)
+def ws_head(opcode: int, n: int) -> bytes:
+    """The header of one final client frame of ``n`` payload bytes, with the all-zero mask."""
     if n < 126:
         head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
     elif n < 1 << 16:
         head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
     else:
         head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-    return head + ZERO_MASK + payload
+    return head + ZERO_MASK
+
+
+def ws_frame(opcode: int, payload: bytes) -> bytes:
+    """One final client frame, masked with the all-zero key (RFC 6455 5.3: masked == payload)."""
+    return ws_head(opcode, len(payload)) + payload
 
 
 def text_frame(doc: dict[str, object]) -> bytes:
@@ -143,6 +162,33 @@ class Wire:
 
 
 @dataclass(frozen=True)
+class Sent:
+    """The messages that go with one frame, and what they carry."""
+
+    messages: tuple[bytes, ...]
+    samples: int  # PCM: samples at 44.1 kHz; Opus: samples at 48 kHz (960 a packet)
+    packets: int = 0  # Opus packets
+
+
+class Source(Protocol):
+    """What clients send: ``frame(i, epoch_us)`` gives frame i's messages (its video and the
+    audio that goes with it) on a client clock that starts at ``epoch_us``."""
+
+    fps: float
+    wire: str
+
+    @property
+    def video_codec(self) -> str | None: ...
+
+    @property
+    def audio_codec(self) -> str | None: ...
+
+    def connect_fields(self) -> dict[str, object]: ...
+
+    def frame(self, index: int, epoch_us: int, audio: bool) -> Sent: ...
+
+
+@dataclass(frozen=True)
 class Media:
     """Every STREAM message a client sends, framed once; clients cycle through the frames."""
 
@@ -151,6 +197,18 @@ class Media:
     fps: float
     wire: str
     jpeg_bytes: float
+    video_codec = None
+    audio_codec = None
+
+    def connect_fields(self) -> dict[str, object]:
+        return {}
+
+    def frame(self, index: int, epoch_us: int, audio: bool) -> Sent:
+        video = self.video[index % len(self.video)]
+        if not audio:
+            return Sent((video,), 0)
+        samples = chunk_samples(index, self.fps)
+        return Sent((video, self.audio[samples]), samples)
 
     @classmethod
     def prepare(cls, jpegs: Sequence[bytes], fps: float, wire: Wire) -> Media:
@@ -163,6 +221,117 @@ class Media:
             wire=wire.name,
             jpeg_bytes=statistics.fmean(len(j) for j in jpegs),
         )
+
+
+def opus_packets_before(index: int, fps: float) -> int:
+    """Opus packets (20 ms) that start before frame ``index`` does (at index / fps s)."""
+    return math.ceil(index * 1_000_000 / fps / encoded.OPUS_FRAME_US - 1e-9)
+
+
+@dataclass(frozen=True)
+class EncodedMedia:
+    """H.264 access units, and PCM (timed form) or Opus packets, framed at each send.
+
+    Each message carries its own seq and timestamp, so it cannot be framed once for every
+    client; what can is: the base64 (JSON) or the WebSocket header (binary) of every chunk,
+    so a send is one small header packed and two copies."""
+
+    clip: encoded.H264Clip
+    opus: encoded.OpusClip | None
+    fps: float
+    wire: str
+    _video_heads: tuple[bytes, ...]
+    _video_b64: tuple[str, ...]
+    _audio: dict[int, bytes]  # PCM chunks by sample count
+    _audio_heads: tuple[bytes, ...]  # binary: per Opus packet; per PCM length below
+    _pcm_heads: dict[int, bytes]
+
+    video_codec = "h264"
+
+    @property
+    def audio_codec(self) -> str | None:
+        return "opus" if self.opus is not None else None
+
+    @property
+    def video_bytes(self) -> float:
+        return self.clip.mean_bytes
+
+    @classmethod
+    def prepare(
+        cls, clip: encoded.H264Clip, opus: encoded.OpusClip | None, fps: float, wire: str
+    ) -> EncodedMedia:
+        units = clip.units
+        heads = tuple(ws_head(OP_BINARY, ENCODED_HEADER.size + len(u.data)) for u in units)
+        b64 = (
+            tuple(base64.b64encode(u.data).decode("ascii") for u in units) if wire == "json" else ()
+        )
+        lengths = {chunk_samples(i, fps) for i in range(max(1, math.ceil(fps)) * 2)}
+        tone = pcm_tone(max(lengths))
+        pcm = {n: tone[: n * BLOCK_BYTES] for n in lengths}
+        pcm_heads = {n: ws_head(OP_BINARY, TIMED_HEADER.size + len(c)) for n, c in pcm.items()}
+        packets = opus.packets if opus is not None else ()
+        opus_heads = tuple(ws_head(OP_BINARY, ENCODED_HEADER.size + len(p)) for p in packets)
+        return cls(clip, opus, fps, wire, heads, b64, pcm, opus_heads, pcm_heads)
+
+    def connect_fields(self) -> dict[str, object]:
+        fields: dict[str, object] = {"videoCodec": "h264"}
+        if self.opus is not None:
+            fields["audioCodec"] = "opus"
+            fields["opusHead"] = base64.b64encode(self.opus.head).decode("ascii")
+        return fields
+
+    def frame(self, index: int, epoch_us: int, audio: bool) -> Sent:
+        n = index % len(self.clip.units)
+        unit = self.clip.units[n]
+        ts = epoch_us + round(index * 1_000_000 / self.fps)
+        if self.wire == "json":
+            doc = {"eventType": "STREAM", "mediaSourceType": "VIDEO",
+                   "encodedMediaChunk": self._video_b64[n], "timestamp": ts, "key": unit.key,
+                   "seq": index}  # fmt: skip
+            messages = [text_frame(doc)]
+        else:
+            head = ENCODED_HEADER.pack(H264_KIND, 1 if unit.key else 0, index, ts)
+            messages = [self._video_heads[n] + head + unit.data]
+        if not audio:
+            return Sent(tuple(messages), 0)
+        if self.opus is None:
+            return self._pcm(index, epoch_us, messages)
+        return self._opus(index, epoch_us, messages)
+
+    def _pcm(self, index: int, epoch_us: int, messages: list[bytes]) -> Sent:
+        samples = chunk_samples(index, self.fps)
+        first = math.floor(index * SAMPLE_RATE / self.fps)
+        at_ms = (epoch_us + first * 1_000_000 / SAMPLE_RATE) / 1000
+        chunk = self._audio[samples]
+        if self.wire == "json":
+            messages.append(text_frame({
+                "eventType": "STREAM", "mediaSourceType": "AUDIO", "seq": index,
+                "encodedMediaChunk": base64.b64encode(chunk).decode("ascii"),
+                "captureTime": at_ms,
+            }))  # fmt: skip
+        else:
+            head = TIMED_HEADER.pack(TIMED_AUDIO, index, at_ms)
+            messages.append(self._pcm_heads[samples] + head + chunk)
+        return Sent(tuple(messages), samples)
+
+    def _opus(self, index: int, epoch_us: int, messages: list[bytes]) -> Sent:
+        assert self.opus is not None
+        packets = self.opus.packets
+        first, end = opus_packets_before(index, self.fps), opus_packets_before(index + 1, self.fps)
+        for j in range(first, end):
+            packet = packets[j % len(packets)]
+            ts = epoch_us + j * encoded.OPUS_FRAME_US
+            if self.wire == "json":
+                messages.append(text_frame({
+                    "eventType": "STREAM", "mediaSourceType": "AUDIO", "seq": j,
+                    "encodedMediaChunk": base64.b64encode(packet).decode("ascii"),
+                    "timestamp": ts,
+                }))  # fmt: skip
+            else:
+                head = ENCODED_HEADER.pack(OPUS_KIND, 0, j, ts)
+                messages.append(self._audio_heads[j % len(packets)] + head + packet)
+        count = end - first
+        return Sent(tuple(messages), count * encoded.OPUS_FRAME_SAMPLES, count)
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,6 +361,7 @@ class WebSocket:
         self.messages: asyncio.Queue[Received] = asyncio.Queue()
         self.closed = asyncio.Event()
         self.close_code: int | None = None
+        self.bytes_sent = 0
         self._close_sent = False
         self._task = asyncio.create_task(self._read_loop())
 
@@ -223,6 +393,7 @@ class WebSocket:
         if self.closed.is_set():
             raise ConnectionResetError("the server closed the WebSocket")
         self._writer.write(frame)
+        self.bytes_sent += len(frame)
         await self._writer.drain()
 
     async def close(self, timeout: float = 5.0) -> None:
@@ -340,7 +511,9 @@ class ClientResult:
 
     client_id: str
     frames_sent: int = 0
-    samples_sent: int = 0
+    samples_sent: int = 0  # PCM: at 44.1 kHz; Opus: at 48 kHz, before the decoder's pre-skip
+    packets_sent: int = 0  # Opus packets
+    bytes_sent: int = 0  # every WebSocket frame, headers included: what went on the wire
     t_first_send: float | None = None
     t_last_frame: float | None = None
     t_close_sent: float | None = None
@@ -351,6 +524,9 @@ class ClientResult:
     errors: list[str] = field(default_factory=list)
     close_code: int | None = None
     failure: str | None = None
+    connected: dict[str, object] | None = None  # the CONNECTED reply
+    keyframe_requests: int = 0
+    opus_pre_skip: int | None = None  # an Opus session: the OpusHead's pre-skip
 
     @property
     def close_to_ready(self) -> float | None:
@@ -388,6 +564,10 @@ def _note_reply(message: Received, result: ClientResult) -> bool:
     doc = json.loads(message.text)
     if doc.get("eventType") == "ERROR":
         result.errors.append(str(doc.get("code")))
+    elif doc.get("eventType") == "KEYFRAME_REQUEST":
+        result.keyframe_requests += 1
+    elif doc.get("eventType") == "CONNECTED":
+        result.connected = doc
     elif doc.get("eventType") == "CLOSED":
         result.t_ready = message.at
         result.video = doc["recordings"].get("video")
@@ -499,9 +679,15 @@ def wav_samples(path: Path) -> int | None:
     return min(declared, size - WAV_HEADER) // BLOCK_BYTES
 
 
-async def _stream(ws: WebSocket, plan: ClientPlan, media: Media, result: ClientResult, t0: float):
+def client_epoch(client_id: str) -> int:
+    """Where a client's clock starts (µs): random per client, the same in every run."""
+    return random.Random(client_id).randrange(1 << 40)
+
+
+async def _stream(ws: WebSocket, plan: ClientPlan, media: Source, result: ClientResult, t0: float):
     """Send the plan's frames (and audio); on a schedule if paced, else as fast as TCP allows."""
     lag = 0.0
+    epoch = client_epoch(plan.client_id)
     for i in range(plan.frames):
         due = None
         if plan.pace_fps:
@@ -511,12 +697,13 @@ async def _stream(ws: WebSocket, plan: ClientPlan, media: Media, result: ClientR
                 await asyncio.sleep(delay)
         if result.t_first_send is None:
             result.t_first_send = now()
-        await ws.send(media.video[i % len(media.video)])
-        result.frames_sent += 1
-        if plan.audio:
-            samples = chunk_samples(i, media.fps)
-            await ws.send(media.audio[samples])
-            result.samples_sent += samples
+        sent = media.frame(i, epoch, plan.audio)
+        for n, message in enumerate(sent.messages):
+            await ws.send(message)
+            if n == 0:
+                result.frames_sent += 1
+        result.samples_sent += sent.samples
+        result.packets_sent += sent.packets
         result.t_last_frame = now()
         if due is not None:
             lag = max(lag, result.t_last_frame - due)
@@ -528,16 +715,19 @@ async def _stream(ws: WebSocket, plan: ClientPlan, media: Media, result: ClientR
 async def _session(
     ws: WebSocket,
     plan: ClientPlan,
-    media: Media,
+    media: Source,
     readiness: Readiness,
     t0: float,
     timeout: float,
 ) -> ClientResult:
     result = ClientResult(plan.client_id)
+    if isinstance(media, EncodedMedia) and media.opus is not None and plan.audio:
+        result.opus_pre_skip = media.opus.pre_skip
     deadline = now() + timeout
+    connect = {"eventType": "CONNECT", "id": plan.client_id, **media.connect_fields()}
     try:
         async with asyncio.timeout(timeout):
-            await ws.send(text_frame({"eventType": "CONNECT", "id": plan.client_id}))
+            await ws.send(text_frame(connect))
             await _stream(ws, plan, media, result, t0)
             await ws.send(text_frame({"eventType": "CLOSE"}))
             result.t_close_sent = now()
@@ -549,13 +739,27 @@ async def _session(
     while not ws.messages.empty():
         _note_reply(ws.messages.get_nowait(), result)
     result.close_code = ws.close_code
+    result.bytes_sent = ws.bytes_sent
+    if result.failure is None:
+        result.failure = _unacknowledged(connect, result.connected)
     return result
+
+
+def _unacknowledged(connect: dict[str, object], connected: dict[str, object] | None) -> str | None:
+    """A codec the client announced that ``CONNECTED`` does not echo: a server that does not
+    know the extension, which would record nothing useful (README)."""
+    if connected is None:
+        return None
+    for key in ("videoCodec", "audioCodec"):
+        if key in connect and connected.get(key) != connect[key]:
+            return f"CONNECTED says {key}={connected.get(key)!r}, not {connect[key]!r}"
+    return None
 
 
 async def run_clients(
     port: int,
     plans: Sequence[ClientPlan],
-    media: Media,
+    media: Source,
     readiness: Readiness,
     timeout: float,
     sndbuf: int = SEND_BUFFER,
@@ -621,6 +825,21 @@ def _recorded_file(media: Path, kind: str, listed: str | None, client_id: str) -
     return found[0] if found else None
 
 
+# Opus is decoded to 44.1 kHz after the session: the decoder drops the pre-skip and the
+# resampler may hold back a few samples at the end, so its WAV is checked to within one packet.
+OPUS_SLACK = encoded.OPUS_FRAME_SAMPLES * SAMPLE_RATE // encoded.OPUS_RATE  # 882
+
+
+def expected_samples(r: ClientResult) -> tuple[int, int]:
+    """The WAV samples a client's audio should give, and how far off they may be."""
+    if r.opus_pre_skip is None:
+        return r.samples_sent, 0
+    if not r.packets_sent:
+        return 0, 0
+    decoded = max(0, r.samples_sent - r.opus_pre_skip)
+    return decoded * SAMPLE_RATE // encoded.OPUS_RATE, OPUS_SLACK
+
+
 def check_outputs(results: Sequence[ClientResult], media: Path) -> Loss:
     """Decode each client's MP4 and read its WAV; a missing or empty file loses everything."""
     lost = [0, 0]
@@ -630,9 +849,11 @@ def check_outputs(results: Sequence[ClientResult], media: Path) -> Loss:
         audio = _recorded_file(media, "audio", r.audio, r.client_id)
         frames = decoded_frames(video) if video and video.exists() else 0
         samples = (wav_samples(audio) or 0) if audio and audio.exists() else 0
-        for i, (sent, got) in enumerate(((r.frames_sent, frames), (r.samples_sent, samples))):
-            lost[i] += max(0, sent - got)
-            extra[i] += max(0, got - sent)
+        want_samples, slack = expected_samples(r)
+        checks = ((r.frames_sent, frames, 0), (want_samples, samples, slack))
+        for i, (sent, got, tolerance) in enumerate(checks):
+            lost[i] += max(0, sent - got - tolerance)
+            extra[i] += max(0, got - sent - tolerance)
     return Loss(lost[0], lost[1], extra[0], extra[1])
 
 
@@ -653,6 +874,8 @@ def summarize(results: Sequence[ClientResult], record_fps: float) -> dict[str, o
         "close_to_ready_median_s": statistics.median(latencies) if latencies else None,
         "close_to_ready_max_s": max(latencies) if latencies else None,
         "max_send_lag_s": max(lags) if lags else None,
+        "bytes_sent": sum(r.bytes_sent for r in results),
+        "keyframe_requests": sum(r.keyframe_requests for r in results),
         "not_ready": sum(1 for r in results if r.t_ready is None),
         "failures": sorted({r.failure for r in results if r.failure}),
         "errors": sorted({e for r in results for e in r.errors}),
@@ -672,6 +895,19 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--record-fps", type=float, default=15, help="rate audio chunks follow")
     p.add_argument("--audio", action="store_true", help="send 1/fps s of PCM with each frame")
     p.add_argument("--wire", choices=("json", "binary"), default="json")
+    p.add_argument(
+        "--video-codec",
+        choices=("jpeg", "h264"),
+        default="jpeg",
+        help="h264: send H.264 access units (0x21), encoded once by ffmpeg",
+    )
+    p.add_argument(
+        "--audio-codec",
+        choices=("pcm", "opus"),
+        default="pcm",
+        help="with --video-codec h264: PCM in the timed form (0x12) or Opus (0x22)",
+    )
+    p.add_argument("--x264", default="", help="with h264: extra x264 arguments, e.g. '-crf 28'")
     p.add_argument("--binary-kinds", default=f"{BINARY_VIDEO},{BINARY_AUDIO}",
                    help="the first byte of binary video and audio messages, e.g. 1,2")  # fmt: skip
     p.add_argument("--ready", choices=("reply", "listing"), default="reply",
@@ -679,7 +915,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "and look at the files in --media (the old server)")  # fmt: skip
     p.add_argument("--media", type=Path, help="the server's media directory (for --ready listing)")
     p.add_argument("--size", default="640x480")
-    p.add_argument("--source", default="mandelbrot", help="ffmpeg lavfi source of the frames")
+    p.add_argument(
+        "--source",
+        default="mandelbrot",
+        help="ffmpeg lavfi source of the frames (h264: testsrc2 unless given)",
+    )
     p.add_argument("--quality", type=int, default=3, help="JPEG -q:v (2 best .. 31 worst)")
     p.add_argument("--distinct", type=int, default=150, help="distinct frames, cycled")
     p.add_argument("--timeout", type=float, default=600, help="bound on each client, seconds")
@@ -689,10 +929,29 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-async def _main(args: argparse.Namespace) -> dict[str, object]:
+def _source(args: argparse.Namespace, cache: Path) -> tuple[Source, dict[str, object]]:
+    """What the clients send, and a figure or two about it."""
+    if args.video_codec == "h264":
+        enc = encoded.Encoder(find_ffmpeg(), cache)
+        source = args.source if args.source != "mandelbrot" else "testsrc2"
+        clip = enc.h264(args.size, args.record_fps, args.distinct, source,
+                        x264=args.x264.split())  # fmt: skip
+        opus = enc.opus(max(1.0, len(clip.units) / args.record_fps))
+        media = EncodedMedia.prepare(
+            clip, opus if args.audio_codec == "opus" else None, args.record_fps, args.wire
+        )
+        return media, {"h264_kb": clip.mean_bytes / 1000}
     video_kind, audio_kind = (int(x, 0) for x in args.binary_kinds.split(","))
     jpegs = make_jpegs(find_ffmpeg(), args.distinct, args.size, args.source, args.quality)
-    media = Media.prepare(jpegs, args.record_fps, Wire(args.wire, video_kind, audio_kind))
+    jpeg = Media.prepare(jpegs, args.record_fps, Wire(args.wire, video_kind, audio_kind))
+    return jpeg, {"jpeg_kb": jpeg.jpeg_bytes / 1000}
+
+
+async def _main(args: argparse.Namespace) -> dict[str, object]:
+    if args.audio_codec == "opus" and args.video_codec != "h264":
+        raise SystemExit("--audio-codec opus goes with --video-codec h264")
+    with tempfile.TemporaryDirectory(prefix="bench-encoded-") as cache:
+        media, facts = _source(args, Path(cache))
     if args.ready == "listing":
         if args.media is None:
             raise SystemExit("--ready listing needs --media DIR")
@@ -702,7 +961,7 @@ async def _main(args: argparse.Namespace) -> dict[str, object]:
     plans = make_plans(args.id_prefix, args.clients, args.frames, args.fps or None, args.audio)
     results = await run_clients(args.port, plans, media, readiness, args.timeout, args.sndbuf)
     summary = summarize(results, args.record_fps)
-    summary["jpeg_kb"] = media.jpeg_bytes / 1000
+    summary.update(facts)
     if args.check and args.media is not None:
         summary["lost"] = asdict(check_outputs(results, args.media))
     return summary
