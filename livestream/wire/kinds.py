@@ -3,7 +3,8 @@
 A kind's value is its directory in the media tree and its key in every JSON document
 (``{"video": [...], "audio": [...]}``); being a ``str``, it can stand wherever those strings
 did. The other spellings hang off it: the file suffix of a finished recording, its content type,
-``mediaSourceType`` on the wire, and the kind bytes of the binary STREAM forms.
+``mediaSourceType`` on the wire, and the kind bytes of the binary STREAM forms. The codecs a
+session's chunks of each kind may come in are named here too.
 
 Pure: no imports of livestream, so every layer may import it.
 """
@@ -16,18 +17,26 @@ from enum import StrEnum
 class MediaKind(StrEnum):
     """``VIDEO`` and ``AUDIO``; each member carries all of its spellings."""
 
-    # directory, wire name, suffix, content type, binary kind byte, timed binary kind byte
-    VIDEO = ("video", "VIDEO", ".mp4", "video/mp4", 0x01, 0x11)
-    AUDIO = ("audio", "AUDIO", ".wav", "audio/wav", 0x02, 0x12)
+    # directory, wire name, suffix, content type, binary, timed and encoded binary kind bytes
+    VIDEO = ("video", "VIDEO", ".mp4", "video/mp4", 0x01, 0x11, 0x21)
+    AUDIO = ("audio", "AUDIO", ".wav", "audio/wav", 0x02, 0x12, 0x22)
 
     wire: str
     suffix: str
     content_type: str
     binary: int
     timed: int
+    encoded: int
 
     def __new__(
-        cls, directory: str, wire: str, suffix: str, content_type: str, binary: int, timed: int
+        cls,
+        directory: str,
+        wire: str,
+        suffix: str,
+        content_type: str,
+        binary: int,
+        timed: int,
+        encoded: int,
     ) -> MediaKind:
         member = str.__new__(cls, directory)
         member._value_ = directory
@@ -36,6 +45,7 @@ class MediaKind(StrEnum):
         member.content_type = content_type
         member.binary = binary
         member.timed = timed
+        member.encoded = encoded
         return member
 
 
@@ -49,6 +59,29 @@ BY_WIRE_NAME = {kind.wire: kind for kind in MediaKind}
 # after the seq and captureTime header (``timed``).
 BY_BINARY = {kind.binary: kind for kind in MediaKind}
 BY_TIMED = {kind.timed: kind for kind in MediaKind}
+# ... or after the flags, seq and timestamp header of an encoded chunk (H.264, Opus).
+BY_ENCODED = {kind.encoded: kind for kind in MediaKind}
+
+
+class Codec(StrEnum):
+    """What a session's chunks of a kind are, as ``CONNECT`` names them: the seed's JPEG frames
+    and PCM, or media the client encoded (recorded as it came)."""
+
+    JPEG = "jpeg"
+    H264 = "h264"
+    PCM = "pcm"
+    OPUS = "opus"
+
+    @property
+    def encoded(self) -> bool:
+        return self in (Codec.H264, Codec.OPUS)
+
+
+# The codecs each kind may come in, the seed's first (the default).
+CODECS: dict[MediaKind, tuple[Codec, ...]] = {
+    MediaKind.VIDEO: (Codec.JPEG, Codec.H264),
+    MediaKind.AUDIO: (Codec.PCM, Codec.OPUS),
+}
 
 # The PCM every audio chunk carries, and the WAV and AAC track are made of: s16le mono 44.1 kHz.
 SAMPLE_RATE = 44100

@@ -15,7 +15,16 @@ from dataclasses import dataclass
 import pybase64
 
 from livestream.wire.codes import Refusal
-from livestream.wire.kinds import BY_BINARY, BY_TIMED, BY_WIRE_NAME, MediaKind
+from livestream.wire.kinds import (
+    BY_BINARY,
+    BY_ENCODED,
+    BY_TIMED,
+    BY_WIRE_NAME,
+    CODECS,
+    Codec,
+    MediaKind,
+)
+from livestream.wire.opus import InvalidOpus, OpusHead, parse_opus_head
 
 MAX_ID_LENGTH = 256
 # Far above any real access token; bounds what a client makes the server parse.
@@ -31,6 +40,14 @@ TIMED_HEADER = struct.Struct(">BId")
 # about 30000 years of the client's epoch.
 MAX_SEQ = 2**53 - 1
 MAX_CAPTURE_TIME = 1e15
+# The binary form of an encoded chunk (H.264 access unit, Opus packet): kind byte, flags (bit 0:
+# key), ``seq`` (uint32) and ``timestamp`` (int64 microseconds), big-endian, then the chunk.
+ENCODED_HEADER = struct.Struct(">BBIq")
+KEY_FLAG = 0x01
+# Timestamps a double holds exactly, as JavaScript's numbers and WebCodecs' timestamps do.
+MAX_TIMESTAMP = 2**53
+# An OpusHead is 19 bytes for mono or stereo; room for what a newer version may append.
+MAX_OPUS_HEAD = 256
 
 
 @dataclass(frozen=True)
@@ -42,6 +59,11 @@ class Connect:
     resume: bool = False
     # A resume token from an earlier CONNECTED: continue that session.
     resume_token: str | None = None
+    # What the session's chunks are: the seed's JPEG and PCM, or H.264 and Opus as encoded by
+    # the client, with the Opus stream's identification header.
+    video_codec: Codec = Codec.JPEG
+    audio_codec: Codec = Codec.PCM
+    opus_head: OpusHead | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +73,12 @@ class Stream:
     # The client's per-source sequence number and capture time (milliseconds, client clock).
     seq: int | None = None
     capture_time: float | None = None
+    # An encoded chunk's timestamp (microseconds, client clock) and key flag. ``encoded`` says
+    # which binary form it came in (True: 0x21/0x22); None for JSON, whose chunk is what the
+    # session's codec says it is.
+    timestamp: int | None = None
+    key: bool | None = None
+    encoded: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -89,25 +117,65 @@ def parse_text(text: str) -> Message:
 
 
 def parse_binary(data: bytes) -> Stream:
-    """Parse a binary STREAM message: kind byte 0x01 (JPEG frame) or 0x02 (PCM), then the chunk."""
+    """Parse a binary STREAM message: kind byte 0x01 (JPEG frame) or 0x02 (PCM), then the chunk;
+    0x11/0x12 with seq and captureTime; 0x21/0x22 an encoded chunk with its header."""
     if len(data) < 2:
         raise ProtocolError("invalid_chunk", "a binary message needs a kind byte and a chunk")
     kind = BY_BINARY.get(data[0])
     if kind is not None:
-        return Stream(kind, data[1:])
+        return Stream(kind, data[1:], encoded=False)
+    kind = BY_ENCODED.get(data[0])
+    if kind is not None:
+        return _parse_encoded(kind, data)
     kind = BY_TIMED.get(data[0])
     if kind is None:
         raise ProtocolError(
             "invalid_media_source_type",
             f"unknown binary kind 0x{data[0]:02x}; 0x01 is a JPEG frame, 0x02 is PCM audio, "
-            "0x11 and 0x12 the same with seq and captureTime",
+            "0x11 and 0x12 the same with seq and captureTime, 0x21 an H.264 access unit and "
+            "0x22 an Opus packet",
         )
     if len(data) <= TIMED_HEADER.size:
         raise ProtocolError(
             "invalid_chunk", "a timed binary message needs seq, captureTime and a chunk"
         )
     _, seq, capture_time = TIMED_HEADER.unpack_from(data)
-    return Stream(kind, data[TIMED_HEADER.size :], seq, _capture_time(capture_time))
+    return Stream(kind, data[TIMED_HEADER.size :], seq, _capture_time(capture_time), encoded=False)
+
+
+def _parse_encoded(kind: MediaKind, data: bytes) -> Stream:
+    if len(data) <= ENCODED_HEADER.size:
+        raise ProtocolError(
+            "invalid_chunk", "an encoded binary message needs flags, seq, timestamp and a chunk"
+        )
+    _, flags, seq, timestamp = ENCODED_HEADER.unpack_from(data)
+    return Stream(
+        kind,
+        data[ENCODED_HEADER.size :],
+        seq,
+        timestamp=_timestamp(timestamp),
+        key=bool(flags & KEY_FLAG),
+        encoded=True,
+    )
+
+
+def check_codec(msg: Stream, codec: Codec) -> None:
+    """Refuse a chunk that is not what the session's ``codec`` for its kind says, or an encoded
+    chunk without its timestamp and (video) key flag."""
+    if msg.encoded is not None and msg.encoded != codec.encoded:
+        raise ProtocolError(
+            "codec_mismatch",
+            f"this session's {msg.kind} is {codec}; send it with kind byte "
+            f"0x{(msg.kind.encoded if codec.encoded else msg.kind.binary):02x}",
+        )
+    if not codec.encoded:
+        return
+    if msg.timestamp is None:
+        raise ProtocolError(
+            "invalid_timestamp", f"an encoded {msg.kind} chunk needs its timestamp (microseconds)"
+        )
+    if msg.kind is MediaKind.VIDEO and msg.key is None:
+        raise ProtocolError("invalid_key", "an encoded video chunk needs key: true or false")
 
 
 def _parse_connect(doc: dict[str, object]) -> Connect:
@@ -134,7 +202,36 @@ def _parse_connect(doc: dict[str, object]) -> Connect:
             "invalid_resume_token",
             f"resumeToken must be a string of 1 to {MAX_RESUME_TOKEN_LENGTH} characters",
         )
-    return Connect(client_id, token, resume, resume_token)
+    video_codec = _codec(doc, "videoCodec", MediaKind.VIDEO)
+    audio_codec = _codec(doc, "audioCodec", MediaKind.AUDIO)
+    return Connect(
+        client_id, token, resume, resume_token, video_codec, audio_codec, _opus_head(doc)
+    )
+
+
+def _codec(doc: dict[str, object], field: str, kind: MediaKind) -> Codec:
+    value = doc.get(field)
+    codecs = CODECS[kind]
+    if value is None:
+        return codecs[0]
+    for codec in codecs:
+        if value == codec.value:
+            return codec
+    names = " or ".join(f'"{codec}"' for codec in codecs)
+    raise ProtocolError("invalid_codec", f"{field} must be {names}")
+
+
+def _opus_head(doc: dict[str, object]) -> OpusHead | None:
+    value = doc.get("opusHead")
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_OPUS_HEAD * 4 // 3 + 4:
+        raise ProtocolError("invalid_codec", "opusHead must be a base64 OpusHead")
+    try:
+        return parse_opus_head(pybase64.b64decode(value, validate=True))
+    except (binascii.Error, ValueError) as e:
+        message = str(e) if isinstance(e, InvalidOpus) else "opusHead is not valid base64"
+        raise ProtocolError("invalid_codec", message) from None
 
 
 def _capture_time(value: object) -> float:
@@ -148,6 +245,15 @@ def _capture_time(value: object) -> float:
             "invalid_capture_time", "captureTime must be a finite number of milliseconds"
         )
     return float(value)
+
+
+def _timestamp(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > MAX_TIMESTAMP:
+        raise ProtocolError(
+            "invalid_timestamp",
+            f"timestamp must be a whole number of microseconds within ±{MAX_TIMESTAMP}",
+        )
+    return value
 
 
 def _seq(value: object) -> int:
@@ -173,9 +279,15 @@ def _parse_stream(doc: dict[str, object]) -> Stream:
         raise ProtocolError("invalid_chunk", "encodedMediaChunk is empty")
     seq = doc.get("seq")
     capture_time = doc.get("captureTime")
+    timestamp = doc.get("timestamp")
+    key = doc.get("key")
+    if key is not None and not isinstance(key, bool):
+        raise ProtocolError("invalid_key", "key must be true or false")
     return Stream(
         kind,
         chunk,
         None if seq is None else _seq(seq),
         None if capture_time is None else _capture_time(capture_time),
+        None if timestamp is None else _timestamp(timestamp),
+        key,
     )
