@@ -69,8 +69,8 @@ BINARY_AUDIO = MediaKind.AUDIO.binary
 TIMED_AUDIO = MediaKind.AUDIO.timed
 # The encoded-media extension's kind bytes (README: H.264 and Opus): a flags byte (bit 0: key),
 # seq (uint32), timestamp (int64 µs), then the access unit or packet.
-H264_KIND = 0x21
-OPUS_KIND = 0x22
+H264_KIND = MediaKind.VIDEO.encoded
+OPUS_KIND = MediaKind.AUDIO.encoded
 ENCODED_HEADER = struct.Struct("!BBIq")
 TIMED_HEADER = struct.Struct("!BId")
 
