@@ -477,6 +477,11 @@ async def _read_frame(reader: asyncio.StreamReader) -> tuple[bool, int, bytes]:
 
 async def http_get_json(port: int, path: str, timeout: float = 5.0) -> object:
     """GET over HTTP/1.0, so neither server uses chunked encoding and the body ends at EOF."""
+    return json.loads(await http_get(port, path, timeout))
+
+
+async def http_get(port: int, path: str, timeout: float = 5.0) -> bytes:
+    """The body of a 200 answer to GET over HTTP/1.0 (the body ends at EOF)."""
     async with asyncio.timeout(timeout):
         reader, writer = await asyncio.open_connection(HOST, port)
         try:
@@ -489,7 +494,7 @@ async def http_get_json(port: int, path: str, timeout: float = 5.0) -> object:
     status = head.split(b"\r\n", 1)[0]
     if b" 200 " not in status + b" ":
         raise WebSocketError(f"GET {path}: {status.decode('latin-1')}")
-    return json.loads(body)
+    return body
 
 
 # --------------------------------------------------------------------------------------------
@@ -840,21 +845,30 @@ def expected_samples(r: ClientResult) -> tuple[int, int]:
     return decoded * SAMPLE_RATE // encoded.OPUS_RATE, OPUS_SLACK
 
 
+def check_output(r: ClientResult, media: Path) -> Loss:
+    """Decode one client's MP4 and read its WAV; a missing or empty file loses everything."""
+    video = _recorded_file(media, "video", r.video, r.client_id)
+    audio = _recorded_file(media, "audio", r.audio, r.client_id)
+    frames = decoded_frames(video) if video and video.exists() else 0
+    samples = (wav_samples(audio) or 0) if audio and audio.exists() else 0
+    want_samples, slack = expected_samples(r)
+    return Loss(
+        max(0, r.frames_sent - frames),
+        max(0, want_samples - samples - slack),
+        max(0, frames - r.frames_sent),
+        max(0, samples - want_samples - slack),
+    )
+
+
 def check_outputs(results: Sequence[ClientResult], media: Path) -> Loss:
-    """Decode each client's MP4 and read its WAV; a missing or empty file loses everything."""
-    lost = [0, 0]
-    extra = [0, 0]
-    for r in results:
-        video = _recorded_file(media, "video", r.video, r.client_id)
-        audio = _recorded_file(media, "audio", r.audio, r.client_id)
-        frames = decoded_frames(video) if video and video.exists() else 0
-        samples = (wav_samples(audio) or 0) if audio and audio.exists() else 0
-        want_samples, slack = expected_samples(r)
-        checks = ((r.frames_sent, frames, 0), (want_samples, samples, slack))
-        for i, (sent, got, tolerance) in enumerate(checks):
-            lost[i] += max(0, sent - got - tolerance)
-            extra[i] += max(0, got - sent - tolerance)
-    return Loss(lost[0], lost[1], extra[0], extra[1])
+    """Every client's :func:`check_output`, summed."""
+    losses = [check_output(r, media) for r in results]
+    return Loss(
+        sum(x.frames for x in losses),
+        sum(x.samples for x in losses),
+        sum(x.extra_frames for x in losses),
+        sum(x.extra_samples for x in losses),
+    )
 
 
 def summarize(results: Sequence[ClientResult], record_fps: float) -> dict[str, object]:

@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -86,10 +86,26 @@ class Scenario:
     pace_fps: float | None
     audio: bool
     size: str
-    steps: tuple[int, ...] = ()  # capacity: the client counts tried, in order
+    steps: tuple[int, ...] = ()  # capacity: the client counts tried first, in order
+    step_limit: int = 0  # capacity: past ``steps`` go on by their last increment up to this
 
 
-def scenarios(quick: bool, size: str, steps: Sequence[int], seconds: float) -> list[Scenario]:
+def step_counts(steps: Sequence[int], limit: int) -> Iterator[int]:
+    """The counts a capacity search tries: ``steps``, then on by the last increment (16, 20,
+    24, ...) while the count is at most ``limit``, so that a search ends where the server backs
+    up and not where a list ran out."""
+    yield from steps
+    if len(steps) < 2 or steps[-1] <= steps[-2]:
+        return
+    count, increment = steps[-1], steps[-1] - steps[-2]
+    while count + increment <= limit:
+        count += increment
+        yield count
+
+
+def scenarios(
+    quick: bool, size: str, steps: Sequence[int], seconds: float, limit: int = 0
+) -> list[Scenario]:
     """The fixed scenario names; ``quick`` shrinks every count for a smoke run."""
     k = 10 if quick else 1
     capacity_frames = max(1, round(seconds * RECORD_FPS))
@@ -99,7 +115,7 @@ def scenarios(quick: bool, size: str, steps: Sequence[int], seconds: float) -> l
         Scenario("unpaced-8x300", 8, 300 // k, None, False, size),
         Scenario("long-1x4500", 1, 4500 // k, None, False, size),
         Scenario(CAPACITY, steps[0], capacity_frames, RECORD_FPS, True, CAPACITY_SIZE,
-                 tuple(steps)),
+                 tuple(steps), limit),
     ]  # fmt: skip
 
 
@@ -545,12 +561,13 @@ async def capacity_search(
     """Add clients step by step until a step backs up; the largest count that kept up wins.
 
     Returns that count (0 if even the first step backed up), the figures of that step (of the
-    first step if none kept up), and a short record of every step tried.
+    first step if none kept up), and a short record of every step tried; if the last step
+    tried kept up, the count is a lower bound (``steps[-1]["kept_up"]`` says so).
     """
     best = 0
     best_figures: Figures | None = None
     steps: list[dict[str, object]] = []
-    for clients in scenario.steps:
+    for clients in step_counts(scenario.steps, scenario.step_limit):
         figures = await run_once(spec, scenario, clients, media, opts)
         why = figures.backed_up()
         steps.append({"clients": clients, "kept_up": why is None, "why": why,
@@ -687,6 +704,8 @@ def _line(
             "of CLOSE, nothing lost"
         )
         line["steps"] = steps
+        # The search ran out of steps (--capacity-max) before the server backed up.
+        line["capacity_lower_bound"] = bool(steps and steps[-1]["kept_up"])
     return line
 
 
@@ -739,7 +758,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--capacity-steps",
         default="1,2,4,6,7,8,10,12,16",
-        help="client counts the capacity search tries, in order",
+        help="client counts the capacity search tries first, in order; then it goes on by the "
+        "last increment (20, 24, 28, ...) until a step backs up",
+    )
+    p.add_argument(
+        "--capacity-max",
+        type=int,
+        default=200,
+        help="the capacity search stops here even if every step kept up (a lower bound)",
     )
     p.add_argument("--capacity-seconds", type=float, default=20, help="length of each client")
     p.add_argument(
@@ -777,6 +803,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.capacity_steps = [int(x) for x in args.capacity_steps.split(",")]
     if args.quick:
         args.capacity_steps = args.capacity_steps[:2]
+        args.capacity_max = args.capacity_steps[-1]
         args.capacity_seconds = min(args.capacity_seconds, 3)
     return args
 
@@ -800,7 +827,8 @@ def markdown_table(lines: Sequence[dict[str, object]]) -> str:
         ratio = line.get("ratio_to_seed") or {}
         server = line["server"] if line["server"] == SEED else f"{line['server']} {line['wire']}"
         if "capacity" in line:
-            server += f", capacity **{line['capacity']}**"
+            plus = "+" if line.get("capacity_lower_bound") else ""
+            server += f", capacity **{line['capacity']}{plus}**"
             if ratio.get("capacity") is not None:
                 server += f" (x{ratio['capacity']})"
         cells = [str(line["scenario"]), server]
@@ -847,7 +875,9 @@ async def main_async(args: argparse.Namespace) -> int:
         return 1
     opts = Options(args.tmp, args.ready_timeout, args.keep)
     media_for = media_cache(args, ffmpeg)
-    every = scenarios(args.quick, args.size, args.capacity_steps, args.capacity_seconds)
+    every = scenarios(
+        args.quick, args.size, args.capacity_steps, args.capacity_seconds, args.capacity_max
+    )
     chosen = [s for s in every if s.name in args.scenarios]
     out = open(args.json_out, "w") if args.json_out else None
     started = time.monotonic()
