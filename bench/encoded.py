@@ -49,6 +49,7 @@ class H264Clip:
     size: str
     fps: float
     source: str
+    file: Path | None = None  # the raw H.264 it was cut from
 
     @property
     def mean_bytes(self) -> float:
@@ -199,12 +200,13 @@ class Encoder:
         units = access_units(out.read_bytes())
         if len(units) != frames or not units[0].key:
             raise ValueError(f"{out}: {len(units)} access units for {frames} frames")
-        return H264Clip(tuple(units), size, fps, source)
+        return H264Clip(tuple(units), size, fps, source, out)
 
-    def jpegs(
+    def jpeg_directory(
         self, size: str, fps: float, frames: int, source: str, vf: str = "", quality: int = 3
-    ) -> tuple[bytes, ...]:
-        """The same source frames as JPEGs (the seed's wire), ``-q:v quality``."""
+    ) -> Path:
+        """A directory of the same source frames as JPEGs (the seed's wire), ``-q:v quality``,
+        named ``f_00001.jpg`` on."""
         src = self.source(size, fps, frames, source, vf)
         directory = self._name("jpeg", (src.name, quality), "")
         if not directory.exists():
@@ -216,6 +218,12 @@ class Encoder:
                 check=True, stdin=subprocess.DEVNULL, timeout=600,
             )  # fmt: skip
             part.rename(directory)
+        return directory
+
+    def jpegs(
+        self, size: str, fps: float, frames: int, source: str, vf: str = "", quality: int = 3
+    ) -> tuple[bytes, ...]:
+        directory = self.jpeg_directory(size, fps, frames, source, vf, quality)
         return tuple(p.read_bytes() for p in sorted(directory.glob("f_*.jpg")))
 
     def opus(self, seconds: float = 10.0, bitrate: str = "32k", source: str = "") -> OpusClip:
