@@ -15,6 +15,16 @@ A package, so that its modules import each other and ``livestream`` without edit
 ``presets``
     x264 presets through the daemon's own encoder arguments: CPU per recorded minute, bitrate,
     SSIM and how many real-time 640x480 streams the cores can encode.
+``encoded``
+    the encoded media clients of the H.264/Opus extension send: encoded once by the daemon's
+    ffmpeg, cut into access units and Opus packets, cached in a temp dir per run.
+``capacity``
+    real-time capacity of the JPEG path and the passthrough path (H.264 with PCM or Opus), side
+    by side, each search going on until a step backs up; reactor stalls from ``/metrics``.
+``bandwidth``
+    bytes on the wire per recorded minute by path, with the SSIM of each recording.
+``ready``
+    CLOSE-to-ready of a 4,500-frame recording sent unpaced, JPEG beside H.264.
 
 Not part of the installed project: bench/ is run from a checkout, never imported by livestream.
 """
