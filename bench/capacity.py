@@ -204,7 +204,7 @@ async def run_step(
             timeout = opts.ready_timeout + seconds
             results = await load.run_clients(server.port, plans, media, load.ReplyReadiness(),
                                               timeout)  # fmt: skip
-            await run._children_gone(sampler, 60.0)
+            await run.children_gone(sampler, 60.0)
         finally:
             usage = sampler.stop()
         wall_load = max(time.monotonic() - t, 1e-9)

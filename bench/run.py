@@ -495,14 +495,14 @@ async def _drive(
         if scenario.pace_fps:
             timeout += scenario.frames / scenario.pace_fps
         results = await load.run_clients(server.port, plans, media, readiness, timeout)
-        await _children_gone(sampler, 60.0)
+        await children_gone(sampler, 60.0)
     finally:
         usage = sampler.stop()
     unlisted = await _unlisted(server.port, results)
     return results, usage, unlisted
 
 
-async def _children_gone(sampler: Sampler, timeout: float) -> None:
+async def children_gone(sampler: Sampler, timeout: float) -> None:
     """Wait for the server's encoders to exit, so their CPU is all counted (bounded)."""
     deadline = time.monotonic() + timeout
     while sampler.live_children() and time.monotonic() < deadline:
