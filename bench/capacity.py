@@ -64,7 +64,7 @@ LATENESS_MAX = "livestream_reactor_lateness_max_seconds"
 
 PATHS = ("jpeg+pcm", "h264+pcm", "h264+opus")
 DEFAULT_STEPS = {
-    "jpeg+pcm": "16,20,24",
+    "jpeg+pcm": "8,12,16,20",
     "h264+pcm": "25,50,100,150,200,300,400",
     "h264+opus": "25,50,100,150,200,300,400",
 }
@@ -273,25 +273,36 @@ async def search(
     path: str, media: load.Source, steps: Sequence[int], limit: int, opts: argparse.Namespace
 ) -> list[Step]:
     """Steps up from ``steps`` (then by their last increment, up to ``limit``) until one backs
-    up; every step tried, in order."""
+    up; if the very first backs up, halves it until one holds (or 1 did not). Every step tried,
+    in order."""
     done: list[Step] = []
-    for clients in run.step_counts(steps, limit):
+
+    async def one(clients: int) -> Step:
         progress(f"{path}: {clients} sessions of {opts.seconds:g} s")
         step = await run_step(path, clients, media, opts.seconds, opts)
-        progress(f"  {step.why or 'held'} (stall {step.stall_max_s:.3f} s, "
-                 f"loadgen {step.loadgen_cores:.2f} cores)")  # fmt: skip
+        progress(
+            f"  {step.why or 'held'} (stall {step.stall_max_s:.3f} s, loadgen "
+            f"{step.loadgen_cores:.2f} cores, others {step.background_cores:.2f})"
+        )
         print(json.dumps({"step": asdict(step)}), flush=True)
         done.append(step)
-        if not step.held:
+        return step
+
+    for clients in run.step_counts(steps, limit):
+        if not (await one(clients)).held:
             break
+    clients = done[0].clients
+    while not any(s.held for s in done) and clients > 1:
+        clients //= 2
+        await one(clients)
     return done
 
 
 def capacity_of(steps: Sequence[Step]) -> tuple[int, bool]:
-    """The largest count that held, and whether it is only a lower bound."""
-    held = [s.clients for s in steps if s.held]
-    best = max(held, default=0)
-    return best, bool(steps) and steps[-1].held
+    """The largest count that held, and whether it is only a lower bound (no larger count
+    was tried and backed up)."""
+    best = max((s.clients for s in steps if s.held), default=0)
+    return best, bool(steps) and not any(s.clients > best and not s.held for s in steps)
 
 
 def _f(value: float | None, digits: int = 2) -> str:
@@ -302,7 +313,8 @@ def table(results: dict[str, list[Step]]) -> str:
     head = (
         "path", "sessions", "kept up", "ready median s", "max s", "daemon CPU s/min",
         "children CPU s/min", "loadgen CPU s/min (cores)", "daemon RSS MB idle/peak",
-        "RSS/session MB", "longest stall s", "lost frames/samples", "backed up because",
+        "RSS/session MB", "longest stall s", "lost frames/samples", "other load (cores)",
+        "backed up because",
     )  # fmt: skip
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for path, steps in results.items():
@@ -314,7 +326,8 @@ def table(results: dict[str, list[Step]]) -> str:
                 _f(s.cpu_children_s_per_min, 1),
                 f"{_f(s.cpu_loadgen_s_per_min)} ({s.loadgen_cores:.2f})",
                 f"{s.rss_idle_mb:.0f} / {s.rss_peak_mb:.0f}", _f(s.rss_per_session_mb, 3),
-                stall, f"{s.lost_frames} / {s.lost_samples}", s.why or "",
+                stall, f"{s.lost_frames} / {s.lost_samples}", f"{s.background_cores:.2f}",
+                s.why or "",
             ]) + " |")  # fmt: skip
     return "\n".join(rows)
 
