@@ -27,6 +27,7 @@ from tests.support.media import (
     wav_facts,
 )
 from tests.support.server import start_server
+from tests.support.waiting import sleep
 from tests.support.websocket import CLOSE_MSG, Client, open_client, record, stream_msg
 
 FRAME_US = 1_000_000 // 15
@@ -318,4 +319,52 @@ class PassthroughTests(TestCase):
         )
         self.assertIsNone(recordings["video"])
         wav = wav_facts(self.media / "audio" / recordings["audio"])
+        self.assertLessEqual(abs(wav.samples - (len(packets) * 960 - 312) * 44100 / 48000), 2)
+
+    async def test_resume_across_drops_asks_for_a_keyframe(self) -> None:
+        """H.264 and Opus with resume; the connection is reset three times (twice losing what was
+        in flight). Each resume gets KEYFRAME_REQUEST (resume) after its ACK; the client re-sends
+        what was not acknowledged, and the recording is one, every frame and packet once, in
+        order: the NAL units recorded are those sent."""
+        port = await self.serve()
+        units = h264_access_units(60)
+        head, packets = opus_packets(4.0)
+        outbox = [(0x21, i, u, is_keyframe(u)) for i, u in enumerate(units)]
+        outbox += [(0x22, i, p, False) for i, p in enumerate(packets)]
+        outbox.sort(key=lambda m: (m[1] * (66_667 if m[0] == 0x21 else 20_000), m[0]))
+        hello = {"resume": True, "audioCodec": "opus", "opusHead": base64.b64encode(head).decode()}
+        client, connected = await self.session(port, "phone", **hello)
+        token = connected["resumeToken"]
+        sent, cuts, recordings, requests = 0, [40, 120, 200], {connected["recording"]}, []
+        while sent < len(outbox):
+            kind, seq, chunk, key = outbox[sent]
+            stamp = seq * (66_667 if kind == 0x21 else 20_000)
+            client.send_binary(encoded(kind, seq, stamp, chunk, key))
+            sent += 1
+            if cuts and sent == cuts[0]:
+                if len(cuts) == 2:
+                    await sleep(0.6)  # an ACK covers everything sent: nothing lost in flight
+                cuts.pop(0)
+                client.drop()
+                await client.closed
+                client = await open_client(port)
+                client.send(connect("phone", resumeToken=token))
+                recordings.add((await client.event("CONNECTED"))["recording"])
+                acked = await client.event("ACK")
+                requests.append((await client.event("KEYFRAME_REQUEST"))["reason"])
+                safe = {0x21: acked["video"], 0x22: acked["audio"]}
+                sent = next(
+                    i for i, (k, s, _, _) in enumerate(outbox) if safe[k] is None or s > safe[k]
+                )
+        recordings_closed = await self.close(client)
+        self.assertEqual(len(recordings), 1)
+        self.assertEqual(requests, ["resume"] * 3)
+        self.assertEqual(self.errors(client), [])
+        path = self.media / "video" / recordings_closed["video"]
+        with av.open(os.fspath(path)) as container:
+            got = [bytes(p) for p in container.demux(video=0) if p.size]
+        want = [b"".join(len(n).to_bytes(4, "big") + n for n in h264.nal_units(u)) for u in units]
+        self.assertEqual(got, want)
+        self.assertEqual(video_facts(path).frames, len(units))
+        wav = wav_facts(self.media / "audio" / recordings_closed["audio"])
         self.assertLessEqual(abs(wav.samples - (len(packets) * 960 - 312) * 44100 / 48000), 2)
