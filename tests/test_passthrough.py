@@ -117,6 +117,16 @@ class PassthroughTests(TestCase):
         for seq, unit in enumerate(units):
             client.send_binary(video_msg(seq, unit))
             client.send_binary(bytes([0x02]) + audio[seq])
+        for _ in range(100):
+            (live,) = (await get_json(port, "/api/sessions"))["sessions"]
+            if live["frames"] == len(units):
+                break
+            await sleep(0.05)
+        sps = h264.check_access_unit(units[0]).sps[0]
+        self.assertEqual(
+            (live["video"], live["audio"], live["codec"]),
+            ("h264", "pcm", h264.parse_sps(sps).codec),
+        )
         recordings = await self.close(client)
         name = connected["recording"]
         self.assertEqual(recordings, {"video": f"{name}.mp4", "audio": f"{name}.wav"})
