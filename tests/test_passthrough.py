@@ -378,3 +378,30 @@ class PassthroughTests(TestCase):
         self.assertEqual(video_facts(path).frames, len(units))
         wav = wav_facts(self.media / "audio" / recordings_closed["audio"])
         self.assertLessEqual(abs(wav.samples - (len(packets) * 960 - 312) * 44100 / 48000), 2)
+
+    async def test_capture_timing_puts_late_opus_where_it_began(self) -> None:
+        """--timing capture, --mux-audio: the video starts at 0 s, the Opus a second later by
+        the client's clock. In the MP4 the Opus starts 1 s in (within one frame interval), as
+        copied, and the WAV holds the sound alone."""
+        port = await self.serve(timing="capture", mux_audio=True)
+        units = h264_access_units(45)
+        head, packets = opus_packets(2.0)
+        client, _ = await self.session(
+            port, audioCodec="opus", opusHead=base64.b64encode(head).decode()
+        )
+        for seq, unit in enumerate(units):
+            client.send_binary(video_msg(seq, unit, 7_000_000 + seq * FRAME_US))
+            if seq >= 15 and seq - 15 < len(packets):
+                for n in range(3):  # 15 fps, 20 ms packets: about three per frame
+                    i = (seq - 15) * 3 + n
+                    if i < len(packets):
+                        client.send_binary(encoded(0x22, i, 8_000_000 + i * 20_000, packets[i]))
+        recordings = await self.close(client)
+        self.assertEqual(self.errors(client), [])
+        with av.open(os.fspath(self.media / "video" / recordings["video"])) as container:
+            audio = container.streams.audio[0]
+            start = float(audio.start_time * audio.time_base)
+        self.assertLessEqual(abs(start - 1.0), 1 / 15)
+        sent = min(len(packets), 30 * 3)
+        wav = wav_facts(self.media / "audio" / recordings["audio"])
+        self.assertLessEqual(abs(wav.samples - (sent * 960 - 312) * 44100 / 48000), 2)

@@ -80,6 +80,9 @@ class OpusRecorder:
             return
         try:
             self._flush()
+        except OSError as e:
+            _log.warn("{name}: the last Opus fragment could not be written: {error}",
+                      name=self._name, error=e)  # fmt: skip
         finally:
             self._file.close()
 

@@ -141,6 +141,10 @@ class PassthroughVideo:
         end = max(last + max(1, interval), round(until * mp4.VIDEO_TIMESCALE) - self._first_time)
         try:
             self._emit(end - last)
+        except OSError as e:
+            # A full disk, say: what is whole is published; the publish cuts a torn fragment.
+            _log.warn("{name}: the last frame could not be written: {error}", name=self._name,
+                      error=e)  # fmt: skip
         finally:
             self._held = None
             self._file.close()
