@@ -48,8 +48,10 @@ PATHS = ("jpeg+pcm", "h264+pcm", "h264+opus")
 TEMPLATE = (
     "{bin}/twistd -n --pidfile= livestream --listen tcp:{port}:interface=127.0.0.1 --media {media}"  # noqa: E501
 )
-# Both sides to the same pixels before comparing: a JPEG-sourced recording is full range.
-NORMALIZE = "scale=out_range=tv,format=yuv420p,setpts=N/(15*TB)"
+# Both sides to the same pixels before comparing (a JPEG-sourced recording is full range), and
+# to frame numbers as timestamps: setpts=N/(15*TB) rounds differently in a 1/1000 time base
+# (Matroska) than in 1/90000 (MP4), and the ssim filter then paired every third frame wrongly.
+NORMALIZE = "scale=out_range=tv,format=yuv420p,settb=1/15,setpts=N"
 
 
 @dataclass(frozen=True)
