@@ -16,7 +16,13 @@ the last increment until a step backs up: a session's sends fell more than 1 s b
 schedule, a recording was not ready within 1 s of its CLOSE (the ``CLOSED`` reply), a session
 failed, or anything sent is missing when every MP4 is decoded and every WAV counted. The largest
 N that held is the capacity; if the last step tried held too, it is a lower bound and the
-report says so.
+report says so. If the first step backs up, it is halved until one holds.
+
+All N sessions start together and, by default, CLOSE together too: the daemon finishes N
+recordings at once (for a passthrough session, one short ffmpeg for the faststart copy and one
+for the poster, a third for an Opus session's WAV). ``--spread-ends 10`` makes session i of N
+last i/N x 10 s longer, so the CLOSEs come evenly over 10 s while all N still record together
+for the first 20 s: the capacity for streaming, apart from that burst.
 
 Per step (one JSON line each on stdout, and a table at the end): sessions that kept up (each
 judged alone by the rule above), CLOSE-to-ready median and max, the daemon's own CPU and its
@@ -28,6 +34,7 @@ the generator than about the daemon.
 
     .venv/bin/python -m bench.capacity                    # the three searches, 15-30 minutes
     .venv/bin/python -m bench.capacity --quick            # two tiny steps each: a smoke run
+    .venv/bin/python -m bench.capacity --spread-ends 10   # CLOSEs over 10 s, not all at once
     .venv/bin/python -m bench.capacity --paths h264+pcm --steps 100,200 --seconds 10
 """
 
@@ -35,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import shutil
 import statistics
@@ -158,6 +166,17 @@ class Step:
     wall_s: float
 
 
+def spread_ends(plans: Sequence[load.ClientPlan], seconds: float) -> list[load.ClientPlan]:
+    """Session i of N sends ``i/N * seconds`` longer: all start together and record together
+    for the whole base length, and their CLOSEs come evenly over ``seconds`` rather than at
+    once (0: at once)."""
+    n = len(plans)
+    return [
+        dataclasses.replace(p, frames=p.frames + round(i * seconds * FPS / n))
+        for i, p in enumerate(plans)
+    ]
+
+
 def session_trouble(r: load.ClientResult, loss: load.Loss) -> str | None:
     """Why one session did not keep up, or None."""
     if r.failure:
@@ -194,14 +213,16 @@ async def run_step(
         before = await scrape_lateness(server.port)
         idle = run.read_stat(server.proc.pid)
         rss_idle = idle.rss if idle else 0
-        plans = load.make_plans(
-            f"cap-{path.replace('+', '-')}-{clients}", clients, frames, FPS, True
-        )
+        plans = spread_ends(
+            load.make_plans(f"cap-{path.replace('+', '-')}-{clients}", clients, frames, FPS,
+                            True),
+            opts.spread_ends,
+        )  # fmt: skip
         sampler = run.Sampler(server.proc.pid)
         own_cpu, busy, t = time.process_time(), run.machine_busy_s(), time.monotonic()
         sampler.start()
         try:
-            timeout = opts.ready_timeout + seconds
+            timeout = opts.ready_timeout + seconds + opts.spread_ends
             results = await load.run_clients(server.port, plans, media, load.ReplyReadiness(),
                                               timeout)  # fmt: skip
             await run.children_gone(sampler, 60.0)
@@ -332,14 +353,15 @@ def table(results: dict[str, list[Step]]) -> str:
     return "\n".join(rows)
 
 
-def summary_lines(results: dict[str, list[Step]]) -> list[str]:
+def summary_lines(results: dict[str, list[Step]], spread: float) -> list[str]:
+    when = f"CLOSEs spread over {spread:g} s" if spread else "all CLOSE at once"
     out = []
     for path, steps in results.items():
         best, lower = capacity_of(steps)
         note = " (a lower bound: the last step tried still held)" if lower else ""
         background = statistics.fmean(s.background_cores for s in steps) if steps else 0.0
-        out.append(f"capacity {path}: {best}{note}; other processes used {background:.2f} "
-                   "cores on average meanwhile")  # fmt: skip
+        out.append(f"capacity {path} ({when}): {best}{note}; other processes used "
+                   f"{background:.2f} cores on average meanwhile")  # fmt: skip
     return out
 
 
@@ -359,6 +381,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="no step above this: past it, the capacity is a lower bound")  # fmt: skip
     p.add_argument("--jpeg-max-clients", type=int, default=64)
     p.add_argument("--seconds", type=float, default=20, help="length of each session")
+    p.add_argument(
+        "--spread-ends",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="session i of N goes on i/N*S s longer: the CLOSEs come over S s instead of all "
+        "at once (streaming apart from the finalize burst)",
+    )
     p.add_argument("--quick", action="store_true", help="two tiny steps per path of 3 s")
     p.add_argument("--ready-timeout", type=float, default=120)
     p.add_argument("--livestream-args", default="", help="appended to the daemon's command")
@@ -399,7 +429,7 @@ async def main_async(args: argparse.Namespace) -> None:
     print()
     print(table(results))
     print()
-    for line in summary_lines(results):
+    for line in summary_lines(results, args.spread_ends):
         print(line)
     progress(f"done in {time.monotonic() - started:.0f} s")
 
