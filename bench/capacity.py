@@ -197,6 +197,19 @@ def _check(r: load.ClientResult, media: Path) -> load.Loss:
     return load.check_output(r, media)
 
 
+async def wait_quiet(limit: float, longest: float, window: float = 2.0) -> float:
+    """Wait (at most ``longest`` s) until the machine's busy cores over ``window`` s are under
+    ``limit``: other work on a shared machine (a test suite) would be measured as the daemon's
+    slowness. Returns the busy cores of the last window."""
+    deadline = time.monotonic() + longest
+    while True:
+        busy = run.machine_busy_s()
+        await asyncio.sleep(window)
+        cores = (run.machine_busy_s() - busy) / window
+        if cores < limit or time.monotonic() >= deadline:
+            return cores
+
+
 async def run_step(
     path: str, clients: int, media: load.Source, seconds: float, opts: argparse.Namespace
 ) -> Step:
@@ -299,6 +312,9 @@ async def search(
     done: list[Step] = []
 
     async def one(clients: int) -> Step:
+        if opts.wait_quiet:
+            cores = await wait_quiet(opts.quiet_cores, opts.wait_quiet)
+            progress(f"{path}: machine at {cores:.2f} busy cores before the step")
         progress(f"{path}: {clients} sessions of {opts.seconds:g} s")
         step = await run_step(path, clients, media, opts.seconds, opts)
         progress(
@@ -388,6 +404,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="S",
         help="session i of N goes on i/N*S s longer: the CLOSEs come over S s instead of all "
         "at once (streaming apart from the finalize burst)",
+    )
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=120,
+        metavar="S",
+        help="before each step wait up to S s for the machine to be quiet (0: not)",
+    )
+    p.add_argument(
+        "--quiet-cores", type=float, default=0.15, help="quiet: fewer busy cores than this over 2 s"
     )
     p.add_argument("--quick", action="store_true", help="two tiny steps per path of 3 s")
     p.add_argument("--ready-timeout", type=float, default=120)
