@@ -918,6 +918,10 @@ def avcc_nals(case: SynchronousTestCase, sample: bytes) -> list[bytes]:
     return nals
 
 
+def is_key(unit: bytes) -> bool:
+    return any(n[0] & 0x1F == h264.IDR for n in split_nals(unit))
+
+
 def session_plan(rng: random.Random, frames: int) -> list[tuple[str, bytes, int, bool, int]]:
     """A session's chunks as a hostile or broken client sends them: video mostly from one real
     stream, some mutated, some from another stream (another size or profile), some skipped or
@@ -935,7 +939,7 @@ def session_plan(rng: random.Random, frames: int) -> list[tuple[str, bytes, int,
             unit = mutator.unit(unit)
         elif roll < 0.3:
             unit = rng.choice(rng.choice(streams()))
-        key = any(n[0] & 0x1F == h264.IDR for n in split_nals(unit))
+        key = is_key(unit)
         if rng.random() < 0.05:
             key = not key
         stamp = EPOCH_US + i * FRAME_US + rng.randint(-2000, 2000)
@@ -997,6 +1001,33 @@ class Recordings(SynchronousTestCase):
                 self.assertEqual(duration, opus.packet_samples(packet))
         else:
             self.assertFalse(audio.exists())
+
+    def test_parameter_sets_an_mp4_cannot_hold(self) -> None:
+        """A keyframe with more SPS or PPS than an avcC counts (31 and 255), or one of them
+        longer than its 16-bit length says, is refused (it once broke the MP4 or the session);
+        the recording starts on the next keyframe. At the limits, it is recorded and copied."""
+        nals = split_nals(streams()[0][0])
+        sps, pps = (n for n in nals if n[0] & 0x1F in (h264.SPS, h264.PPS))
+        picture = [n for n in nals if n[0] & 0x1F not in (h264.SPS, h264.PPS)]
+        for label, sets in [
+            ("32 SPS", [sps] * 32 + [pps]),
+            ("256 PPS", [sps] + [pps] * 256),
+            ("an SPS of 64 KiB", [sps + b"\xff" * 65530, pps]),
+            ("a PPS of 64 KiB", [sps, pps + b"\xff" * 65535]),
+        ]:
+            fuzzed = FuzzedSession(self, label)
+            self.assertFalse(fuzzed.video(join_nals([*sets, *picture]), key=True), label)
+            self.assertEqual(fuzzed.refused, {"invalid_h264": 1}, label)
+            for unit in streams()[0]:
+                fuzzed.video(unit, key=is_key(unit))
+            fuzzed.finish()
+            self.assertEqual(fuzzed.session.frames, len(streams()[0]), label)
+            self.assert_recorded(fuzzed)
+        fuzzed = FuzzedSession(self, "at the limits")
+        self.assertTrue(fuzzed.video(join_nals([*[sps] * 31, *[pps] * 255, *picture]), True))
+        fuzzed.finish()
+        copy = run_ffmpeg(["-i", fuzzed.path(VIDEO_STREAM), "-c", "copy", "-f", "null", "-"])
+        self.assertEqual(copy.returncode, 0, copy.stderr)
 
     def test_mutated_sessions(self) -> None:
         """200 sessions of 30 frames and their sound, each fed a different mutated stream."""

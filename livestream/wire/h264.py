@@ -36,6 +36,11 @@ _MAX_SPS_ID = 31
 _MAX_LOG2 = 12
 _MAX_REF_FRAMES = 16
 _MAX_POC_CYCLE = 255
+# What an MP4's avcC holds (ISO/IEC 14496-15 5.3.3.1): 5 bits count the SPS, 8 bits the PPS,
+# 16 bits give each one's length.
+MAX_SPS_COUNT = 31
+MAX_PPS_COUNT = 255
+MAX_SET_BYTES = 0xFFFF
 
 
 class InvalidH264(ValueError):
@@ -113,12 +118,20 @@ def check_access_unit(data: bytes) -> AccessUnit:
                 raise InvalidH264("a slice NAL unit has no slice header")
             slice_types.add(kind)
         elif kind == SPS:
-            parse_sps(nal)
             sps.append(nal)
         elif kind == PPS:
             if len(nal) < 2:
                 raise InvalidH264("a PPS NAL unit is empty")
             pps.append(nal)
+    if len(sps) > MAX_SPS_COUNT or len(pps) > MAX_PPS_COUNT:
+        raise InvalidH264(
+            f"an access unit carries {len(sps)} SPS and {len(pps)} PPS; an MP4 holds at most "
+            f"{MAX_SPS_COUNT} and {MAX_PPS_COUNT}"
+        )
+    if any(len(nal) > MAX_SET_BYTES for nal in (*sps, *pps)):
+        raise InvalidH264(f"a parameter set is over {MAX_SET_BYTES} bytes, more than an MP4 holds")
+    for nal in sps:
+        parse_sps(nal)
     if not slice_types:
         raise InvalidH264("an access unit must hold a picture (a slice NAL unit)")
     if len(slice_types) > 1:
