@@ -56,7 +56,7 @@ from livestream.wire.messages import (
     parse_text,
 )
 from livestream.wire.opus import InvalidOpus, OpusHead
-from tests.support.bitstream import HIGH_PROFILES, Sps, escape, pcm_idr
+from tests.support.bitstream import HIGH_PROFILES, BitWriter, Sps, escape, pcm_idr
 from tests.support.fakes import ProcessReactor
 from tests.support.media import ffmpeg_exe, h264_access_units, opus_packets
 
@@ -424,6 +424,18 @@ class H264Checks(SynchronousTestCase):
                 nal = bytes(mutator.flip(bytearray(nal)))
             self.parse_sps(nal)
 
+    def test_exp_golomb_codes(self) -> None:
+        """The longest code a 32-bit field has (31 zeros) is read; one zero more is refused,
+        as is a code the SPS ends inside of."""
+        self.assertEqual(self.parse_sps(Sps(poc_type=1, ref_offsets=(2**31 - 1,) * 3).nal()),
+                         h264.SequenceParameters(66, 0, 30, 320, 240))  # fmt: skip
+        for zeros, message in [(32, "over 32 bits"), (20, "ends before its fields")]:
+            bits = BitWriter()
+            bits.u(24, 0x42001E)
+            bits.u(zeros, 0)
+            with self.assertRaisesRegex(InvalidH264, message):
+                h264.parse_sps(b"\x67" + escape(bits.rbsp()))
+
     @settings(max_examples=400, deadline=None)
     @given(st.binary(max_size=300))
     def test_any_bytes(self, data: bytes) -> None:
@@ -444,6 +456,83 @@ class H264Checks(SynchronousTestCase):
     def test_start_code_soup(self, pieces: list[bytes]) -> None:
         """Start codes, zeros, escapes and NAL headers in any order."""
         self.check(b"".join(pieces))
+
+
+class MegabyteUnits(SynchronousTestCase):
+    """What a client can pack into one message (up to 16 MiB by default) costs a pass over it,
+    never a pathological loop: each of these 1 MB units is checked in well under 100 ms."""
+
+    def units(self) -> dict[str, bytes]:
+        baseline = streams()[0]
+        sps, pps = (n for n in split_nals(baseline[0]) if n[0] & 0x1F in (7, 8))
+        heavy = Sps(
+            profile=100,
+            scaling=tuple((127, -127) * 32 for _ in range(8)),
+            poc_type=1,
+            ref_offsets=(2**31 - 1,) * 255,
+            offset_non_ref=-(2**31) + 1,
+        ).nal()
+        slice_nal = b"\x65\x88\x84"
+        return {
+            "one slice": join_nals([sps, pps, b"\x65" + random.Random(1).randbytes(MB)]),
+            "zeros after a start code": b"\x00\x00\x01" + bytes(MB),
+            "escapes in an SPS": b"\x00\x00\x01" + sps + b"\x00\x00\x03" * (MB // 3),
+            "the real SPS again and again": join_nals([*[sps] * (MB // (len(sps) + 4)), pps,
+                                                        slice_nal]),
+            "the heaviest SPS again and again": join_nals([*[heavy] * (MB // len(heavy)), pps,
+                                                           slice_nal]),
+            "one SPS of a megabyte": join_nals([heavy + b"\xff" * MB, pps, slice_nal]),
+            "SPS cut off in an over-long code": join_nals(
+                [*[b"\x67\x64\x00\x28" + bytes(8) + b"\x01"] * (MB // 17), pps, slice_nal]
+            ),
+        }  # fmt: skip
+
+    def test_each_in_well_under_100_ms(self) -> None:
+        slow = {}
+        for name, unit in self.units().items():
+            self.assertGreater(len(unit), MB - 4096, name)
+            elapsed = cpu_time(lambda unit=unit: h264.check_access_unit(unit))
+            if elapsed >= BOUND / 2:
+                slow[name] = round(elapsed, 3)
+        self.assertEqual(slow, {})
+
+    def test_an_sps_of_a_megabyte(self) -> None:
+        """What ``parse_sps`` itself costs on an SPS of a megabyte: its fields are read, the
+        rest only unescaped."""
+        heavy = self.units()["one SPS of a megabyte"].split(b"\x00\x00\x00\x01")[1]
+        self.assertLess(cpu_time(lambda: h264.parse_sps(heavy)), BOUND / 2)
+
+    def test_each_through_a_recording(self) -> None:
+        """The same units sent to a session (checked, admitted and written): as quick."""
+        slow = {}
+        for name, unit in self.units().items():
+            session = FuzzedSession(self, name, timing="frames")
+            elapsed = cpu_time(lambda s=session, unit=unit: s.video(unit, key=True))
+            if elapsed >= BOUND:
+                slow[name] = round(elapsed, 3)
+        self.assertEqual(slow, {})
+
+    def test_the_most_parameter_sets(self) -> None:
+        """31 SPS (each as long to read as an SPS can be) and 255 PPS, all an access unit may
+        carry: checked and recorded in well under 100 ms too."""
+        heavy = [
+            Sps(
+                profile=100,
+                sps_id=i,
+                scaling=tuple((127, -127) * 32 for _ in range(8)),
+                poc_type=1,
+                ref_offsets=(2**31 - 1,) * 255,
+            ).nal()
+            for i in range(31)
+        ]
+        nals = split_nals(streams()[0][0])
+        pps = next(n for n in nals if n[0] & 0x1F == h264.PPS)
+        unit = join_nals([*heavy, *[pps] * 255, b"\x65\x88\x84"])
+        self.assertEqual(len(h264.check_access_unit(unit).params), 31)
+        self.assertLess(cpu_time(lambda: h264.check_access_unit(unit)), BOUND / 2)
+        session = FuzzedSession(self, "the most parameter sets", timing="frames")
+        self.assertLess(cpu_time(lambda: session.video(unit, key=True)), BOUND)
+        self.assertEqual(session.refused, {})
 
 
 # -- Opus --------------------------------------------------------------------------------------
