@@ -475,13 +475,17 @@ class MegabyteUnits(SynchronousTestCase):
         slice_nal = b"\x65\x88\x84"
         return {
             "one slice": join_nals([sps, pps, b"\x65" + random.Random(1).randbytes(MB)]),
+            "start codes": b"\x00\x00\x01" * (MB // 3),
             "zeros after a start code": b"\x00\x00\x01" + bytes(MB),
             "escapes in an SPS": b"\x00\x00\x01" + sps + b"\x00\x00\x03" * (MB // 3),
+            "tiny slices": join_nals([sps, pps, *[slice_nal] * (MB // 7)]),
             "the real SPS again and again": join_nals([*[sps] * (MB // (len(sps) + 4)), pps,
                                                         slice_nal]),
             "the heaviest SPS again and again": join_nals([*[heavy] * (MB // len(heavy)), pps,
                                                            slice_nal]),
             "one SPS of a megabyte": join_nals([heavy + b"\xff" * MB, pps, slice_nal]),
+            "PPS again and again": join_nals([sps, *[pps] * (MB // (len(pps) + 4)), slice_nal]),
+            "8192 slices": join_nals([sps, pps, *[b"\x65\x88" + b"\xaa" * 122] * 8190]),
             "SPS cut off in an over-long code": join_nals(
                 [*[b"\x67\x64\x00\x28" + bytes(8) + b"\x01"] * (MB // 17), pps, slice_nal]
             ),
@@ -511,6 +515,15 @@ class MegabyteUnits(SynchronousTestCase):
             if elapsed >= BOUND:
                 slow[name] = round(elapsed, 3)
         self.assertEqual(slow, {})
+
+    def test_the_most_nal_units(self) -> None:
+        """An access unit of 8192 NAL units is recorded; one more is refused."""
+        session = FuzzedSession(self, "the most NAL units", timing="frames")
+        nals = split_nals(streams()[0][0])
+        for extra, taken in [(8192 - len(nals), True), (8193 - len(nals), False)]:
+            unit = join_nals([*nals, *[b"\x06\x05\x01\x00\x80"] * extra])
+            self.assertEqual(session.video(unit, key=True), taken)
+        self.assertEqual(session.refused, {"invalid_h264": 1})
 
     def test_the_most_parameter_sets(self) -> None:
         """31 SPS (each as long to read as an SPS can be) and 255 PPS, all an access unit may
