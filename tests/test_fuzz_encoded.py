@@ -773,6 +773,22 @@ class OpusChecks(SynchronousTestCase):
                 taken.append(packet)
         self.assertEqual(libopus_decoded(taken), [opus.packet_samples(p) for p in taken])
 
+    def test_megabyte_packets(self) -> None:
+        """Long packets cost a pass over them: padding lengths, frames, lengths."""
+        packets = {
+            "padding lengths": b"\x03\x41" + b"\xff" * MB,
+            "VBR padding lengths": b"\x03\xc1" + b"\xff" * MB,
+            "padding": b"\x03\x41" + b"\xff" * 4 + b"\x10" + bytes(MB),
+            "one frame": b"\x00" + bytes(MB),
+            "two frames": b"\x02" + b"\xff\xff" + bytes(MB),
+        }
+        slow = {}
+        for name, packet in packets.items():
+            elapsed = cpu_time(lambda packet=packet: opus.packet_samples(packet))
+            if elapsed >= BOUND / 2:
+                slow[name] = round(elapsed, 3)
+        self.assertEqual(slow, {})
+
     def test_mutated_heads(self) -> None:
         """2000 mutations of a real OpusHead: mono or stereo with its fields, or refused."""
         rng = random.Random(SEED)
