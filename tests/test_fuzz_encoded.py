@@ -1147,6 +1147,29 @@ class Recordings(SynchronousTestCase):
         copy = run_ffmpeg(["-i", fuzzed.path(VIDEO_STREAM), "-c", "copy", "-f", "null", "-"])
         self.assertEqual(copy.returncode, 0, copy.stderr)
 
+    def test_sound_claiming_to_start_much_later(self) -> None:
+        """A first Opus packet stamped far after the first frame (another epoch, or a hostile
+        timestamp up to 2^53 µs) starts where it arrived, not after minutes or centuries of
+        silence: the video's last frame once lasted that long, past what the 32 bits of a
+        sample's duration hold, and finishing the recording failed."""
+        units, packets = streams()[0], opus_packets(2.0)[1]
+        for jump in (5 * 10**6, 20 * 10**6, 10**9, 2**53 - EPOCH_US):
+            fuzzed = FuzzedSession(self, f"sound {jump} µs later")
+            fuzzed.video(units[0], True, EPOCH_US)
+            fuzzed.reactor.advance(0.05)
+            for i in range(3):
+                fuzzed.audio(packets[i], EPOCH_US + jump + i * 20000, i)
+            fuzzed.video(units[1], False, EPOCH_US + FRAME_US)
+            fuzzed.finish()
+            self.assert_recorded(fuzzed)
+            video = fmp4_samples(self, fuzzed.path(VIDEO_STREAM))
+            audio = fmp4_samples(self, fuzzed.path(OPUS_STREAM))
+            start = audio[0][0] / opus.RATE
+            # Within 10 s of the server's clock the timestamp holds; past that, the arrival.
+            self.assertLess(abs(start - (5.0 if jump == 5 * 10**6 else 0.05)), 0.01, jump)
+            end = (video[-1][0] + video[-1][1]) / 90000
+            self.assertLess(abs(end - (start + 0.06)), 0.07, jump)
+
     def test_mutated_sessions(self) -> None:
         """200 sessions of 30 frames and their sound, each fed a different mutated stream."""
         frames = 0
