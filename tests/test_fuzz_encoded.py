@@ -40,6 +40,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from livestream.library import bmff
 from livestream.library.tree import OPUS_STREAM, VIDEO_STREAM, MediaTree
 from livestream.recording import fragments
+from livestream.recording.passthrough import PassthroughVideo
 from livestream.recording.video import EncoderSettings
 from livestream.sessions.errors import SessionError
 from livestream.sessions.outcome import CLOSE
@@ -1169,6 +1170,21 @@ class Recordings(SynchronousTestCase):
             self.assertLess(abs(start - (5.0 if jump == 5 * 10**6 else 0.05)), 0.01, jump)
             end = (video[-1][0] + video[-1][1]) / 90000
             self.assertLess(abs(end - (start + 0.06)), 0.07, jump)
+
+    def test_sound_longer_than_a_sample_lasts(self) -> None:
+        """Sound sent faster than real time (a 2-byte Opus packet lasts 120 ms) may run past
+        13.25 hours, the longest a sample lasts at 90 kHz in 32 bits: the video's last frame
+        lasts that long, and the file is finished (it once failed with struct.error)."""
+        tree = MediaTree(self.mktemp())
+        tree.ensure()
+        video = PassthroughVideo(tree, "long", 15)
+        for i, unit in enumerate(streams()[0][:2]):
+            au = h264.check_access_unit(unit)
+            video.admit(au)
+            video.write(au, i / 15)
+        video.end(14 * 3600.0)
+        samples = fmp4_samples(self, tree.temp_path("long", VIDEO_STREAM))
+        self.assertEqual([d for _, d, _, _ in samples], [6000, 2**32 - 1])
 
     def test_mutated_sessions(self) -> None:
         """200 sessions of 30 frames and their sound, each fed a different mutated stream."""

@@ -138,6 +138,9 @@ class PassthroughVideo:
         if self.frames > 1:
             interval = min(last // (self.frames - 1), int(MAX_LAST_FRAME * mp4.VIDEO_TIMESCALE))
         end = max(last + max(1, interval), round(until * mp4.VIDEO_TIMESCALE) - self._first_time)
+        # A sample lasts at most 2^32 - 1 ticks (13.25 hours): sound sent faster than real time
+        # may last longer.
+        end = min(end, last + mp4.MAX_DURATION)
         try:
             self._emit(end - last)
         finally:
