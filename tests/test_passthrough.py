@@ -405,3 +405,24 @@ class PassthroughTests(TestCase):
         sent = min(len(packets), 30 * 3)
         wav = wav_facts(self.media / "audio" / recordings["audio"])
         self.assertLessEqual(abs(wav.samples - (sent * 960 - 312) * 44100 / 48000), 2)
+
+    async def test_an_opus_timestamp_jump_does_not_bend_the_video(self) -> None:
+        """--timing capture: one Opus packet claims to be an hour late. It gets
+        timestamp_discontinuity and is placed after the packets before it, and the video's
+        frames stay a frame interval apart."""
+        port = await self.serve(timing="capture")
+        units = h264_access_units(30)
+        head, packets = opus_packets(2.0)
+        client, _ = await self.session(
+            port, audioCodec="opus", opusHead=base64.b64encode(head).decode()
+        )
+        for seq, unit in enumerate(units):
+            client.send_binary(video_msg(seq, unit))
+            for i in range(seq * 3, min(seq * 3 + 3, len(packets))):
+                late = 3_600_000_000 if i == 40 else 0
+                client.send_binary(encoded(0x22, i, i * 20_000 + late, packets[i]))
+        recordings = await self.close(client)
+        self.assertEqual(self.errors(client), ["timestamp_discontinuity"])
+        times = frame_times(self.media / "video" / recordings["video"])
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        self.assertLessEqual(max(abs(g - 1 / 15) for g in gaps), 0.005)
