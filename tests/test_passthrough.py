@@ -428,3 +428,30 @@ class PassthroughTests(TestCase):
         times = frame_times(self.media / "video" / recordings["video"])
         gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
         self.assertLessEqual(max(abs(g - 1 / 15) for g in gaps), 0.005)
+
+    async def test_jpeg_with_opus_and_mux_audio(self) -> None:
+        """The seed's JPEG frames with Opus sound, --mux-audio: the MP4 has the encoded video
+        and the Opus as sent; the WAV is the Opus decoded."""
+        port = await self.serve(mux_audio=True)
+        head, packets = opus_packets(1.0)
+        frames = jpeg_frames(15)
+        client = await open_client(port)
+        opus_head = base64.b64encode(head).decode()
+        client.send(json.dumps(
+            {"eventType": "CONNECT", "id": "cam", "audioCodec": "opus", "opusHead": opus_head}
+        ))  # fmt: skip
+        connected = await client.event("CONNECTED")
+        self.assertEqual((connected.get("videoCodec"), connected["audioCodec"]), (None, "opus"))
+        for seq, packet in enumerate(packets):
+            if seq < len(frames):
+                client.send_binary(bytes([0x01]) + frames[seq])
+            client.send_binary(encoded(0x22, seq, seq * 20_000, packet))
+        recordings = await self.close(client)
+        self.assertEqual(self.errors(client), [])
+        with av.open(os.fspath(self.media / "video" / recordings["video"])) as container:
+            kinds = sorted((s.type, s.codec_context.name) for s in container.streams)
+            copied = [bytes(p) for p in container.demux(container.streams.audio[0]) if p.size]
+        self.assertEqual(kinds, [("audio", "opus"), ("video", "h264")])
+        self.assertEqual(copied, list(packets))
+        wav = wav_facts(self.media / "audio" / recordings["audio"])
+        self.assertLessEqual(abs(wav.samples - (len(packets) * 960 - 312) * 44100 / 48000), 2)

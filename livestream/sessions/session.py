@@ -519,17 +519,17 @@ class Session:
     async def _finish_video(self) -> str | None:
         """End the video's encoder (or file) and the AAC track's, and publish the MP4."""
         video = self._video
+        copy_opus = self._settings.mux_audio and self._opus is not None and self._opus.started
         if isinstance(video, PassthroughVideo):
             video.end(self._clock.end())
             if self._track is not None:
                 await self._track.finish()
-            copy_opus = self._settings.mux_audio and self._opus is not None and self._opus.started
             return await video.publish(self._reactor, self._settings.ffmpeg, opus=copy_opus)
         video.repeat(self._timeline.end())
         # The encoders end side by side; the publish takes both files.
         track = self._track.finish() if self._track is not None else None
         await gatherResults([video.end(), *([track] if track else [])], consumeErrors=True)
-        return await video.publish()
+        return await video.publish(opus=copy_opus)
 
     def _audio_bytes(self, wav: str | None) -> int:
         """The WAV's bytes of samples: as written, or as decoded from the Opus."""
