@@ -4,17 +4,28 @@ command against the daemon, its recordings decoded with PyAV."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import random
+import re
 import struct
 import subprocess
+import sys
+import time
 from fractions import Fraction
 from functools import cache
+from pathlib import Path
 
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone
+from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import Clock
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from livestream.cli.send.client import SendFactory, SendProtocol, target
 from livestream.cli.send.outbox import Outbox
@@ -24,7 +35,11 @@ from livestream.wire.h264 import AUD, InvalidH264, check_access_unit, nal_units
 from livestream.wire.kinds import AUDIO, VIDEO, Codec
 from livestream.wire.messages import ENCODED_HEADER, parse_binary, parse_text
 from livestream.wire.opus import InvalidOpus, parse_opus_head
-from tests.support.media import ffmpeg_exe
+from tests.support.daemon import ROOT
+from tests.support.http import get_json
+from tests.support.media import ffmpeg_exe, video_facts, wav_facts
+from tests.support.server import start_server
+from tests.support.waiting import sleep
 
 FPS = 10
 SECONDS = 2
@@ -452,3 +467,200 @@ class WireFormTests(SynchronousTestCase):
         proto, messages = self.protocol(True, ())
         proto.send_media(AUDIO, 4, Fraction(1, 4), False, b"pcm!")
         self.assertEqual(parse_binary(messages[0][0]).capture_time, 250.0)
+
+
+def tone(seconds: float) -> bytes:
+    """The PCM the test pattern's ffmpeg makes for ``seconds`` (its audio output alone)."""
+    return _encode(Source(None, FPS, (320, 240), seconds, video=False), "pipe:3")
+
+
+# Opus is not sample-exact at the ends: the encoder pads its last 20 ms packet, the server gets
+# no end trimming over the protocol (Ogg's last granule position does not travel), so up to one
+# packet more than the input comes out (2 s: 101 packets, 96960 samples, 648 of them padding);
+# the pre-skip (312 samples) is dropped at the start; and 48 kHz -> 44.1 kHz resampling has a
+# filter's worth of edge. Allowed: the input's samples, less 10 ms, to one packet more plus
+# 10 ms.
+OPUS_BELOW = 441
+OPUS_ABOVE = 882 + 441
+
+
+class Collect(ProcessProtocol):
+    def __init__(self) -> None:
+        self.out = self.err = b""
+        self.ended: Deferred[int | None] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def processEnded(self, reason) -> None:
+        self.ended.callback(getattr(reason.value, "exitCode", None))
+
+
+class EncodedSendTests(TestCase):
+    """The command against the daemon's service tree: what it recorded, decoded with PyAV."""
+
+    timeout = 90
+
+    async def serve(self, **options) -> int:
+        self.media = Path(self.mktemp()).absolute() / "media"
+        self.service, self.port = await start_server(self, self.media, fps=FPS, **options)
+        self.registry = self.service.getServiceNamed("sessions")
+        return self.port
+
+    async def send(self, *argv: str) -> tuple[int, str, str, float]:
+        """Run the command on the test pattern; (exit status, stdout, stderr, seconds)."""
+        started = time.monotonic()
+        out, err, code = await getProcessOutputAndValue(
+            sys.executable,
+            ["-m", "livestream.cli.send.main", f"ws://127.0.0.1:{self.port}/", "--test-pattern",
+             "--fps", str(FPS), "--size", "320x240", "--ffmpeg", ffmpeg_exe(), *argv],
+            env=dict(os.environ, PYTHONPATH=os.fspath(ROOT)), reactor=reactor,
+        )  # fmt: skip
+        return code, out.decode(), err.decode(), time.monotonic() - started
+
+    def check(self, out: str, err: str, seconds: float, opus: bool) -> None:
+        """One recording: H.264, every frame sent (frames mode: frame n at n/fps, so the
+        duration is frames/fps), and the WAV: the tone exactly (PCM), or within the Opus
+        tolerance above."""
+        frames = round(seconds * FPS)
+        self.assertIn(f"{frames} frames, {seconds:.1f} s audio", err.splitlines()[-1])
+        names = json.loads(out)
+        video = video_facts(self.media / "video" / names["video"])
+        self.assertEqual((video.codec, video.frames, video.width), ("h264", frames, 320))
+        self.assertAlmostEqual(video.duration, seconds, delta=0.5 / FPS)
+        self.assertTrue(video.faststart)
+        wav = wav_facts(self.media / "audio" / names["audio"])
+        self.assertEqual((wav.rate, wav.channels), (44100, 1))
+        if opus:
+            expected = round(seconds * 44100)
+            self.assertTrue(expected - OPUS_BELOW <= wav.samples <= expected + OPUS_ABOVE,
+                            (wav.samples, expected))  # fmt: skip
+        else:
+            self.assertEqual(wav.data, tone(seconds))
+
+    async def test_real_time_json_pcm(self) -> None:
+        """H.264 in JSON with PCM, paced: 2 s of pattern takes about 2 s, every frame and
+        sample recorded."""
+        await self.serve()
+        code, out, err, took = await self.send("--duration", "2", "--codec", "h264")
+        self.assertEqual(code, 0, err)
+        self.assertGreater(took, 1.9)
+        self.check(out, err, 2, opus=False)
+
+    async def test_real_time_binary_opus(self) -> None:
+        await self.serve()
+        code, out, err, took = await self.send("--duration", "2", "--codec", "h264",
+                                               "--audio-codec", "opus", "--binary")  # fmt: skip
+        self.assertEqual(code, 0, err)
+        self.assertGreater(took, 1.9)
+        self.check(out, err, 2, opus=True)
+
+    async def test_fast_binary_pcm(self) -> None:
+        """--fast: 6 s of media in well under 6 s."""
+        await self.serve()
+        code, out, err, took = await self.send("--duration", "6", "--codec", "h264", "--fast",
+                                               "--binary")  # fmt: skip
+        self.assertEqual(code, 0, err)
+        self.assertLess(took, 5)
+        self.check(out, err, 6, opus=False)
+
+    async def test_fast_json_opus(self) -> None:
+        await self.serve()
+        code, out, err, took = await self.send("--duration", "6", "--codec", "h264", "--fast",
+                                               "--audio-codec", "opus")  # fmt: skip
+        self.assertEqual(code, 0, err)
+        self.assertLess(took, 5)
+        self.check(out, err, 6, opus=True)
+
+    async def test_jpeg_with_opus(self) -> None:
+        """Opus goes with JPEG frames too (the server encodes those as ever)."""
+        await self.serve()
+        code, out, err, _ = await self.send("--duration", "2", "--fast", "--audio-codec", "opus")
+        self.assertEqual(code, 0, err)
+        self.check(out, err, 2, opus=True)
+
+    async def cut(self, after_frames: int, previous: object = None) -> object:
+        """Once the session has ``after_frames`` on a connection other than ``previous``,
+        stop reading that connection for 0.3 s (what is sent meanwhile is lost) and abort it."""
+        while True:
+            sessions = self.registry.sessions
+            owner = sessions[0]._owner if sessions else None
+            if owner is not None and owner is not previous and sessions[0].frames >= after_frames:
+                owner.transport.pauseProducing()
+                await sleep(0.3)
+                owner.transport.abortConnection()
+                return owner
+            await sleep(0.02)
+
+    async def test_resumed_twice(self) -> None:
+        """Cut twice while streaming H.264 and Opus, the sender resumes and sends again what
+        was not acknowledged, in order, with its timestamps: one recording, every frame once."""
+        await self.serve()
+        done = Collect()
+        argv = [sys.executable, "-m", "livestream.cli.send.main", f"ws://127.0.0.1:{self.port}/",
+                "--test-pattern", "--duration", "3.5", "--fps", str(FPS), "--size", "320x240",
+                "--ffmpeg", ffmpeg_exe(), "--codec", "h264", "--audio-codec", "opus",
+                "--binary"]  # fmt: skip
+        reactor.spawnProcess(done, sys.executable, argv,
+                             env=dict(os.environ, PYTHONPATH=os.fspath(ROOT)))  # fmt: skip
+        owner = await self.cut(5)
+        await self.cut(17, owner)
+        code = await done.ended
+        out, err = done.out.decode(), done.err.decode()
+        self.assertEqual(code, 0, err)
+        resent = re.search(r"resumed after 2 drops \((\d+) chunks sent again\)", err)
+        self.assertIsNotNone(resent, err)
+        self.assertGreater(int(resent[1]), 0)
+        names = json.loads(out)
+        self.assertEqual(await get_json(self.port, "/recordings"),
+                         {"video": [names["video"]], "audio": [names["audio"]]})  # fmt: skip
+        self.check(out, err, 3.5, opus=True)
+
+
+class OlderServer(WebSocketServerProtocol):
+    """A server that knows CONNECT but not the encoded-media extension: its CONNECTED names no
+    codec. It keeps what it was sent."""
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.factory.received.append(None if isBinary else json.loads(payload))
+        message = self.factory.received[-1]
+        if message and message["eventType"] == "CONNECT":
+            self.sendMessage(json.dumps({"eventType": "CONNECTED", "id": message["id"],
+                                         "recording": "old_1"}).encode())  # fmt: skip
+        elif message and message["eventType"] == "CLOSE":
+            self.sendMessage(json.dumps({"eventType": "CLOSED", "recordings": {
+                "video": None, "audio": None}}).encode())  # fmt: skip
+            self.sendClose(1000)
+
+
+class OlderServerTests(TestCase):
+    timeout = 30
+
+    async def test_refused_with_one_line(self) -> None:
+        """Against a server that does not echo the codecs, the sender says so in one line and
+        exits 1, having sent CONNECT (with the codecs and the OpusHead ffmpeg wrote) and CLOSE,
+        and no media."""
+        factory = WebSocketServerFactory()
+        factory.protocol = OlderServer
+        factory.received = []
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        out, err, code = await getProcessOutputAndValue(
+            sys.executable,
+            ["-m", "livestream.cli.send.main", f"ws://127.0.0.1:{port.getHost().port}/",
+             "--test-pattern", "--codec", "h264", "--audio-codec", "opus", "--binary",
+             "--ffmpeg", ffmpeg_exe()],
+            env=dict(os.environ, PYTHONPATH=os.fspath(ROOT)), reactor=reactor,
+        )  # fmt: skip
+        self.assertEqual((code, out), (1, b""))
+        self.assertEqual(err.decode(), "livestream-send: the server does not know the "
+                         'encoded-media extension: CONNECTED does not say videoCodec "h264" '
+                         "(an older livestream?)\n")  # fmt: skip
+        connect, close = factory.received
+        self.assertEqual((connect["videoCodec"], connect["audioCodec"]), ("h264", "opus"))
+        head = parse_opus_head(base64.b64decode(connect["opusHead"]))
+        self.assertEqual((head.channels, head.pre_skip), (1, 312))
+        self.assertEqual(close, {"eventType": "CLOSE"})
