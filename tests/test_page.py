@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from livestream.auth.access import Access
 from livestream.auth.tokens import Verifier, mint
+from livestream.sessions.session import Piece
 from livestream.web.live import AUDIO, MAX_HELD_AUDIO, VIDEO, ViewerProtocol
 from livestream.web.page import STATIC
 from livestream.wire.kinds import MediaKind
@@ -227,20 +228,20 @@ class SlowViewerTests(SynchronousTestCase):
     def test_paused_keeps_the_latest_frame_and_the_last_second(self) -> None:
         self.viewer.pauseProducing()
         for frame in (b"f1", b"f2", b"f3"):
-            self.viewer.chunk(MediaKind.VIDEO, frame)
+            self.viewer.chunk(Piece(MediaKind.VIDEO, frame))
         audio = pcm(MAX_HELD_AUDIO)  # two seconds
-        self.viewer.chunk(MediaKind.AUDIO, audio)
+        self.viewer.chunk(Piece(MediaKind.AUDIO, audio))
         self.assertEqual(self.sent, [])
         self.viewer.resumeProducing()
         self.assertEqual(self.sent, [AUDIO + audio[-MAX_HELD_AUDIO:], VIDEO + b"f3"])
         self.assertEqual((self.viewer.dropped_frames, self.viewer.dropped_audio_bytes),
                          (2, MAX_HELD_AUDIO))  # fmt: skip
-        self.viewer.chunk(MediaKind.VIDEO, b"f4")
+        self.viewer.chunk(Piece(MediaKind.VIDEO, b"f4"))
         self.assertEqual(self.sent[-1], VIDEO + b"f4")
 
     def test_a_closed_viewer_is_sent_nothing(self) -> None:
         self.viewer.state = ViewerProtocol.STATE_CLOSED
-        self.viewer.chunk(MediaKind.VIDEO, b"f1")
+        self.viewer.chunk(Piece(MediaKind.VIDEO, b"f1"))
         self.viewer.pauseProducing()
         self.viewer.resumeProducing()
         self.assertEqual(self.sent, [])

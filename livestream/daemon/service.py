@@ -75,7 +75,7 @@ def build(config: Config, reactor) -> MultiService:
         _add(top, "objectstore", bucket.objects)
         _add(top, "uploader", bucket.uploader)
         _add(top, "storewatch", bucket.watch)
-    Recovery(reactor, tree, config.ffmpeg, events).setServiceParent(top)
+    Recovery(reactor, tree, config.ffmpeg, events, mux_audio=config.mux_audio).setServiceParent(top)
     _add(top, "retention", _retention(config, reactor, tree, registry, bucket))
     _add(top, "sessions", registry)
     for description in config.listen:

@@ -21,13 +21,17 @@ POSTER_TYPE = "image/jpeg"
 _SUFFIXES = {**SUFFIXES, POSTERS: POSTER_SUFFIX}
 
 # What a live session keeps in temp/: the encoder's fragmented MP4 (playable up to its last
-# fragment if the daemon dies), the faststart copy being made from it, the growing WAV, and with
-# --mux-audio the AAC track's own fragmented MP4, muxed into the video at publish.
+# fragment if the daemon dies; for H.264 from the client, written by the daemon), the faststart
+# copy being made from it, the growing WAV, with --mux-audio the AAC track's own fragmented MP4,
+# muxed into the video at publish; Opus from the client, kept as it came (a fragmented MP4) to
+# be decoded into the WAV and copied into the video; and a poster being decoded.
 VIDEO_STREAM = ".video.fmp4"
 VIDEO_PART = ".video.part.mp4"
 AUDIO_STREAM = ".audio.wav"
 AAC_STREAM = ".audio.fmp4"
-TEMP_SUFFIXES = (VIDEO_STREAM, VIDEO_PART, AUDIO_STREAM, AAC_STREAM)
+OPUS_STREAM = ".opus.fmp4"
+POSTER_PART = ".poster.jpg"
+TEMP_SUFFIXES = (VIDEO_STREAM, VIDEO_PART, AUDIO_STREAM, AAC_STREAM, OPUS_STREAM, POSTER_PART)
 
 MAX_STEM_LENGTH = 64
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")

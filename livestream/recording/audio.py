@@ -62,7 +62,7 @@ class AudioRecorder:
         if not whole:
             return b""
         written = pcm[:whole]
-        _write_all(self._file, written)
+        write_all(self._file, written)
         self.bytes += whole
         return written
 
@@ -80,7 +80,7 @@ class AudioRecorder:
                 # A write cut short by a full disk may have left part of a chunk: not counted.
                 f.truncate(HEADER_SIZE + self.bytes)
                 f.seek(0)
-                _write_all(f, wav_header(self.bytes))
+                write_all(f, wav_header(self.bytes))
                 os.fsync(f.fileno())
         finally:
             f.close()
@@ -94,7 +94,7 @@ class AudioRecorder:
         return self.bytes // BLOCK_BYTES
 
 
-def _write_all(f: io.FileIO, data: bytes | memoryview) -> None:
+def write_all(f: io.FileIO, data: bytes | memoryview) -> None:
     """An unbuffered file may take less than asked; never let the rest go missing."""
     view = memoryview(data)
     while view:

@@ -113,10 +113,14 @@ class CaptureTimeline:
         return self._offset
 
     def video(self, source: float, arrival: float) -> Placement:
+        return self.pacer.place(self.time_of(source, arrival))
+
+    def time_of(self, source: float, arrival: float) -> float:
+        """Where a frame captured at ``source`` falls on the timeline, in seconds."""
         offset = self._start(source, arrival)
         if not self._audio_seen:
             offset.measure((arrival - self._server_zero) - source, source)
-        return self.pacer.place(source + offset.value)
+        return source + offset.value
 
     def audio(self, source: float, arrival: float, samples: int) -> int:
         """Account for a chunk of ``samples``; returns the samples of silence that place it (the
@@ -160,6 +164,57 @@ Timeline = CaptureTimeline | FrameTimeline
 
 def timeline(mode: str, fps: int) -> Timeline:
     return CaptureTimeline(fps) if mode == CAPTURE else FrameTimeline()
+
+
+# How far an encoded stream's timestamps may run ahead of the server's clock, counted from its
+# first frame, before they are taken for a jump: far over any client's buffering or drift.
+MAX_LEAD = 10.0
+
+
+class EncodedClock:
+    """Times of frames that arrive encoded (never repeated or dropped: each is in the
+    recording), on the session's timeline; each after the one before.
+
+    With ``--timing frames`` frame ``k`` is at ``k / fps``. With ``--timing capture`` a frame is
+    at its capture time on the timeline, as a JPEG frame would be, but not rounded to a tick. A
+    timestamp that goes back, or runs ahead of the server's clock by more than
+    :data:`MAX_LEAD` since the first frame (an hour's jump), is a discontinuity: the frame is
+    put one frame interval after the one before, and the frames after it follow from there.
+    """
+
+    def __init__(self, timeline: Timeline, fps: int) -> None:
+        self._timeline = timeline
+        self._interval = 1.0 / fps
+        self._count = 0
+        # Added to every source time since the last discontinuity.
+        self._shift = 0.0
+        self._first: tuple[float, float] | None = None
+        self._last: float | None = None
+
+    def place(self, source: float, arrival: float) -> tuple[float, str | None]:
+        """The frame's time in seconds, and what was wrong with its timestamp, if anything."""
+        if not isinstance(self._timeline, CaptureTimeline):
+            self._count += 1
+            return (self._count - 1) * self._interval, None
+        problem = None
+        shifted = source + self._shift
+        if self._first is None or self._last is None:
+            self._first = (shifted, arrival)
+        elif shifted <= self._last:
+            problem = f"went back {self._last - shifted:.3f} s"
+        elif shifted - self._first[0] > arrival - self._first[1] + MAX_LEAD:
+            problem = f"jumped {shifted - self._last:.3f} s ahead of the server's clock"
+        if problem is not None and self._last is not None:
+            self._shift += self._last + self._interval - shifted
+            shifted = self._last + self._interval
+        self._last = shifted
+        return self._timeline.time_of(shifted, arrival), problem
+
+    def end(self) -> float:
+        """The end of the audio on the timeline: the video lasts at least as long."""
+        if isinstance(self._timeline, CaptureTimeline):
+            return self._timeline.samples / SAMPLE_RATE
+        return 0.0
 
 
 FRAMES = "frames"

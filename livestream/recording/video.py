@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 
-from livestream.library.tree import AAC_STREAM, VIDEO_PART, VIDEO_STREAM, MediaTree
+from livestream.library.tree import AAC_STREAM, OPUS_STREAM, VIDEO_PART, VIDEO_STREAM, MediaTree
 from livestream.recording import ffmpeg, fragments
 from livestream.recording.feed import Feed
 from livestream.recording.ffmpeg import FFmpegResult
@@ -181,27 +181,33 @@ class VideoRecorder:
         return filename
 
 
-def publish(reactor, executable: str, tree: MediaTree, name: str) -> Deferred[str | None]:
+def publish(
+    reactor, executable: str, tree: MediaTree, name: str, *, opus: bool = False
+) -> Deferred[str | None]:
     """Turn ``temp/<name>`` fragmented MP4 into ``video/<name>.mp4`` (faststart) by stream copy,
-    with the ``--mux-audio`` track's fragmented MP4 as its sound when there is one.
+    with the ``--mux-audio`` track's fragmented MP4 as its sound when there is one: the AAC
+    encoded beside the video, or (``opus``) the Opus the client sent, which is left in place for
+    its WAV.
 
     Shared by a session's end and by recovery after a crash. Fires with the published file name,
-    or None when the encoder wrote no frame; temp files of ``name`` are gone either way. If the
-    copy fails, the fragmented video itself (playable, only slower to start, without the sound)
-    is published instead.
+    or None when no frame was written; temp files of ``name`` (but the Opus) are gone either way.
+    If the copy fails, the fragmented video itself (playable, only slower to start, without the
+    sound) is published instead.
     """
     src = tree.temp_path(name, VIDEO_STREAM)
     part = tree.temp_path(name, VIDEO_PART)
-    track = tree.temp_path(name, AAC_STREAM)
-    kept = _trimmed(src, name, "encoder output")
+    track = tree.temp_path(name, OPUS_STREAM if opus else AAC_STREAM)
+    owned = () if opus else (track,)
+    kept = _trimmed(src, name, "video")
     if not kept:
-        _unlink(src, part, track)
+        _unlink(src, part, *owned)
         return succeed(None)
     inputs, maps = ["-i", os.fspath(src)], ["-map", "0:v"]
     if _trimmed(track, name, "audio track"):
-        # Both start at 0 of the session's timeline (the track's silence placed it): copied as
-        # they are, they play in sync.
-        inputs += ["-i", os.fspath(track)]
+        # Both start at 0 of the session's timeline (the AAC's silence placed it), or the Opus
+        # says where it starts (its first fragment's decode time): -copyts keeps that start
+        # instead of moving each input to 0, so the copy plays them in sync.
+        inputs = [*(["-copyts"] if opus else []), *inputs, "-i", os.fspath(track)]
         maps += ["-map", "1:a"]
     args = [*inputs, *maps, "-c", "copy", "-movflags", "+faststart", "-f", "mp4", os.fspath(part)]
     d = ffmpeg.run(reactor, executable, args, f"{name} (faststart)")
@@ -209,13 +215,13 @@ def publish(reactor, executable: str, tree: MediaTree, name: str) -> Deferred[st
     def published(result: FFmpegResult) -> str:
         if result.ok and part.exists():
             filename = tree.publish(part, VIDEO, name)
-            _unlink(src, track)
+            _unlink(src, *owned)
             return filename
         _log.error(
             "faststart copy of {name} failed, publishing its fragmented MP4 as it is: {why}",
             name=name, why=result.describe(),
         )  # fmt: skip
-        _unlink(part, track)
+        _unlink(part, *owned)
         return tree.publish(src, VIDEO, name)
 
     return d.addCallback(published)

@@ -13,12 +13,14 @@ from twisted.logger import Logger
 from livestream.library.tree import (
     AAC_STREAM,
     AUDIO_STREAM,
+    OPUS_STREAM,
+    POSTER_PART,
     VIDEO_PART,
     VIDEO_STREAM,
     Leftover,
     MediaTree,
 )
-from livestream.recording import audio, video
+from livestream.recording import audio, opustrack, video
 from livestream.sessions.events import Events, Recovered
 from livestream.wire.kinds import AUDIO, VIDEO
 
@@ -34,8 +36,19 @@ SETTLE_LIMIT = 60.0
 class Recovery(Service):
     """Scans ``temp/`` when started (before anything listens), then recovers in the background."""
 
-    def __init__(self, reactor, tree: MediaTree, ffmpeg: str, events: Events | None = None) -> None:
+    def __init__(
+        self,
+        reactor,
+        tree: MediaTree,
+        ffmpeg: str,
+        events: Events | None = None,
+        *,
+        mux_audio: bool = False,
+    ) -> None:
+        """``mux_audio``: the daemon's --mux-audio now, which decides whether a session's Opus
+        goes into its MP4 (the Opus file does not say what the dead daemon's setting was)."""
         self._reactor = reactor
+        self._mux_audio = mux_audio
         self._events = events if events is not None else Events()
         self._tree = tree
         self._ffmpeg = ffmpeg
@@ -64,6 +77,9 @@ class Recovery(Service):
     async def _recover(self, leftover: Leftover) -> None:
         name, paths = leftover.name, leftover.paths
         found: dict[str, str | None] = {}
+        if POSTER_PART in paths:
+            paths[POSTER_PART].unlink()
+        opus = OPUS_STREAM in paths
         if VIDEO_STREAM in paths:
             if self._tree.final_path(VIDEO, name).exists():
                 for suffix in (VIDEO_STREAM, VIDEO_PART, AAC_STREAM):
@@ -73,7 +89,9 @@ class Recovery(Service):
                 for suffix in (VIDEO_STREAM, AAC_STREAM):
                     if suffix in paths:
                         await self._settled(paths[suffix])
-                found[VIDEO] = await video.publish(self._reactor, self._ffmpeg, self._tree, name)
+                found[VIDEO] = await video.publish(
+                    self._reactor, self._ffmpeg, self._tree, name, opus=opus and self._mux_audio
+                )
         else:
             if VIDEO_PART in paths:
                 _log.warn(
@@ -84,7 +102,15 @@ class Recovery(Service):
             if AAC_STREAM in paths:
                 # An audio track without a video makes no MP4: the WAV holds the sound.
                 paths[AAC_STREAM].unlink()
-        if AUDIO_STREAM in paths:
+        if opus:
+            # The WAV is made from the Opus (a WAV beside it is a decode the crash cut short).
+            if not self._tree.final_path(AUDIO, name).exists():
+                found[AUDIO] = await opustrack.decode_wav(
+                    self._reactor, self._ffmpeg, self._tree, name
+                )
+            self._tree.temp_path(name, AUDIO_STREAM).unlink(missing_ok=True)
+            paths[OPUS_STREAM].unlink()
+        elif AUDIO_STREAM in paths:
             if self._tree.final_path(AUDIO, name).exists():
                 paths[AUDIO_STREAM].unlink()
             else:

@@ -16,7 +16,7 @@ from livestream.recording.video import EncoderSettings
 from livestream.sessions.errors import SessionError
 from livestream.sessions.events import Events, SessionStarted
 from livestream.sessions.outcome import SHUTDOWN
-from livestream.sessions.session import ErrorSink, Session, SessionLimits
+from livestream.sessions.session import SEED_MEDIA, ErrorSink, Media, Session, SessionLimits
 
 _log = Logger()
 
@@ -75,6 +75,7 @@ class SessionRegistry(Service):
         *,
         grant: Grant | None = None,
         resumable: bool = False,
+        media: Media = SEED_MEDIA,
     ) -> Session:
         """A new session; ``resumable`` (the client asked, and --resume-grace is not 0) gives
         it a resume token."""
@@ -94,6 +95,7 @@ class SessionRegistry(Service):
         session = Session(
             self._reactor, self._settings, self._tree, client_id, name, peer, producer,
             report_error, self._session_limits.within(grant), grant=grant, events=self.events,
+            media=media,
         )  # fmt: skip
         self._live.add(session)
         if resumable and self._resume_grace > 0:

@@ -14,25 +14,64 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
 
 from livestream.auth.tokens import Grant
-from livestream.library.tree import MediaTree
+from livestream.library.tree import OPUS_STREAM, MediaTree
+from livestream.recording import opustrack
 from livestream.recording.aac import AacRecorder
-from livestream.recording.audio import AudioRecorder
+from livestream.recording.audio import HEADER_SIZE, AudioRecorder
 from livestream.recording.backpressure import SharedPause
 from livestream.recording.ffmpeg import FFmpegResult
-from livestream.recording.timing import timeline
+from livestream.recording.opustrack import OpusRecorder
+from livestream.recording.passthrough import GAP, RESUME, NeedKeyframe, PassthroughVideo
+from livestream.recording.timing import EncodedClock, timeline
 from livestream.recording.video import EncoderSettings, VideoRecorder
 from livestream.sessions.errors import SessionError
 from livestream.sessions.events import EncoderFailed, Events, SessionEnded
 from livestream.sessions.outcome import DISCONNECT, IDLE, LIMIT, STORAGE, Outcome
-from livestream.wire import jpeg
+from livestream.wire import h264, jpeg, opus
+from livestream.wire.h264 import InvalidH264
 from livestream.wire.jpeg import NotAJPEG
-from livestream.wire.kinds import BLOCK_BYTES, MediaKind
+from livestream.wire.kinds import AUDIO, BLOCK_BYTES, SAMPLE_RATE, Codec, MediaKind
+from livestream.wire.opus import InvalidOpus, OpusHead
 
 _log = Logger()
 
 ErrorSink = Callable[[str, str], None]
+# Told why the session needs a keyframe from the client (the reason of KEYFRAME_REQUEST).
+KeyframeSink = Callable[[str], None]
+# The shortest wait between two keyframe requests for the same reason.
+KEYFRAME_REQUEST_INTERVAL = 1.0
+
+
+@dataclass(frozen=True)
+class Media:
+    """What the client said in CONNECT its chunks are: the seed's JPEG frames and PCM, or H.264
+    and Opus it encoded itself (recorded as they came)."""
+
+    video: Codec = Codec.JPEG
+    audio: Codec = Codec.PCM
+    opus_head: OpusHead | None = None
+
+    def codec(self, kind: MediaKind) -> Codec:
+        return self.video if kind is MediaKind.VIDEO else self.audio
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A chunk the session accepted, as a live viewer gets it: the chunk as it came, and for an
+    encoded one its timestamp (microseconds, client clock) and whether it is a keyframe."""
+
+    kind: MediaKind
+    data: bytes
+    timestamp: int | None = None
+    key: bool = False
+
+
+# The seed's media, for clients that announce nothing.
+SEED_MEDIA = Media()
+
+
 # Told each accepted chunk as it arrives (live viewers); must return quickly and never block.
-Watcher = Callable[[MediaKind, bytes], None]
+Watcher = Callable[[Piece], None]
 
 
 @dataclass(frozen=True)
@@ -58,6 +97,10 @@ def _nowhere(code: str, message: str) -> None:
     """Errors of a session whose client is away have no one to go to."""
 
 
+def _no_keyframe(reason: str) -> None:
+    """Nor do its keyframe requests (a resumed client is asked again)."""
+
+
 class Session:
     def __init__(
         self,
@@ -73,8 +116,10 @@ class Session:
         *,
         grant: Grant | None = None,
         events: Events | None = None,
+        media: Media = SEED_MEDIA,
     ) -> None:
         self.client_id = client_id
+        self.media = media
         # What the client's token allows (None: authentication off), max_seconds/max_bytes too.
         self.grant = grant
         self.name = name
@@ -84,6 +129,8 @@ class Session:
         self._tree = tree
         self._events = events if events is not None else Events()
         self._report_error = report_error
+        self._request_keyframe: KeyframeSink = _no_keyframe
+        self._keyframe_asked: tuple[str, float] | None = None
         self._init_recorders(settings, producer)
         self._init_intake(limits)
         self._init_ending()
@@ -92,21 +139,33 @@ class Session:
     def _init_recorders(self, settings: EncoderSettings, producer: IPushProducer | None) -> None:
         """The video's encoder, the WAV, with --mux-audio the audio track's encoder, and the
         timeline that places each chunk on them."""
+        self._settings = settings
         # The client's socket, paused while the video's or the audio track's encoder is full.
         self._socket = SharedPause(producer)
-        self._video = VideoRecorder(
-            self._reactor, settings, self._tree, self.name, self._socket.hold(),
-            self._encoder_failed,
-        )  # fmt: skip
+        self._video: VideoRecorder | PassthroughVideo
+        if self.media.video is Codec.H264:
+            self._video = PassthroughVideo(self._tree, self.name, settings.fps)
+        else:
+            self._video = VideoRecorder(
+                self._reactor, settings, self._tree, self.name, self._socket.hold(),
+                self._encoder_failed,
+            )  # fmt: skip
         self._audio = AudioRecorder(self._tree, self.name)
-        # --mux-audio: the audio track for the MP4, encoded apart from the video.
+        self._opus: OpusRecorder | None = None
+        # Opus samples (48 kHz) not yet counted on the timeline (44.1 kHz): the remainder.
+        self._opus_carry = 0
+        if self.media.audio is Codec.OPUS:
+            self._opus = OpusRecorder(self._tree, self.name, self.media.opus_head)
+        # --mux-audio: the audio track for the MP4, encoded apart from the video (PCM), or the
+        # Opus as it came.
         self._track: AacRecorder | None = None
-        if settings.mux_audio:
+        if settings.mux_audio and self._opus is None:
             self._track = AacRecorder(
                 self._reactor, settings.ffmpeg, self._tree, self.name, self._socket.hold(),
                 self._track_failed, grace=settings.grace,
             )  # fmt: skip
         self._timeline = timeline(settings.timing, settings.fps)
+        self._clock = EncodedClock(self._timeline, settings.fps)
 
     def _init_intake(self, limits: SessionLimits) -> None:
         """What the session has accepted, and how much more it may: counted in bytes and
@@ -144,6 +203,26 @@ class Session:
     def ending(self) -> bool:
         return self._reason is not None
 
+    @property
+    def video_codec(self) -> str | None:
+        """The RFC 6381 codec string of an H.264 session's video, once its first keyframe came."""
+        if isinstance(self._video, PassthroughVideo) and self._video.params is not None:
+            return self._video.params.codec
+        return None
+
+    def request_keyframe(self, reason: str) -> None:
+        """Ask the client of an H.264 session for a keyframe, at most once a second for the
+        same reason."""
+        if self.media.video is not Codec.H264 or self._reason is not None:
+            return
+        now = self._reactor.seconds()
+        if self._keyframe_asked is not None:
+            last_reason, at = self._keyframe_asked
+            if last_reason == reason and now - at < KEYFRAME_REQUEST_INTERVAL:
+                return
+        self._keyframe_asked = (reason, now)
+        self._request_keyframe(reason)
+
     def stream(
         self,
         kind: MediaKind,
@@ -179,13 +258,97 @@ class Session:
             _log.error("writing {name} failed: {error}", name=self.name, error=e)
             self.storage_full()
             return
-        self.bytes += len(chunk)
-        self._last_seq[kind] = seq
+        self._accepted(Piece(kind, chunk), seq)
+
+    def stream_encoded(
+        self, kind: MediaKind, chunk: bytes, timestamp: int, key: bool, seq: int | None = None
+    ) -> None:
+        """Record one chunk the client encoded (an H.264 access unit, an Opus packet) as it
+        came; refusals come back as :class:`SessionError`, as for :meth:`stream`.
+
+        ``timestamp`` (microseconds, client clock) places it with ``--timing capture``. A
+        ``seq`` that skips one breaks the video's chain of references: frames wait for the
+        next keyframe, and the client is asked for one."""
+        if self._reason is not None:
+            raise SessionError("session_closed", "this recording is closing; STREAM is ignored")
+        last = self._last_seq[kind]
+        if seq is None:
+            seq = last + 1
+        elif seq <= last:
+            return
+        if self.bytes + len(chunk) > self._max_bytes:
+            self._limit("size")
+            return
+        arrival = self._reactor.seconds()
+        try:
+            if kind is MediaKind.VIDEO:
+                piece = self._write_access_unit(chunk, timestamp, key, arrival, 0 <= last < seq - 1)
+            else:
+                self._write_opus(chunk, timestamp / 1e6, arrival)
+                piece = Piece(kind, chunk, timestamp)
+        except OSError as e:
+            _log.error("writing {name} failed: {error}", name=self.name, error=e)
+            self.storage_full()
+            return
+        self._accepted(piece, seq)
+
+    def _accepted(self, piece: Piece, seq: int) -> None:
+        self.bytes += len(piece.data)
+        self._last_seq[piece.kind] = seq
         for watch in tuple(self.watchers):
             try:
-                watch(kind, chunk)
+                watch(piece)
             except Exception:
                 _log.failure("a watcher of {name} failed", name=self.name)
+
+    def _write_access_unit(
+        self, chunk: bytes, timestamp: int, key: bool, arrival: float, gap: bool
+    ) -> Piece:
+        video = self._video
+        if not isinstance(video, PassthroughVideo):
+            raise SessionError("codec_mismatch", "this session's video is JPEG")
+        try:
+            au = h264.check_access_unit(chunk)
+            if gap:
+                video.broken()
+            video.admit(au)
+        except InvalidH264 as e:
+            video.broken()
+            self.request_keyframe(GAP)
+            raise SessionError("invalid_h264", f"{e}; the frame is dropped") from None
+        except NeedKeyframe as e:
+            self.request_keyframe(e.reason)
+            raise SessionError(
+                "keyframe_required",
+                f"a delta frame while the recording waits for a keyframe ({e.reason}); dropped",
+            ) from None
+        if key != au.key:
+            what = "keyframe" if au.key else "delta frame"
+            self._report_error(
+                "invalid_key", f"key is {str(key).lower()} on a {what}; recorded as a {what}"
+            )
+        t, problem = self._clock.place(timestamp / 1e6, arrival)
+        if problem is not None:
+            self._report_error(
+                "timestamp_discontinuity",
+                f"the timestamp {problem}; the frame is placed one frame interval after the "
+                "one before",
+            )
+        video.write(au, t)
+        return Piece(MediaKind.VIDEO, chunk, timestamp, au.key)
+
+    def _write_opus(self, packet: bytes, source: float, arrival: float) -> None:
+        recorder = self._opus
+        if recorder is None:
+            raise SessionError("codec_mismatch", "this session's audio is PCM")
+        try:
+            samples = opus.packet_samples(packet)
+        except InvalidOpus as e:
+            raise SessionError("invalid_opus", f"{e}; the packet is dropped") from None
+        # The timeline counts 44.1 kHz samples; Opus durations are 48 kHz ones.
+        whole, self._opus_carry = divmod(self._opus_carry + samples * SAMPLE_RATE, opus.RATE)
+        lead = self._timeline.audio(source, arrival, whole)
+        recorder.write(packet, samples, lead * opus.RATE // SAMPLE_RATE)
 
     @property
     def acknowledged(self) -> dict[str, int | None]:
@@ -198,24 +361,40 @@ class Session:
         self._resume_grace = grace
 
     def attach(
-        self, owner: object, producer: IPushProducer | None, report_error: ErrorSink
+        self,
+        owner: object,
+        producer: IPushProducer | None,
+        report_error: ErrorSink,
+        request_keyframe: KeyframeSink = _no_keyframe,
     ) -> object | None:
-        """A connection takes the session over (it resumed it); returns the one it displaces,
-        whose loss then no longer concerns this session."""
+        """A connection takes the session over (it opened or resumed it); returns the one it
+        displaces, whose loss then no longer concerns this session."""
         if self._detached is not None:
             self._detached.cancel()
             self._detached = None
         previous, self._owner = self._owner, owner
         self._report_error = report_error
+        self._request_keyframe = request_keyframe
         self._socket.set_producer(producer)
         return previous
 
+    def resumed(self) -> None:
+        """A connection resumed the session: the client re-sends what was not acknowledged,
+        and its next new frames should start from a keyframe."""
+        self._keyframe_asked = None
+        self.request_keyframe(RESUME)
+
     def _write_video(self, frame: bytes, source: float, arrival: float) -> None:
+        video = self._video
+        if not isinstance(video, VideoRecorder):
+            raise SessionError("codec_mismatch", "this session's video is H.264")
         size = jpeg.frame_size(frame)  # refused before it moves the timeline
         placed = self._timeline.video(source, arrival)
-        self._video.write(frame, size, placed.repeat, placed.show)
+        video.write(frame, size, placed.repeat, placed.show)
 
     def _write_audio(self, pcm: bytes, source: float, arrival: float) -> None:
+        if self._opus is not None:
+            raise SessionError("codec_mismatch", "this session's audio is Opus")
         written = self._audio.write(pcm)
         if not written:
             return
@@ -281,6 +460,7 @@ class Session:
                       name=self.name, grace=self._resume_grace)  # fmt: skip
             self._socket.set_producer(None)
             self._report_error = _nowhere
+            self._request_keyframe = _no_keyframe
             self._detached = self._reactor.callLater(self._resume_grace, self._grace_over)
             return
         self.finish(DISCONNECT)
@@ -320,6 +500,29 @@ class Session:
             "the audio track's encoder stopped; the video goes on without sound, the WAV has all",
         )
 
+    async def _finish_video(self) -> str | None:
+        """End the video's encoder (or file) and the AAC track's, and publish the MP4."""
+        video = self._video
+        if isinstance(video, PassthroughVideo):
+            video.end(self._clock.end())
+            if self._track is not None:
+                await self._track.finish()
+            copy_opus = self._settings.mux_audio and self._opus is not None and self._opus.started
+            return await video.publish(self._reactor, self._settings.ffmpeg, opus=copy_opus)
+        video.repeat(self._timeline.end())
+        # The encoders end side by side; the publish takes both files.
+        track = self._track.finish() if self._track is not None else None
+        await gatherResults([video.end(), *([track] if track else [])], consumeErrors=True)
+        return await video.publish()
+
+    def _audio_bytes(self, wav: str | None) -> int:
+        """The WAV's bytes of samples: as written, or as decoded from the Opus."""
+        if self._opus is None:
+            return self._audio.bytes
+        if wav is None:
+            return 0
+        return max(0, self._tree.final_path(AUDIO, self.name).stat().st_size - HEADER_SIZE)
+
     async def _finalize(self) -> None:
         if self._time_up.active():
             self._time_up.cancel()
@@ -327,19 +530,27 @@ class Session:
         audio = video = None
         try:
             audio = self._audio.finish()
+            if self._opus is not None:
+                self._opus.end()
         except OSError as e:
             failed = True
             _log.error("finishing audio of {name} failed: {error}", name=self.name, error=e)
-        self._video.repeat(self._timeline.end())
+        # Opus is decoded into the WAV while the video is published (which may copy it too).
+        wav = None
+        if self._opus is not None and self._opus.started and not failed:
+            wav = opustrack.decode_wav(self._reactor, self._settings.ffmpeg, self._tree, self.name)
         try:
-            # The encoders end side by side; the publish takes both files.
-            track = self._track.finish() if self._track is not None else None
-            await gatherResults([self._video.end(), *([track] if track else [])],
-                                consumeErrors=True)  # fmt: skip
-            video = await self._video.publish()
+            video = await self._finish_video()
         except Exception:
             failed = True
             _log.failure("finishing video of {name} failed", name=self.name)
+        if wav is not None:
+            try:
+                audio = await wav
+                self._tree.temp_path(self.name, OPUS_STREAM).unlink()
+            except Exception:
+                failed = True
+                _log.failure("finishing audio of {name} failed", name=self.name)
         if failed:
             self._report_error(
                 "finalize_failed",
@@ -350,7 +561,7 @@ class Session:
             video,
             audio,
             self._video.frames,
-            self._audio.bytes,
+            self._audio_bytes(audio),
             failed,
             self.bytes,
             self._encoder_broke,

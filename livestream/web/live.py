@@ -24,7 +24,7 @@ from zope.interface import implementer
 
 from livestream.auth.access import Access, select_subprotocol
 from livestream.sessions.outcome import Outcome
-from livestream.sessions.session import Session
+from livestream.sessions.session import Piece, Session
 from livestream.wire.codes import NORMAL
 from livestream.wire.kinds import BYTES_PER_SECOND, MediaKind
 
@@ -100,10 +100,11 @@ class ViewerProtocol(WebSocketServerProtocol):
         if self._session is not None and self.chunk in self._session.watchers:
             self._session.watchers.remove(self.chunk)
 
-    def chunk(self, kind: MediaKind, chunk: bytes) -> None:
+    def chunk(self, piece: Piece) -> None:
         """One chunk the session accepted: sent now, or held (latest only) while paused."""
         if self.state != self.STATE_OPEN:
             return
+        kind, chunk = piece.kind, piece.data
         if kind is MediaKind.VIDEO:
             if not self._paused:
                 self.sendMessage(VIDEO + chunk, isBinary=True)

@@ -24,7 +24,7 @@ from livestream.sessions.events import ErrorSent
 from livestream.sessions.limits import Limits
 from livestream.sessions.outcome import CLOSE, IDLE, LIMIT, SHUTDOWN, STORAGE, Outcome
 from livestream.sessions.registry import SessionRegistry
-from livestream.sessions.session import Session
+from livestream.sessions.session import Media, Session
 from livestream.wire import messages
 from livestream.wire.codes import (
     INTERNAL_ERROR,
@@ -189,7 +189,13 @@ class RecordingProtocol(WebSocketServerProtocol):
         if isinstance(msg, Stream):
             if self._session is None:
                 raise ProtocolError("not_connected", "send CONNECT before STREAM")
-            self._session.stream(msg.kind, msg.chunk, msg.capture_time, msg.seq)
+            chunk = messages.check_codec(msg, self._session.media.codec(msg.kind))
+            if chunk.timestamp is not None:
+                self._session.stream_encoded(
+                    chunk.kind, chunk.chunk, chunk.timestamp, bool(chunk.key), chunk.seq
+                )
+            else:
+                self._session.stream(chunk.kind, chunk.chunk, chunk.capture_time, chunk.seq)
         elif isinstance(msg, Connect):
             if self._session is not None:
                 raise ProtocolError("already_connected", "this connection already sent CONNECT")
@@ -199,9 +205,9 @@ class RecordingProtocol(WebSocketServerProtocol):
             grant = self.factory.access.authorize_publish(msg.id, msg.token or self._token)
             self._session = self.factory.registry.open(
                 msg.id, self._peer, self._valve, self._send_error, grant=grant,
-                resumable=msg.resume,
+                resumable=msg.resume, media=Media(msg.video_codec, msg.audio_codec, msg.opus_head),
             )  # fmt: skip
-            self._session.attach(self, self._valve, self._send_error)
+            self._session.attach(self, self._valve, self._send_error, self._send_keyframe_request)
             self._connected(self._session, msg.id)
         elif isinstance(msg, Close):
             if self._session is None:
@@ -216,12 +222,13 @@ class RecordingProtocol(WebSocketServerProtocol):
         (authorized then), is unguessable, and works for that one session within its grace
         period."""
         session = self.factory.registry.resume(resume_token, msg.id)
-        displaced = session.attach(self, self._valve, self._send_error)
+        displaced = session.attach(self, self._valve, self._send_error, self._send_keyframe_request)
         if isinstance(displaced, RecordingProtocol):
             displaced.displace()
         self._session = session
         _log.info("session {name} resumed from {peer}", name=session.name, peer=self._peer)
         self._connected(session, msg.id)
+        session.resumed()
 
     def _connected(self, session: Session, client_id: str) -> None:
         """Reply CONNECTED for ``session``, just opened or resumed as this one's session."""
@@ -231,6 +238,13 @@ class RecordingProtocol(WebSocketServerProtocol):
         }  # fmt: skip
         if session.resume_token is not None:
             reply["resumeToken"] = session.resume_token
+        # Said only when asked for: a client learns that this server records what it encoded.
+        for field, codec in (
+            ("videoCodec", session.media.video),
+            ("audioCodec", session.media.audio),
+        ):
+            if codec.encoded:
+                reply[field] = codec.value
         self._reply(reply)
         if session.resume_token is not None:
             self._ack()
@@ -286,6 +300,9 @@ class RecordingProtocol(WebSocketServerProtocol):
         """
         if self.state == self.STATE_OPEN:
             self.sendCloseFrame(code, reason.encode("utf-8")[:123], isReply=False)
+
+    def _send_keyframe_request(self, reason: str) -> None:
+        self._reply({"eventType": "KEYFRAME_REQUEST", "reason": reason})
 
     def _send_error(self, code: str, message: str) -> None:
         self.factory.registry.events.emit(ErrorSent(code, self._peer))

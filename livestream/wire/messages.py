@@ -10,7 +10,7 @@ import binascii
 import json
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import pybase64
 
@@ -73,12 +73,15 @@ class Stream:
     # The client's per-source sequence number and capture time (milliseconds, client clock).
     seq: int | None = None
     capture_time: float | None = None
-    # An encoded chunk's timestamp (microseconds, client clock) and key flag. ``encoded`` says
-    # which binary form it came in (True: 0x21/0x22); None for JSON, whose chunk is what the
-    # session's codec says it is.
+    # An encoded chunk's timestamp (microseconds, client clock) and key flag, once checked.
     timestamp: int | None = None
     key: bool | None = None
-    encoded: bool | None = None
+    # Which binary form it came in (True: 0x21/0x22); None for JSON, whose chunk is what the
+    # session's codec says it is.
+    encoded: bool | None = field(default=None, compare=False)
+    # A JSON STREAM's ``timestamp`` and ``key`` as sent: checked by :func:`check_codec` only in
+    # a session of encoded media, so to a seed client they stay the extra fields it may send.
+    sent: tuple[object, object] = field(default=(None, None), compare=False)
 
 
 @dataclass(frozen=True)
@@ -159,9 +162,9 @@ def _parse_encoded(kind: MediaKind, data: bytes) -> Stream:
     )
 
 
-def check_codec(msg: Stream, codec: Codec) -> None:
-    """Refuse a chunk that is not what the session's ``codec`` for its kind says, or an encoded
-    chunk without its timestamp and (video) key flag."""
+def check_codec(msg: Stream, codec: Codec) -> Stream:
+    """The chunk as the session's ``codec`` for its kind takes it: refused if it came in the
+    other binary form, or (encoded) without its timestamp and, for video, its key flag."""
     if msg.encoded is not None and msg.encoded != codec.encoded:
         raise ProtocolError(
             "codec_mismatch",
@@ -169,13 +172,19 @@ def check_codec(msg: Stream, codec: Codec) -> None:
             f"0x{(msg.kind.encoded if codec.encoded else msg.kind.binary):02x}",
         )
     if not codec.encoded:
-        return
+        return msg
+    if msg.encoded is None:
+        timestamp, key = msg.sent
+        if key is not None and not isinstance(key, bool):
+            raise ProtocolError("invalid_key", "key must be true or false")
+        msg = replace(msg, timestamp=None if timestamp is None else _timestamp(timestamp), key=key)
     if msg.timestamp is None:
         raise ProtocolError(
             "invalid_timestamp", f"an encoded {msg.kind} chunk needs its timestamp (microseconds)"
         )
     if msg.kind is MediaKind.VIDEO and msg.key is None:
         raise ProtocolError("invalid_key", "an encoded video chunk needs key: true or false")
+    return msg
 
 
 def _parse_connect(doc: dict[str, object]) -> Connect:
@@ -279,15 +288,10 @@ def _parse_stream(doc: dict[str, object]) -> Stream:
         raise ProtocolError("invalid_chunk", "encodedMediaChunk is empty")
     seq = doc.get("seq")
     capture_time = doc.get("captureTime")
-    timestamp = doc.get("timestamp")
-    key = doc.get("key")
-    if key is not None and not isinstance(key, bool):
-        raise ProtocolError("invalid_key", "key must be true or false")
     return Stream(
         kind,
         chunk,
         None if seq is None else _seq(seq),
         None if capture_time is None else _capture_time(capture_time),
-        None if timestamp is None else _timestamp(timestamp),
-        key,
+        sent=(doc.get("timestamp"), doc.get("key")),
     )

@@ -130,3 +130,60 @@ def wav_facts(path: Path) -> WavFacts:
     data = raw[44 : 44 + size]
     assert len(data) == size, (len(data), size)
     return WavFacts(rate, channels, bits // 8, size // 2, data, riff == len(raw) - 8)
+
+
+@cache
+def h264_access_units(
+    count: int, size: str = "320x240", gop: int = 15, profile: str = "baseline"
+) -> tuple[bytes, ...]:
+    """``count`` H.264 access units (Annex B, one frame each) as a real encoder makes them:
+    libx264 at 15 fps, a keyframe with SPS and PPS every ``gop`` frames, no B-frames."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "v.h264")
+        subprocess.run(
+            [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi",
+             "-i", f"testsrc2=size={size}:rate=15", "-frames:v", str(count),
+             "-c:v", "libx264", "-profile:v", profile, "-pix_fmt", "yuv420p",
+             "-preset", "ultrafast", "-tune", "zerolatency", "-g", str(gop),
+             "-bsf:v", "h264_metadata=aud=insert", "-f", "h264", out],
+            check=True, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        data = Path(out).read_bytes()
+    delimiter = b"\x00\x00\x00\x01\x09"
+    units = tuple(delimiter + unit for unit in data.split(delimiter)[1:])
+    assert len(units) == count, (len(units), count)
+    return units
+
+
+def is_keyframe(unit: bytes) -> bool:
+    return any(nal[0] & 0x1F == 5 for nal in unit.split(b"\x00\x00\x01")[1:] if nal)
+
+
+@cache
+def opus_packets(seconds: float, frequency: int = 440) -> tuple[bytes, tuple[bytes, ...]]:
+    """(OpusHead, packets) of a sine tone encoded by libopus: 48 kHz mono, 20 ms packets."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "a.ogg")
+        subprocess.run(
+            [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi",
+             "-i", f"sine=frequency={frequency}:sample_rate=48000", "-t", str(seconds),
+             "-c:a", "libopus", "-b:a", "48k", "-frame_duration", "20", "-ac", "1", out],
+            check=True, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        packets = list(_ogg_packets(Path(out).read_bytes()))
+    return packets[0], tuple(packets[2:])
+
+
+def _ogg_packets(data: bytes):
+    """The packets of an Ogg stream (RFC 3533), for test media only."""
+    pos, packet = 0, b""
+    while pos < len(data):
+        assert data[pos : pos + 4] == b"OggS"
+        lacing = data[pos + 27 : pos + 27 + data[pos + 26]]
+        pos += 27 + len(lacing)
+        for segment in lacing:
+            packet += data[pos : pos + segment]
+            pos += segment
+            if segment < 255:
+                yield packet
+                packet = b""
