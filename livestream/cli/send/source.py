@@ -40,11 +40,14 @@ JPEG_QUALITY = "5"
 # frames back), x264's zerolatency tuning (no lookahead: a frame leaves as soon as it is
 # encoded), veryfast (keeps up in real time on a small machine), a keyframe every second (the
 # server starts recordings and live viewers on one, and this encoder cannot be asked for one
-# on demand), 4:2:0 8-bit as the server records, and an access unit delimiter before each
+# on demand), 4:2:0 8-bit as the server records, limited ("tv") range as browser encoders make
+# it (a JPEG-sourced file would otherwise stay full range: ffmpeg converts only when told), and
+# an access unit delimiter before each
 # frame so the stream is cut into frames without parsing slices. Each packet is flushed to the
 # pipe as it is made.
 H264_ARGS = ("-c:v", "libx264", "-profile:v", "baseline", "-tune", "zerolatency",
-             "-preset", "veryfast", "-pix_fmt", "yuv420p", "-bsf:v", "h264_metadata=aud=insert",
+             "-preset", "veryfast", "-pix_fmt", "yuv420p", "-color_range", "tv",
+             "-bsf:v", "h264_metadata=aud=insert",
              "-flush_packets", "1", "-f", "h264")  # fmt: skip
 # Opus as a browser's encoder sends it: 48 kHz mono, 20 ms packets, 32 kbit/s; in Ogg pages of
 # one packet each (a page holds its packets until it is full or its duration is up); no
