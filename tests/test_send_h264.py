@@ -584,6 +584,17 @@ class EncodedSendTests(TestCase):
         self.assertEqual(code, 0, err)
         self.check(out, err, 2, opus=True)
 
+    async def test_big_frames(self) -> None:
+        """1080p keyframes are larger than any reply the server sends (64 KiB): they go out
+        whole, JSON and binary."""
+        await self.serve()
+        for form in ("--binary", "--id=json"):
+            code, out, err, _ = await self.send("--duration", "1", "--fps", "5", "--size",
+                                                "1920x1080", "--fast", "--codec", "h264", form)  # fmt: skip
+            self.assertEqual(code, 0, err)
+            video = video_facts(self.media / "video" / json.loads(out)["video"])
+            self.assertEqual((video.frames, video.width), (5, 1920))
+
     async def test_full_range_file(self) -> None:
         """A file of full-range JPEG frames (MJPEG, yuvj420p) with no audio is sent as
         limited-range 4:2:0 H.264, as a browser's encoder makes it; video only is recorded."""

@@ -24,8 +24,13 @@ from twisted.internet.ssl import Certificate, optionsForClientTLS
 from livestream.wire.kinds import MediaKind
 from livestream.wire.messages import ENCODED_HEADER, KEY_FLAG, TIMED_HEADER
 
-# The server's replies are small JSON objects; nothing it sends is larger.
+# The server's replies are small JSON objects; nothing it sends is larger. Bounds each frame
+# it sends (autobahn checks maxFramePayloadSize on incoming frames only).
 MAX_REPLY = 64 * 1024
+# autobahn checks maxMessagePayloadSize on what is sent as well as on what is received, so it
+# must let the largest chunk out: the splitters pass at most 64 MiB, a third more in base64,
+# plus the JSON around it. (A 1080p keyframe is over 64 KiB: a bound of MAX_REPLY refused it.)
+MAX_MESSAGE = 96 * 1024 * 1024
 
 
 class ServerGone(Exception):
@@ -215,5 +220,5 @@ class SendFactory(WebSocketClientFactory):
         self.closed: Deferred[ServerGone] = Deferred()
         self.setProtocolOptions(
             openHandshakeTimeout=30, closeHandshakeTimeout=10,
-            maxMessagePayloadSize=MAX_REPLY, maxFramePayloadSize=MAX_REPLY,
+            maxMessagePayloadSize=MAX_MESSAGE, maxFramePayloadSize=MAX_REPLY,
         )  # fmt: skip
