@@ -589,8 +589,8 @@ class EncodedSendTests(TestCase):
         whole, JSON and binary."""
         await self.serve()
         for form in ("--binary", "--id=json"):
-            code, out, err, _ = await self.send("--duration", "1", "--fps", "5", "--size",
-                                                "1920x1080", "--fast", "--codec", "h264", form)  # fmt: skip
+            big = ("--duration", "1", "--fps", "5", "--size", "1920x1080", "--fast")
+            code, out, err, _ = await self.send(*big, "--codec", "h264", form)
             self.assertEqual(code, 0, err)
             video = video_facts(self.media / "video" / json.loads(out)["video"])
             self.assertEqual((video.frames, video.width), (5, 1920))
