@@ -17,7 +17,6 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import Clock
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -34,6 +33,7 @@ from tests.support.daemon import ROOT
 from tests.support.http import get_json
 from tests.support.media import ffmpeg_exe, jpeg_frames, video_facts, wav_facts
 from tests.support.ports import free_port
+from tests.support.processes import Collect
 from tests.support.server import start_server
 from tests.support.tls import authority, server_files
 from tests.support.waiting import sleep
@@ -275,21 +275,6 @@ def tone(seconds: float) -> bytes:
         [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", *args[:-1], "pipe:1"],
         check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
     ).stdout  # fmt: skip
-
-
-class Collect(ProcessProtocol):
-    def __init__(self) -> None:
-        self.out = self.err = b""
-        self.ended: Deferred[int | None] = Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.out += data
-
-    def errReceived(self, data: bytes) -> None:
-        self.err += data
-
-    def processEnded(self, reason) -> None:
-        self.ended.callback(getattr(reason.value, "exitCode", None))
 
 
 class SendTests(TestCase):

@@ -19,9 +19,7 @@ from pathlib import Path
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone
-from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import Clock
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
@@ -38,6 +36,7 @@ from livestream.wire.opus import InvalidOpus, parse_opus_head
 from tests.support.daemon import ROOT
 from tests.support.http import get_json
 from tests.support.media import ffmpeg_exe, video_facts, wav_facts
+from tests.support.processes import Collect
 from tests.support.server import start_server
 from tests.support.waiting import sleep
 
@@ -484,21 +483,6 @@ def tone(seconds: float) -> bytes:
 # 44.1 kHz). Allowed: the input's samples less 1 ms, to one packet (20 ms) more plus 1 ms.
 OPUS_BELOW = 44
 OPUS_ABOVE = 882 + 44
-
-
-class Collect(ProcessProtocol):
-    def __init__(self) -> None:
-        self.out = self.err = b""
-        self.ended: Deferred[int | None] = Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.out += data
-
-    def errReceived(self, data: bytes) -> None:
-        self.err += data
-
-    def processEnded(self, reason) -> None:
-        self.ended.callback(getattr(reason.value, "exitCode", None))
 
 
 class EncodedSendTests(TestCase):
