@@ -89,11 +89,18 @@ def open_page(page: Page, url: str) -> None:
     page.wait_for_selector("body[data-ready=true]")
 
 
-def go_live(url: str, seconds: float, during: Callable[[Page], None] | None = None) -> dict:
-    """Open the page, go live for ``seconds`` (``during`` runs meanwhile), stop; what the page
-    and the test's clock saw."""
+def go_live(
+    url: str,
+    seconds: float,
+    during: Callable[[Page], None] | None = None,
+    before: Callable[[Page], None] | None = None,
+) -> dict:
+    """Open the page, go live for ``seconds`` (``before`` runs first, ``during`` meanwhile),
+    stop; what the page and the test's clock saw."""
     with browser() as page:
         open_page(page, url)
+        if before is not None:
+            before(page)
         page.click("#go")
         page.wait_for_selector("#live-status[data-state=recording]")
         started = time.monotonic()
@@ -107,7 +114,8 @@ def go_live(url: str, seconds: float, during: Callable[[Page], None] | None = No
         )["sessions"]
         if during is not None:
             during(page)
-        time.sleep(max(0.0, started + seconds - time.monotonic()))
+        # Waiting in Playwright, so that its event handlers (routes) run meanwhile.
+        page.wait_for_timeout(max(0.0, started + seconds - time.monotonic()) * 1000)
         page.click("#stop")
         wall = time.monotonic() - started
         page.wait_for_selector("#live-status[data-state=done]")
@@ -352,6 +360,37 @@ class BrowserTests(TestCase):
         listing = await get_json(port, "/recordings")
         self.assertEqual(listing, {"video": [seen["video"]], "audio": [seen["audio"]]})
         return seen
+
+    async def test_go_live_with_a_server_that_does_not_take_h264(self) -> None:
+        """A server from before the encoded-media extension ignores videoCodec and audioCodec
+        in CONNECT and does not echo them: the page sends JPEG and PCM on that connection (its
+        CONNECT is relayed to this server with the fields taken out, as such a server would
+        read it)."""
+        port = await self.serve()
+        asked: list[dict] = []
+
+        def as_an_old_server(page: Page) -> None:
+            def route(ws) -> None:
+                server = ws.connect_to_server()
+
+                def forward(message: str | bytes) -> None:
+                    if isinstance(message, str) and '"CONNECT"' in message:
+                        hello = json.loads(message)
+                        asked.append(dict(hello))
+                        for field in ("videoCodec", "audioCodec", "opusHead"):
+                            hello.pop(field, None)
+                        message = json.dumps(hello)
+                    server.send(message)
+
+                ws.on_message(forward)
+
+            page.route_web_socket(f"ws://127.0.0.1:{port}/", route)
+
+        url = f"http://127.0.0.1:{port}/"
+        seen = await deferToThread(go_live, url, 2, None, as_an_old_server)
+        self.assertEqual((asked[0]["videoCodec"], asked[0]["audioCodec"]), ("h264", "opus"))
+        self.check_recording(seen, ("jpeg", "pcm"))
+        self.assertIn("the server does not take H.264", seen["path"])
 
     async def test_go_live_through_dropped_connections(self) -> None:
         """JPEG and PCM: the MP4 has as many frames as the page numbered, the WAV is exactly
