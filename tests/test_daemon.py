@@ -7,9 +7,12 @@ errors. Outputs are checked by decoding them, never by trusting the daemon's rep
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 from pathlib import Path
 
@@ -29,7 +32,14 @@ from tests.support.daemon import (
     run_twistd,
 )
 from tests.support.http import get_json
-from tests.support.media import jpeg_frames
+from tests.support.media import (
+    h264_access_units,
+    is_keyframe,
+    jpeg_frames,
+    opus_packets,
+    video_facts,
+    wav_facts,
+)
 from tests.support.ports import refuses
 from tests.support.processes import children, kill, wait_gone
 from tests.support.waiting import sleep
@@ -117,9 +127,9 @@ class CrashTests(DaemonCase):
         await client.closed.addTimeout(30, reactor)
         return name, frames, audio, encoders
 
-    async def restart_and_recover(self, name: str):
+    async def restart_and_recover(self, name: str, *extra: str):
         """A new daemon on the same media: its listing shows the recovered files, bounded."""
-        daemon = self.daemon()
+        daemon = self.daemon(*extra)
         await daemon.listening()
         want_video, want_audio = f"{name}.mp4", f"{name}.wav"
         deadline = reactor.seconds() + 30
@@ -183,6 +193,48 @@ class CrashTests(DaemonCase):
         await self.restart_and_recover(name)
         self.assert_video(f"{name}.mp4", frames=len(frames))
         self.assert_wav(f"{name}.wav", audio)
+        self.assertEqual(self.listdir("temp"), [])
+
+    async def test_sigkill_of_an_h264_and_opus_session_is_recovered(self) -> None:
+        """A session that sent H.264 and Opus, --mux-audio, SIGKILL: no encoder ran, so the
+        daemon's own fragmented MP4s are all there is; the restart publishes every frame but
+        the one held for its duration, the Opus decoded into the WAV and copied into the MP4."""
+        daemon = self.daemon("--mux-audio")
+        await daemon.listening()
+        units = h264_access_units(60)
+        head, packets = opus_packets(4.0)
+        client = await open_client(daemon.port)
+        client.send(json.dumps({
+            "eventType": "CONNECT", "id": "phone", "videoCodec": "h264", "audioCodec": "opus",
+            "opusHead": base64.b64encode(head).decode(),
+        }))  # fmt: skip
+        name = (await client.event("CONNECTED"))["recording"]
+        for seq, packet in enumerate(packets):
+            if seq < len(units):
+                key = 1 if is_keyframe(units[seq]) else 0
+                client.send_binary(struct.pack(">BBIq", 0x21, key, seq, seq * 66_667) + units[seq])
+            client.send_binary(struct.pack(">BBIq", 0x22, 0, seq, seq * 20_000) + packet)
+        client.send(json.dumps({"eventType": "CONNECT", "id": "phone"}))
+        self.assertEqual((await client.event("ERROR"))["code"], "already_connected")
+        self.assertEqual(children(daemon.pid), [], "no process runs for an encoded session")
+        kill(daemon.pid)
+        await ended(daemon, 30)
+        await client.closed.addTimeout(30, reactor)
+        self.assertEqual(self.listdir("temp"), [f"{name}.opus.fmp4", f"{name}.video.fmp4"])
+
+        await self.restart_and_recover(name, "--mux-audio")
+        facts = video_facts(self.media / "video" / f"{name}.mp4")
+        self.assertEqual((facts.codec, facts.frames, facts.faststart), ("h264", 59, True))
+        with av.open(os.fspath(self.media / "video" / f"{name}.mp4")) as container:
+            self.assertEqual(
+                sorted((s.type, s.codec_context.name) for s in container.streams),
+                [("audio", "opus"), ("video", "h264")],
+            )
+        wav = wav_facts(self.media / "audio" / f"{name}.wav")
+        # What a decoder gives of every packet sent, less the last 0.2 s fragment at most.
+        sent = (len(packets) * 960 - 312) * 44100 / 48000
+        self.assertLessEqual(wav.samples, sent + 2)
+        self.assertGreaterEqual(wav.samples, sent - 0.2 * 44100 - 2)
         self.assertEqual(self.listdir("temp"), [])
 
 

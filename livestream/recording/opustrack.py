@@ -47,6 +47,7 @@ class OpusRecorder:
         # Where the next fragment starts, in 48 kHz samples on the session's timeline.
         self._time = 0
         self._fragments = 0
+        self._torn = False
         self.packets = 0
         # Samples of sound received (48 kHz), what the packets' durations add up to.
         self.samples = 0
@@ -70,7 +71,14 @@ class OpusRecorder:
         if not self._pending or self._file is None:
             return
         self._fragments += 1
-        write_all(self._file, mp4.fragment(self._fragments, self._time, self._pending))
+        if self._torn:
+            return
+        try:
+            write_all(self._file, mp4.fragment(self._fragments, self._time, self._pending))
+        except OSError:
+            # Nothing goes after a torn fragment: the decode cuts the file back to before it.
+            self._torn = True
+            raise
         self._time += self._pending_samples
         self._pending, self._pending_samples = [], 0
 
@@ -80,6 +88,9 @@ class OpusRecorder:
             return
         try:
             self._flush()
+        except OSError as e:
+            _log.warn("{name}: the last Opus fragment could not be written: {error}",
+                      name=self._name, error=e)  # fmt: skip
         finally:
             self._file.close()
 

@@ -61,6 +61,7 @@ class PassthroughVideo:
         self.dropped = 0
         self._poster: bytes | None = None
         self._sets: tuple[bytes, ...] = ()
+        self._torn = False
 
     def broken(self) -> None:
         """A frame was refused or skipped: the ones after it wait for a keyframe."""
@@ -126,7 +127,14 @@ class PassthroughVideo:
         au, ticks = self._held
         self._fragments += 1
         sample = mp4.Sample(mp4.avcc(au.nals), duration, au.key)
-        write_all(self._file, mp4.fragment(self._fragments, ticks, [sample]))
+        if self._torn:
+            return
+        try:
+            write_all(self._file, mp4.fragment(self._fragments, ticks, [sample]))
+        except OSError:
+            # Nothing goes after a torn fragment: the publish cuts the file back to before it.
+            self._torn = True
+            raise
 
     def end(self, until: float) -> None:
         """Write the held frame, shown one mean frame interval and until ``until`` (the end of
@@ -143,6 +151,10 @@ class PassthroughVideo:
         end = min(end, last + mp4.MAX_DURATION)
         try:
             self._emit(end - last)
+        except OSError as e:
+            # A full disk, say: what is whole is published; the publish cuts a torn fragment.
+            _log.warn("{name}: the last frame could not be written: {error}", name=self._name,
+                      error=e)  # fmt: skip
         finally:
             self._held = None
             self._file.close()

@@ -233,7 +233,8 @@ class WebApp:
         live = self._registry.sessions if self._registry is not None else ()
         return json_answer(request, 200, {"sessions": [
             {"id": s.client_id, "recording": s.name, "frames": s.frames, "bytes": s.bytes,
-             "since": iso_utc(s.started), "peer": s.peer}
+             "since": iso_utc(s.started), "peer": s.peer, "video": s.media.video,
+             "audio": s.media.audio, "codec": s.video_codec}
             for s in sorted(live, key=lambda s: (s.started, s.name))
         ]})  # fmt: skip
 
