@@ -455,3 +455,18 @@ class PassthroughTests(TestCase):
         self.assertEqual(copied, list(packets))
         wav = wav_facts(self.media / "audio" / recordings["audio"])
         self.assertLessEqual(abs(wav.samples - (len(packets) * 960 - 312) * 44100 / 48000), 2)
+
+    async def test_opus_counts_against_the_size_limit_as_the_wav_it_makes(self) -> None:
+        """Two bytes of Opus can play 120 ms: a session's Opus is counted at its decoded size,
+        so tiny packets cannot make hours of WAV past --max-session-bytes."""
+        limit = 441_000  # 5 s of WAV
+        port = await self.serve(max_session_bytes=limit)
+        client, _ = await self.session(port, audioCodec="opus")
+        silence = bytes([0xFB, 0x06])  # CELT 20 ms frames, code 3: six of them, no data
+        for seq in range(100):  # 12 s of sound in 200 bytes
+            client.send_binary(encoded(0x22, seq, seq * 120_000, silence))
+        self.assertEqual((await client.event("ERROR"))["code"], "limit_reached")
+        recordings = (await client.event("CLOSED", timeout=60))["recordings"]
+        wav = wav_facts(self.media / "audio" / recordings["audio"])
+        self.assertLessEqual(44 + len(wav.data), limit)
+        self.assertGreater(wav.samples, 4 * 44100)

@@ -289,7 +289,8 @@ class Session:
             if kind is MediaKind.VIDEO:
                 piece = self._write_access_unit(chunk, timestamp, key, arrival, 0 <= last < seq - 1)
             else:
-                self._write_opus(chunk, timestamp / 1e6, arrival)
+                if not self._write_opus(chunk, timestamp / 1e6, arrival):
+                    return
                 piece = Piece(kind, chunk, timestamp)
         except OSError as e:
             _log.error("writing {name} failed: {error}", name=self.name, error=e)
@@ -342,7 +343,10 @@ class Session:
         video.write(au, t)
         return Piece(MediaKind.VIDEO, chunk, timestamp, au.key)
 
-    def _write_opus(self, packet: bytes, source: float, arrival: float) -> None:
+    def _write_opus(self, packet: bytes, source: float, arrival: float) -> bool:
+        """Record one Opus packet; False if it would take the session past its size limit,
+        counted with the sound at the size of the WAV it decodes to (two bytes of Opus can
+        play 120 ms: 10 KB of WAV)."""
         recorder = self._opus
         if recorder is None:
             raise SessionError("codec_mismatch", "this session's audio is PCM")
@@ -350,6 +354,10 @@ class Session:
             samples = opus.packet_samples(packet)
         except InvalidOpus as e:
             raise SessionError("invalid_opus", f"{e}; the packet is dropped") from None
+        decoded = (recorder.samples + samples) * SAMPLE_RATE // opus.RATE * BLOCK_BYTES
+        if self.bytes + len(packet) + decoded > self._max_bytes:
+            self._limit("size")
+            return False
         expected = self._opus_next
         if expected is not None and abs(source - expected) > MAX_AUDIO_SKEW:
             # Sound is contiguous: a packet's time follows from the one before. A timestamp far
@@ -365,6 +373,7 @@ class Session:
         whole, self._opus_carry = divmod(self._opus_carry + samples * SAMPLE_RATE, opus.RATE)
         lead = self._timeline.audio(source, arrival, whole)
         recorder.write(packet, samples, lead * opus.RATE // SAMPLE_RATE)
+        return True
 
     @property
     def acknowledged(self) -> dict[str, int | None]:
