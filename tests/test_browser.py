@@ -8,8 +8,11 @@ reactor; every wait in the browser is bounded, and the browser is closed whateve
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import shutil
+import struct
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +29,15 @@ from livestream.auth.tokens import Verifier, mint
 from livestream.sessions.outcome import DISCONNECT
 from tests.support.daemon import ROOT
 from tests.support.http import get_json
-from tests.support.media import jpeg_frames, pcm, video_facts, wav_facts
+from tests.support.media import (
+    h264_access_units,
+    is_keyframe,
+    jpeg_frames,
+    opus_packets,
+    pcm,
+    video_facts,
+    wav_facts,
+)
 from tests.support.server import start_server
 from tests.support.websocket import CLOSE_MSG, connect_msg, open_client, record
 
@@ -78,17 +89,33 @@ def open_page(page: Page, url: str) -> None:
     page.wait_for_selector("body[data-ready=true]")
 
 
-def go_live(url: str, seconds: float, during: Callable[[Page], None] | None = None) -> dict:
-    """Open the page, go live for ``seconds`` (``during`` runs meanwhile), stop; what the page
-    and the test's clock saw."""
+def go_live(
+    url: str,
+    seconds: float,
+    during: Callable[[Page], None] | None = None,
+    before: Callable[[Page], None] | None = None,
+) -> dict:
+    """Open the page, go live for ``seconds`` (``before`` runs first, ``during`` meanwhile),
+    stop; what the page and the test's clock saw."""
     with browser() as page:
         open_page(page, url)
+        if before is not None:
+            before(page)
         page.click("#go")
         page.wait_for_selector("#live-status[data-state=recording]")
         started = time.monotonic()
+        # What the server says the page sends (its own word, not the page's).
+        sessions = page.evaluate(
+            """() => {
+                const token = localStorage.getItem("livestream.token");
+                const headers = token ? { Authorization: `Bearer ${token}` } : {};
+                return fetch("/api/sessions", { headers }).then((r) => r.json());
+            }"""
+        )["sessions"]
         if during is not None:
             during(page)
-        time.sleep(max(0.0, started + seconds - time.monotonic()))
+        # Waiting in Playwright, so that its event handlers (routes) run meanwhile.
+        page.wait_for_timeout(max(0.0, started + seconds - time.monotonic()) * 1000)
         page.click("#stop")
         wall = time.monotonic() - started
         page.wait_for_selector("#live-status[data-state=done]")
@@ -98,6 +125,7 @@ def go_live(url: str, seconds: float, during: Callable[[Page], None] | None = No
             "frames",
             "skipped",
             "audio-bytes",
+            "audio-chunks",
             "resumes",
             "resent",
             "dropped-frames",
@@ -109,6 +137,13 @@ def go_live(url: str, seconds: float, during: Callable[[Page], None] | None = No
             **{key.replace("-", "_"): int(status.get_attribute(f"data-{key}")) for key in counts},
             "video": finished.get_attribute("data-video"),
             "audio": finished.get_attribute("data-audio"),
+            "video_codec": status.get_attribute("data-video-codec"),
+            "audio_codec": status.get_attribute("data-audio-codec"),
+            "keyframe_requests": json.loads(status.get_attribute("data-keyframe-requests")),
+            "server_errors": json.loads(status.get_attribute("data-server-errors")),
+            "opus_head_checked": status.get_attribute("data-opus-head-checked"),
+            "path": page.text_content("#live-path"),
+            "sessions": sessions,
             "errors": page.errors,
         }  # fmt: skip
 
@@ -116,15 +151,22 @@ def go_live(url: str, seconds: float, during: Callable[[Page], None] | None = No
 def watch(url: str, start: Callable[[Page], None]) -> dict:
     """Open the page, start watching with ``start``, and count the frames that arrive in 2 s."""
     frames = "Number(document.querySelector('#viewer').dataset.frames)"
+    decoded = "Number(document.querySelector('#viewer').dataset.decoded)"
     with browser() as page:
         open_page(page, url)
         start(page)
-        page.wait_for_function(f"{frames} >= 5")
-        first = page.evaluate(frames)
+        page.wait_for_function(f"{decoded} >= 5")
+        first, first_decoded = page.evaluate(f"[{frames}, {decoded}]")
         time.sleep(2)
+        now, now_decoded = page.evaluate(f"[{frames}, {decoded}]")
         return {
-            "frames": page.evaluate(frames) - first,
+            "frames": now - first,
+            "decoded": now_decoded - first_decoded,
+            "codec": page.get_attribute("#viewer", "data-video-codec"),
             "audio": page.evaluate("Number(document.querySelector('#viewer').dataset.audioBytes)"),
+            "audio_decoded": page.evaluate(
+                "Number(document.querySelector('#viewer').dataset.audioDecoded)"
+            ),
             "width": page.evaluate("document.querySelector('#viewer-canvas').width"),
             "status": page.text_content("#viewer-status"),
             "address": page.evaluate("location.href"),
@@ -194,14 +236,30 @@ class BrowserTests(TestCase):
         if finish:
             session.finish(DISCONNECT)
 
-    def check_recording(self, seen: dict) -> None:
-        """The MP4 holds every frame the page sent, and the page sent them at the server's rate;
-        the WAV lasts as long as the page streamed."""
+    def check_recording(self, seen: dict, sent: tuple[str, str] = ("h264", "opus")) -> None:
+        """The page sent ``sent`` (video and audio codec: Chromium here encodes H.264 and Opus,
+        or was told to send JPEG and PCM), says so, and the server agrees; the MP4 holds every
+        frame the page sent, and the page sent them at the server's rate; the WAV lasts as long
+        as the page streamed."""
         self.assertEqual(seen["errors"], [])
+        self.assertEqual(seen["server_errors"], {})
+        self.assertEqual((seen["video_codec"], seen["audio_codec"]), sent)
+        (session,) = seen["sessions"]
+        self.assertEqual((session["video"], session["audio"]), sent)
+        described = {"h264": "H.264 (WebCodecs)", "jpeg": "JPEG", "opus": "Opus", "pcm": "PCM"}
+        for codec in sent:
+            self.assertIn(described[codec], seen["path"])
         # The page's clock (first frame to Stop) against the test's (recording shown to Stop).
         self.assertWithin(seen["seconds"], seen["wall"], delta=1.0)
         video = video_facts(self.media / "video" / seen["video"])
-        self.assertEqual((video.rate, video.frames), (FPS, seen["frames"]))
+        self.assertEqual((video.codec, video.rate, video.frames), ("h264", FPS, seen["frames"]))
+        if sent[0] == "h264":
+            # The page's own H.264, stream-copied: constrained baseline as the page asked for,
+            # 640x480 (Chromium's fake camera), and (--timing frames) one frame interval each:
+            # the MP4 lasts frames/fps, within one frame interval.
+            self.assertTrue(session["codec"].startswith("avc1.42"), session["codec"])
+            self.assertEqual((video.width, video.height), (640, 480))
+            self.assertWithin(video.duration, seen["frames"] / FPS, delta=1 / FPS)
         # Frame n leaves at n/fps after the first: at Stop the count is elapsed * fps, give or
         # take the frame due at that instant and one still being JPEG-encoded when Stop came.
         # Frames skipped because the machine fell over a second behind count as sent, and may
@@ -215,11 +273,49 @@ class BrowserTests(TestCase):
         loudest = max(abs(int.from_bytes(audio.data[i : i + 2], "little", signed=True))
                       for i in range(0, len(audio.data), 2))  # fmt: skip
         self.assertGreater(loudest, 1000, "the fake microphone's beep is not in the WAV")
+        if sent[1] == "opus":
+            # Chromium's OpusHead was the one the page built and sent in CONNECT.
+            self.assertEqual(seen["opus_head_checked"], "true")
+            # Every 20 ms packet once, decoded to 44.1 kHz, less the encoder's 312-sample delay
+            # (6.5 ms): within 2 ms.
+            expected = seen["audio_chunks"] * 882 - 312 * 44100 / 48000
+            self.assertWithin(audio.samples, expected, delta=88)
+        else:
+            # Every PCM byte the page captured, once.
+            self.assertEqual(len(audio.data), seen["audio_bytes"])
 
     async def test_go_live_from_the_page(self) -> None:
+        """Chromium encodes H.264 and Opus here: the page sends them, and the daemon records
+        them as they came. Meanwhile the page watches its own session live: the viewer joins
+        mid-GOP, the server asks the page for a keyframe (reason "viewer"), and the viewer
+        decodes H.264 from it on."""
         port = await self.serve()
-        seen = await deferToThread(go_live, f"http://127.0.0.1:{port}/", 4)
+        watched: dict = {}
+        decoded = "Number(document.querySelector('#viewer').dataset.decoded)"
+
+        def watch_itself(page: Page) -> None:
+            page.click("#sessions li[data-recording] button.watch")
+            page.wait_for_function(f"{decoded} >= 10")
+            watched["decoded"] = page.evaluate(decoded)
+            watched["codec"] = page.get_attribute("#viewer", "data-video-codec")
+            watched["width"] = page.evaluate("document.querySelector('#viewer-canvas').width")
+            watched["status"] = page.text_content("#viewer-status")
+
+        seen = await deferToThread(go_live, f"http://127.0.0.1:{port}/", 4, watch_itself)
         self.check_recording(seen)
+        self.assertGreaterEqual(seen["keyframe_requests"].get("viewer", 0), 1)
+        self.assertTrue(watched["codec"].startswith("avc1.42"), watched)
+        self.assertEqual(watched["width"], 640)
+        self.assertIn("H.264", watched["status"])
+
+    async def test_go_live_with_jpeg_when_asked(self) -> None:
+        """``?codec=jpeg``: the page sends JPEG frames and PCM, as a browser without WebCodecs
+        would, and says why."""
+        port = await self.serve()
+        seen = await deferToThread(go_live, f"http://127.0.0.1:{port}/?codec=jpeg", 2)
+        self.check_recording(seen, ("jpeg", "pcm"))
+        self.assertIn("?codec=jpeg", seen["path"])
+        self.assertEqual(seen["keyframe_requests"], {})
 
     async def test_go_live_with_authentication_on(self) -> None:
         port = await self.serve(access=Access(Verifier(SECRET)))
@@ -234,15 +330,15 @@ class BrowserTests(TestCase):
 
         self.assertTrue(await deferToThread(without_a_token, f"http://127.0.0.1:{port}/"))
 
-    async def test_go_live_through_dropped_connections(self) -> None:
-        """The server drops the page's connection three times while it is live, the second time
-        with the browser offline for over a second: the page says it is reconnecting, keeps
+    async def through_dropped_connections(self, query: str, cuts: int, seconds: float) -> dict:
+        """The server drops the page's connection ``cuts`` times while it is live, the second
+        time with the browser offline for over a second: the page says it is reconnecting, keeps
         capturing, resumes, and sends again what the server had not acknowledged. Stop ends ONE
         recording that holds every frame and every audio chunk the page sent, once."""
         port = await self.serve()
 
         def drops(page: Page) -> None:
-            for n in (1, 2, 3):
+            for n in range(1, cuts + 1):
                 time.sleep(1.2)
                 if n == 2:
                     page.context.set_offline(True)
@@ -257,17 +353,58 @@ class BrowserTests(TestCase):
                     f"Number(document.querySelector('#live-status').dataset.resumes) === {n}"
                 )
 
-        seen = await deferToThread(go_live, f"http://127.0.0.1:{port}/", 7, drops)
-        self.check_recording(seen)
-        self.assertEqual(seen["resumes"], 3)
+        seen = await deferToThread(go_live, f"http://127.0.0.1:{port}/{query}", seconds, drops)
+        self.assertEqual(seen["resumes"], cuts)
         self.assertGreater(seen["resent"], 0)  # the cuts lost chunks in flight, sent again
         self.assertEqual((seen["dropped_frames"], seen["dropped_audio_ms"]), (0, 0))
-        # Every audio chunk once: the WAV is exactly what the page captured (check_recording
-        # did the same for frames: the MP4 has as many as the page numbered).
-        audio = wav_facts(self.media / "audio" / seen["audio"])
-        self.assertEqual(len(audio.data), seen["audio_bytes"])
         listing = await get_json(port, "/recordings")
         self.assertEqual(listing, {"video": [seen["video"]], "audio": [seen["audio"]]})
+        return seen
+
+    async def test_go_live_with_a_server_that_does_not_take_h264(self) -> None:
+        """A server from before the encoded-media extension ignores videoCodec and audioCodec
+        in CONNECT and does not echo them: the page sends JPEG and PCM on that connection (its
+        CONNECT is relayed to this server with the fields taken out, as such a server would
+        read it)."""
+        port = await self.serve()
+        asked: list[dict] = []
+
+        def as_an_old_server(page: Page) -> None:
+            def route(ws) -> None:
+                server = ws.connect_to_server()
+
+                def forward(message: str | bytes) -> None:
+                    if isinstance(message, str) and '"CONNECT"' in message:
+                        hello = json.loads(message)
+                        asked.append(dict(hello))
+                        for field in ("videoCodec", "audioCodec", "opusHead"):
+                            hello.pop(field, None)
+                        message = json.dumps(hello)
+                    server.send(message)
+
+                ws.on_message(forward)
+
+            page.route_web_socket(f"ws://127.0.0.1:{port}/", route)
+
+        url = f"http://127.0.0.1:{port}/"
+        seen = await deferToThread(go_live, url, 2, None, as_an_old_server)
+        self.assertEqual((asked[0]["videoCodec"], asked[0]["audioCodec"]), ("h264", "opus"))
+        self.check_recording(seen, ("jpeg", "pcm"))
+        self.assertIn("the server does not take H.264", seen["path"])
+
+    async def test_go_live_through_dropped_connections(self) -> None:
+        """JPEG and PCM: the MP4 has as many frames as the page numbered, the WAV is exactly
+        the PCM the page captured (check_recording)."""
+        seen = await self.through_dropped_connections("?codec=jpeg", 3, 7)
+        self.check_recording(seen, ("jpeg", "pcm"))
+
+    async def test_go_live_with_h264_through_dropped_connections(self) -> None:
+        """H.264 and Opus: re-sent frames continue the stream (every frame the page numbered is
+        in the MP4, none refused), and after each resume the server asks for a keyframe."""
+        seen = await self.through_dropped_connections("", 2, 5)
+        self.check_recording(seen)
+        self.assertEqual(seen["keyframe_requests"].get("resume"), 2)
+        self.assertNotIn("gap", seen["keyframe_requests"])
 
     async def test_a_recording_that_cannot_be_resumed_ends_with_what_was_saved(self) -> None:
         """The connection drops while the browser is offline, and the session ends meanwhile:
@@ -334,6 +471,59 @@ class BrowserTests(TestCase):
 
         self.addCleanup(stop)
         return name
+
+    async def feed_h264(self, port: int) -> str:
+        """A session fed H.264 (libx264, a keyframe every second) and Opus by another client at
+        the server's rate, as a client that cannot answer keyframe requests; stopped when the
+        test ends."""
+        publisher = await open_client(port)
+        head, packets = opus_packets(2)
+        publisher.send(json.dumps({
+            "eventType": "CONNECT", "id": "encoder", "videoCodec": "h264", "audioCodec": "opus",
+            "opusHead": base64.b64encode(head).decode("ascii"),
+        }))  # fmt: skip
+        name = (await publisher.event("CONNECTED"))["recording"]
+        units = h264_access_units(2 * FPS)
+        sent = {"video": 0, "audio": 0}
+        frame_us, packet_us = 1_000_000 // FPS, 20_000
+
+        def send() -> None:
+            n = sent["video"]
+            unit = units[n % len(units)]
+            publisher.send_binary(
+                struct.pack(">BBIq", 0x21, int(is_keyframe(unit)), n, n * frame_us) + unit
+            )
+            sent["video"] += 1
+            while sent["audio"] * packet_us < sent["video"] * frame_us:
+                a = sent["audio"]
+                packet = packets[a % len(packets)]
+                publisher.send_binary(struct.pack(">BBIq", 0x22, 0, a, a * packet_us) + packet)
+                sent["audio"] += 1
+
+        loop = LoopingCall(send)
+        loop.clock = reactor
+        loop.start(1 / FPS)
+
+        async def stop() -> None:
+            loop.stop()
+            publisher.send(CLOSE_MSG)
+            await publisher.event("CLOSED")
+
+        self.addCleanup(stop)
+        return name
+
+    async def test_watch_a_live_h264_session(self) -> None:
+        """The viewer gets the session's H.264 and Opus as the client sent them, starts at a
+        keyframe, and decodes them with WebCodecs: every frame that arrives is drawn."""
+        port = await self.serve()
+        name = await self.feed_h264(port)
+        seen = await deferToThread(watch, f"http://127.0.0.1:{port}/#watch={name}", lambda _: None)
+        self.check_watched(seen)
+        self.assertIn("H.264", seen["status"])
+        self.assertTrue(seen["codec"].startswith("avc1.42"), seen["codec"])
+        # Decoded as they arrive: at most the one or two in the decoder are not drawn yet.
+        self.assertWithin(seen["decoded"], seen["frames"], delta=3)
+        self.assertGreater(seen["audio_decoded"], 48000 // 2)  # Opus decoded too: over 0.5 s
 
     def check_watched(self, seen: dict) -> None:
         self.assertEqual(seen["errors"], [])

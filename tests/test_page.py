@@ -3,9 +3,12 @@ WebSocket at /live/<recording> that relays a live session's chunks as they arriv
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
+import struct
 from pathlib import Path
+from types import SimpleNamespace
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import reactor
@@ -16,17 +19,25 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from livestream.auth.access import Access
 from livestream.auth.tokens import Verifier, mint
-from livestream.sessions.session import Piece
+from livestream.sessions.session import SEED_MEDIA, Media, Piece
 from livestream.web.live import AUDIO, MAX_HELD_AUDIO, VIDEO, ViewerProtocol
 from livestream.web.page import STATIC
-from livestream.wire.kinds import MediaKind
+from livestream.wire.kinds import Codec, MediaKind
+from livestream.wire.opus import OpusHead
 from tests.support.http import get
-from tests.support.media import jpeg_frames, pcm
+from tests.support.media import h264_access_units, is_keyframe, jpeg_frames, opus_packets, pcm
 from tests.support.server import start_server
 from tests.support.waiting import sleep
 from tests.support.websocket import CLOSE_MSG, HandshakeRefused, connect_msg, open_client
 
 SECRET = b"0123456789abcdef0123456789abcdef-page"
+ENCODED = struct.Struct(">BBIq")
+ENCODED_MEDIA = Media(Codec.H264, Codec.OPUS, OpusHead(pre_skip=120))
+
+
+def encoded(kind: int, seq: int, timestamp: int, chunk: bytes, key: bool = False) -> bytes:
+    """The encoded binary form: kind, flags (bit 0: key), seq, timestamp (µs), chunk."""
+    return ENCODED.pack(kind, 1 if key else 0, seq, timestamp) + chunk
 
 
 class _Viewer(WebSocketClientProtocol):
@@ -162,6 +173,61 @@ class PageRoutesTests(TestCase):
         self.assertEqual(ended, {"eventType": "ENDED", "recordings": files})
         self.assertEqual(await viewer.closed.addTimeout(10, reactor), 1000)
 
+    async def test_a_viewer_of_h264_starts_at_a_keyframe(self) -> None:
+        """A session of H.264 and Opus: the viewer joins mid-GOP, the client is asked for a
+        keyframe ("viewer"), and the viewer's video starts at the next keyframe, each chunk in
+        the encoded form with the client's timestamp and key flag; Opus from the start."""
+        port = await self.serve(fps=15)
+        head, packets = opus_packets(1)
+        units = h264_access_units(16)  # a keyframe at 0 and at 15
+        publisher = await open_client(port)
+        publisher.send(json.dumps({
+            "eventType": "CONNECT", "id": "cam", "videoCodec": "h264", "audioCodec": "opus",
+            "opusHead": base64.b64encode(head).decode("ascii"),
+        }))  # fmt: skip
+        name = (await publisher.event("CONNECTED"))["recording"]
+        viewer = await open_viewer(port, f"/live/{name}")
+        self.assertEqual((await until(viewer, 1))[0], {
+            "eventType": "LIVE", "recording": name, "fps": 15, "videoCodec": "h264",
+            "audioCodec": "opus", "opusHead": base64.b64encode(head).decode("ascii"),
+        })  # fmt: skip
+        viewer.closed.addErrback(lambda _: None)
+        for seq in range(3):  # the keyframe and two deltas, before the viewer is watching
+            publisher.send_binary(encoded(0x21, seq, seq * 66_666, units[seq], seq == 0))
+        publisher.send(CLOSE_MSG)  # ends after everything above: a marker for "all relayed"
+        await publisher.event("CLOSED")
+        messages = await until(viewer, 5)
+        # A session's first frame is its keyframe: this viewer, watching from before it, gets
+        # all three, numbered from its joining.
+        self.assertEqual(messages[1:4], [
+            encoded(0x21, seq, seq * 66_666, units[seq], seq == 0) for seq in range(3)
+        ])  # fmt: skip
+        self.assertEqual(messages[4]["eventType"], "ENDED")
+
+        # A second session, joined after its keyframe: deltas are skipped until the next one.
+        publisher = await open_client(port)
+        publisher.send(json.dumps({"eventType": "CONNECT", "id": "cam2", "videoCodec": "h264",
+                                   "audioCodec": "opus"}))  # fmt: skip
+        name = (await publisher.event("CONNECTED"))["recording"]
+        for seq in range(3):
+            publisher.send_binary(encoded(0x21, seq, seq * 66_666, units[seq], seq == 0))
+        viewer = await open_viewer(port, f"/live/{name}")
+        live = (await until(viewer, 1))[0]
+        self.assertTrue(live["videoCodec"].startswith("avc1.42"), live)  # known by now
+        self.assertEqual((await publisher.event("KEYFRAME_REQUEST"))["reason"], "viewer")
+        for seq in range(3, 16):
+            publisher.send_binary(
+                encoded(0x21, seq, seq * 66_666, units[seq], is_keyframe(units[seq]))
+            )
+        publisher.send_binary(encoded(0x22, 0, 1_000_000, packets[0]))
+        messages = await until(viewer, 3)
+        # seq counts what the session accepted since the viewer joined: 12 deltas were skipped.
+        self.assertEqual(messages[1], encoded(0x21, 12, 15 * 66_666, units[15], True))
+        self.assertEqual(messages[2], encoded(0x22, 0, 1_000_000, packets[0]))
+        publisher.send(CLOSE_MSG)
+        await publisher.event("CLOSED")
+        self.assertEqual((await until(viewer, 4))[3]["eventType"], "ENDED")
+
     async def test_only_live_sessions_and_only_as_a_websocket(self) -> None:
         port = await self.serve()
         with self.assertRaises(HandshakeRefused):
@@ -245,3 +311,110 @@ class SlowViewerTests(SynchronousTestCase):
         self.viewer.pauseProducing()
         self.viewer.resumeProducing()
         self.assertEqual(self.sent, [])
+
+
+class _Session:
+    """What a viewer uses of a session: its name, media, codec string, watchers, its end, and
+    the keyframe requests made of it."""
+
+    def __init__(self, media: Media, video_codec: str | None = None) -> None:
+        self.name = "cam_1"
+        self.media = media
+        self.video_codec = video_codec
+        self.watchers: list = []
+        self.asked: list[str] = []
+
+    def request_keyframe(self, reason: str) -> None:
+        self.asked.append(reason)
+
+    def finished(self) -> Deferred:
+        return Deferred()
+
+
+class EncodedViewerTests(SynchronousTestCase):
+    """Relaying an H.264 and Opus session: the encoded form, keyframes first, bounded."""
+
+    def open(self, media: Media = ENCODED_MEDIA, video_codec: str | None = None) -> _Session:
+        self.viewer = ViewerProtocol()
+        self.viewer.factory = SimpleNamespace(fps=15)
+        self.viewer.state = ViewerProtocol.STATE_OPEN
+        self.sent: list = []
+        self.viewer.sendMessage = lambda payload, isBinary: self.sent.append(
+            payload if isBinary else json.loads(payload)
+        )
+        session = _Session(media, video_codec)
+        self.viewer._session = session
+        self.viewer.onOpen()
+        return session
+
+    def frame(self, timestamp: int, key: bool = False) -> Piece:
+        return Piece(MediaKind.VIDEO, b"au%d" % timestamp, timestamp, key)
+
+    def test_live_names_the_codecs(self) -> None:
+        self.open()
+        head = base64.b64encode(OpusHead(pre_skip=120).encode()).decode("ascii")
+        self.assertEqual(self.sent, [{"eventType": "LIVE", "recording": "cam_1", "fps": 15,
+                                      "videoCodec": "h264", "audioCodec": "opus",
+                                      "opusHead": head}])  # fmt: skip
+        self.open(Media(Codec.H264), "avc1.42c01f")
+        self.assertEqual(self.sent[0]["videoCodec"], "avc1.42c01f")
+        self.assertNotIn("audioCodec", self.sent[0])
+        # Opus without an opusHead in CONNECT: the default the server records with.
+        self.open(Media(Codec.H264, Codec.OPUS))
+        self.assertEqual(base64.b64decode(self.sent[0]["opusHead"]), OpusHead().encode())
+        # JPEG and PCM: as before, nothing asked of the client.
+        session = self.open(SEED_MEDIA)
+        self.assertEqual(self.sent, [{"eventType": "LIVE", "recording": "cam_1", "fps": 15}])
+        self.assertEqual(session.asked, [])
+
+    def test_joining_mid_gop_waits_for_a_keyframe_and_asks_for_one(self) -> None:
+        session = self.open()
+        self.assertEqual(session.asked, ["viewer"])
+        self.viewer.chunk(self.frame(1))
+        self.viewer.chunk(self.frame(2))
+        self.viewer.chunk(Piece(MediaKind.AUDIO, b"opus", 5))
+        self.viewer.chunk(self.frame(3, key=True))
+        self.viewer.chunk(self.frame(4))
+        self.assertEqual(self.sent[1:], [encoded(0x22, 0, 5, b"opus"),
+                                         encoded(0x21, 2, 3, b"au3", key=True),
+                                         encoded(0x21, 3, 4, b"au4")])  # fmt: skip
+        # Asked on each skipped frame too: the session sends at most one request a second.
+        self.assertEqual(session.asked, ["viewer"] * 3)
+        self.assertEqual(self.viewer.dropped_frames, 2)
+
+    def test_a_paused_viewer_drops_video_until_the_next_keyframe(self) -> None:
+        session = self.open()
+        self.viewer.chunk(self.frame(1, key=True))
+        self.viewer.pauseProducing()
+        # Nothing of the video is held: no frame after a dropped one decodes alone.
+        for t in (2, 3, 4):
+            self.viewer.chunk(self.frame(t, key=t == 3))
+        self.viewer.resumeProducing()
+        self.assertEqual(session.asked, ["viewer", "viewer"])  # asked again once drained
+        self.viewer.chunk(self.frame(5))
+        self.viewer.chunk(self.frame(6, key=True))
+        self.assertEqual(self.sent[1:], [encoded(0x21, 0, 1, b"au1", key=True),
+                                         encoded(0x21, 5, 6, b"au6", key=True)])  # fmt: skip
+        self.assertEqual(self.viewer.dropped_frames, 4)
+
+    def test_a_paused_viewer_keeps_the_last_second_of_opus(self) -> None:
+        self.open()
+        self.viewer.pauseProducing()
+        packets = [Piece(MediaKind.AUDIO, bytes(40), n * 20_000) for n in range(100)]  # 2 s
+        for packet in packets:
+            self.viewer.chunk(packet)
+        self.assertEqual(self.sent[1:], [])
+        self.viewer.resumeProducing()
+        self.assertEqual(self.sent[1:], [encoded(0x22, n, n * 20_000, bytes(40))
+                                         for n in range(50, 100)])  # fmt: skip
+        self.assertEqual(self.viewer.dropped_audio_bytes, 50 * 40)
+
+    def test_held_opus_is_bounded_in_bytes_too(self) -> None:
+        """Timestamps are the client's: packets all stamped alike still cannot pile up."""
+        self.open()
+        self.viewer.pauseProducing()
+        for _ in range(200):
+            self.viewer.chunk(Piece(MediaKind.AUDIO, bytes(1000), 0))
+        self.viewer.resumeProducing()
+        self.assertLessEqual(sum(map(len, self.sent[1:])), MAX_HELD_AUDIO)
+        self.assertGreater(len(self.sent), 50)

@@ -74,9 +74,9 @@ def frame_times(path: Path) -> list[float]:
 def tone(samples: bytes) -> tuple[float, float]:
     """(frequency from zero crossings, RMS) of s16le mono at 44.1 kHz."""
     values = array.array("h", samples)
-    crossings = sum(1 for a, b in zip(values, values[1:], strict=False) if a < 0 <= b)
+    rising = [i for i in range(1, len(values)) if values[i - 1] < 0 <= values[i]]
     rms = math.sqrt(sum(v * v for v in values) / len(values))
-    return crossings * 44100 / len(values), rms
+    return (len(rising) - 1) * 44100 / (rising[-1] - rising[0]), rms
 
 
 class PassthroughTests(TestCase):
@@ -204,9 +204,11 @@ class PassthroughTests(TestCase):
         self.assertEqual((wav.rate, wav.channels, wav.sample_width), (44100, 1, 2))
         sent = len(packets) * 960 - 312  # what a decoder gives: every packet, less the pre-skip
         self.assertLessEqual(abs(wav.samples - sent * 44100 / 48000), 2)
-        frequency, rms = tone(wav.data[44100:])  # past the encoder's start
-        self.assertLessEqual(abs(frequency - 440), 2)
-        self.assertGreater(rms, 0.1 * 32767 / math.sqrt(2))
+        frequency, rms = tone(wav.data[44100:-8820])  # past the encoder's start, before its end
+        # ffmpeg's sine source has an amplitude of 1/8 of full scale.
+        source_rms = 32767 / 8 / math.sqrt(2)
+        self.assertLessEqual(abs(frequency - 440), 1)
+        self.assertLessEqual(abs(rms - source_rms) / source_rms, 0.05, rms)
         with av.open(os.fspath(self.media / "video" / recordings["video"])) as container:
             kinds = {(s.type, s.codec_context.name) for s in container.streams}
             audio = container.streams.audio[0]
@@ -405,3 +407,66 @@ class PassthroughTests(TestCase):
         sent = min(len(packets), 30 * 3)
         wav = wav_facts(self.media / "audio" / recordings["audio"])
         self.assertLessEqual(abs(wav.samples - (sent * 960 - 312) * 44100 / 48000), 2)
+
+    async def test_an_opus_timestamp_jump_does_not_bend_the_video(self) -> None:
+        """--timing capture: one Opus packet claims to be an hour late. It gets
+        timestamp_discontinuity and is placed after the packets before it, and the video's
+        frames stay a frame interval apart."""
+        port = await self.serve(timing="capture")
+        units = h264_access_units(30)
+        head, packets = opus_packets(2.0)
+        client, _ = await self.session(
+            port, audioCodec="opus", opusHead=base64.b64encode(head).decode()
+        )
+        for seq, unit in enumerate(units):
+            client.send_binary(video_msg(seq, unit))
+            for i in range(seq * 3, min(seq * 3 + 3, len(packets))):
+                late = 3_600_000_000 if i == 40 else 0
+                client.send_binary(encoded(0x22, i, i * 20_000 + late, packets[i]))
+        recordings = await self.close(client)
+        self.assertEqual(self.errors(client), ["timestamp_discontinuity"])
+        times = frame_times(self.media / "video" / recordings["video"])
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        self.assertLessEqual(max(abs(g - 1 / 15) for g in gaps), 0.005)
+
+    async def test_jpeg_with_opus_and_mux_audio(self) -> None:
+        """The seed's JPEG frames with Opus sound, --mux-audio: the MP4 has the encoded video
+        and the Opus as sent; the WAV is the Opus decoded."""
+        port = await self.serve(mux_audio=True)
+        head, packets = opus_packets(1.0)
+        frames = jpeg_frames(15)
+        client = await open_client(port)
+        opus_head = base64.b64encode(head).decode()
+        client.send(json.dumps(
+            {"eventType": "CONNECT", "id": "cam", "audioCodec": "opus", "opusHead": opus_head}
+        ))  # fmt: skip
+        connected = await client.event("CONNECTED")
+        self.assertEqual((connected.get("videoCodec"), connected["audioCodec"]), (None, "opus"))
+        for seq, packet in enumerate(packets):
+            if seq < len(frames):
+                client.send_binary(bytes([0x01]) + frames[seq])
+            client.send_binary(encoded(0x22, seq, seq * 20_000, packet))
+        recordings = await self.close(client)
+        self.assertEqual(self.errors(client), [])
+        with av.open(os.fspath(self.media / "video" / recordings["video"])) as container:
+            kinds = sorted((s.type, s.codec_context.name) for s in container.streams)
+            copied = [bytes(p) for p in container.demux(container.streams.audio[0]) if p.size]
+        self.assertEqual(kinds, [("audio", "opus"), ("video", "h264")])
+        self.assertEqual(copied, list(packets))
+        wav = wav_facts(self.media / "audio" / recordings["audio"])
+        self.assertLessEqual(abs(wav.samples - (len(packets) * 960 - 312) * 44100 / 48000), 2)
+
+    async def test_opus_counts_against_the_size_limit_as_the_wav_it_makes(self) -> None:
+        """Two bytes of Opus can play 120 ms: a session's Opus is counted at its decoded size,
+        so tiny packets cannot make hours of WAV past --max-session-bytes."""
+        limit = 441_000  # 5 s of WAV
+        port = await self.serve(max_session_bytes=limit)
+        client, _ = await self.session(port, audioCodec="opus")
+        silence = bytes([0xFB, 0x06])  # CELT 20 ms frames, code 3: six of them, no data
+        for seq in range(100):  # 12 s of sound in 200 bytes
+            client.send_binary(encoded(0x22, seq, seq * 120_000, silence))
+        self.assertEqual((await client.event("ERROR"))["code"], "limit_reached")
+        recordings = (await client.event("CLOSED", timeout=60))["recordings"]
+        wav = wav_facts(self.media / "audio" / recordings["audio"])
+        self.assertLessEqual(44 + len(wav.data), limit)
+        self.assertGreater(wav.samples, 4 * 44100)

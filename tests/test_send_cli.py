@@ -11,12 +11,12 @@ import re
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import Clock
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -33,6 +33,7 @@ from tests.support.daemon import ROOT
 from tests.support.http import get_json
 from tests.support.media import ffmpeg_exe, jpeg_frames, video_facts, wav_facts
 from tests.support.ports import free_port
+from tests.support.processes import Collect
 from tests.support.server import start_server
 from tests.support.tls import authority, server_files
 from tests.support.waiting import sleep
@@ -104,10 +105,12 @@ class OutboxTests(SynchronousTestCase):
     def make(self, realtime: bool, **kw) -> tuple[Clock, list, Outbox, Source_]:
         clock = Clock()
         self.numbered: list[tuple[str, int, float]] = []
+        self.keys: list[bool] = []
         sent: list[tuple[float, str, bytes]] = []
 
-        def send(kind: str, seq: int, capture_time: float, data: bytes) -> bool:
-            self.numbered.append((kind, seq, capture_time))
+        def send(kind: str, seq: int, at: Fraction, key: bool, data: bytes) -> bool:
+            self.numbered.append((kind, seq, float(at * 1000)))
+            self.keys.append(key)
             sent.append((clock.seconds(), kind, data))
             return True
 
@@ -132,7 +135,7 @@ class OutboxTests(SynchronousTestCase):
             [(round(at, 2), kind) for at, kind, _ in sent],
             [(0, AUDIO), (0, VIDEO), (0.05, AUDIO), (0.1, AUDIO), (0.1, VIDEO), (0.2, VIDEO)],
         )
-        self.assertEqual((outbox.frames, outbox.audio_bytes), (3, BYTES_PER_SECOND // 5))
+        self.assertEqual((outbox.frames, outbox.audio_seconds), (3, Fraction(1, 5)))
         self.successResultOf(outbox.drained())
         # Numbered per source; captureTime is the media time (ms) on the clock's start.
         self.assertEqual(
@@ -200,7 +203,10 @@ class OutboxTests(SynchronousTestCase):
         self.assertEqual([data for _, _, data in sent], [b"11", b"c", b"d"])
         self.assertEqual([seq for _, seq, _ in self.numbered], [0, 2, 3])
         self.successResultOf(drained)
-        self.assertEqual((outbox.frames, outbox.audio_bytes, outbox.resent), (4, 2, 2))
+        self.assertEqual(
+            (outbox.frames, outbox.audio_seconds, outbox.resent),
+            (4, Fraction(2, BYTES_PER_SECOND), 2),
+        )
 
     def test_keep_bound_pauses_the_source(self) -> None:
         """Past ``keep_seconds`` of media not acknowledged nothing more is sent: what waits
@@ -226,7 +232,7 @@ class OutboxTests(SynchronousTestCase):
         clock = Clock()
         taken: list[bytes] = []
         open_ = [True]
-        outbox = Outbox(clock, lambda kind, seq, at, data: open_[0] and not taken.append(data),
+        outbox = Outbox(clock, lambda kind, seq, at, key, data: open_[0] and not taken.append(data),
                         10, realtime=False, keep=True)  # fmt: skip
         outbox.frame(b"a")
         open_[0] = False
@@ -269,21 +275,6 @@ def tone(seconds: float) -> bytes:
         [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", *args[:-1], "pipe:1"],
         check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
     ).stdout  # fmt: skip
-
-
-class Collect(ProcessProtocol):
-    def __init__(self) -> None:
-        self.out = self.err = b""
-        self.ended: Deferred[int | None] = Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.out += data
-
-    def errReceived(self, data: bytes) -> None:
-        self.err += data
-
-    def processEnded(self, reason) -> None:
-        self.ended.callback(getattr(reason.value, "exitCode", None))
 
 
 class SendTests(TestCase):

@@ -23,6 +23,8 @@ from livestream.wire.h264 import SequenceParameters
 from livestream.wire.opus import RATE, OpusHead
 
 VIDEO_TIMESCALE = 90000
+# The longest a sample lasts: its duration in a trun entry is 32 bits.
+MAX_DURATION = 2**32 - 1
 # Sample flags (14496-12 §8.8.3.1): a sync sample depends on nothing; any other is not one.
 SYNC = 0x02000000
 NON_SYNC = 0x01010000

@@ -22,7 +22,7 @@ from livestream.recording import ffmpeg, mp4, video
 from livestream.recording.audio import write_all
 from livestream.recording.ffmpeg import FFmpegResult
 from livestream.recording.timing import MAX_LAST_FRAME
-from livestream.wire.h264 import AccessUnit, InvalidH264, SequenceParameters, parse_sps
+from livestream.wire.h264 import AccessUnit, InvalidH264, SequenceParameters
 
 _log = Logger()
 
@@ -79,8 +79,7 @@ class PassthroughVideo:
         if self.params is None and not (au.sps and au.pps):
             raise InvalidH264("the first keyframe must carry its SPS and PPS in-band")
         first = self.params
-        for sps in au.sps:
-            size = parse_sps(sps)
+        for size in au.params:
             first = first or size
             if (size.width, size.height) != (first.width, first.height):
                 self.broken()
@@ -93,7 +92,7 @@ class PassthroughVideo:
         """Record an admitted access unit at ``t`` seconds on the session's timeline (after
         the one before)."""
         if self.params is None:
-            self._open(parse_sps(au.sps[0]), au)
+            self._open(au.params[0], au)
         self.need = None
         ticks = round(t * mp4.VIDEO_TIMESCALE)
         if self._held is None:
@@ -147,6 +146,9 @@ class PassthroughVideo:
         if self.frames > 1:
             interval = min(last // (self.frames - 1), int(MAX_LAST_FRAME * mp4.VIDEO_TIMESCALE))
         end = max(last + max(1, interval), round(until * mp4.VIDEO_TIMESCALE) - self._first_time)
+        # A sample lasts at most 2^32 - 1 ticks (13.25 hours): sound sent faster than real time
+        # may last longer.
+        end = min(end, last + mp4.MAX_DURATION)
         try:
             self._emit(end - last)
         except OSError as e:

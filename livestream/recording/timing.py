@@ -130,7 +130,12 @@ class CaptureTimeline:
         lead = 0
         if not self._audio_seen:
             self._audio_seen = True
-            lead = max(0, round((source + offset.value) * SAMPLE_RATE) - self.samples)
+            start = source + offset.value
+            if start > arrival - self._server_zero + MAX_LEAD:
+                # Sound that claims to start far later than it came (another epoch, a hostile
+                # timestamp) starts where it came: not after hours or centuries of silence.
+                start = arrival - self._server_zero
+            lead = max(0, round(start * SAMPLE_RATE) - self.samples)
             self.samples += lead
         offset.measure(self.samples / SAMPLE_RATE - source, source)
         self.samples += samples

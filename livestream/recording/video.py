@@ -169,13 +169,16 @@ class VideoRecorder:
         return None
 
     @inlineCallbacks
-    def publish(self):
+    def publish(self, *, opus: bool = False):
         """After :meth:`end` (and the audio track's end): publish, fire with the file name or
-        None. A session without a frame has no MP4; its audio track, if any, is dropped."""
+        None. A session without a frame has no MP4; its AAC track, if any, is dropped. ``opus``:
+        the sound is the client's Opus (see :func:`publish`)."""
         if self._encoder is None:
             _unlink(self._tree.temp_path(self._name, AAC_STREAM))
             return None
-        filename = yield publish(self._reactor, self._settings.ffmpeg, self._tree, self._name)
+        filename = yield publish(
+            self._reactor, self._settings.ffmpeg, self._tree, self._name, opus=opus
+        )
         if filename is not None:
             self._poster.save(self._tree, self._name)
         return filename

@@ -38,6 +38,9 @@ _log = Logger()
 ErrorSink = Callable[[str, str], None]
 # Told why the session needs a keyframe from the client (the reason of KEYFRAME_REQUEST).
 KeyframeSink = Callable[[str], None]
+# How far an Opus packet's timestamp may be from the end of the one before it before it is taken
+# for a discontinuity: far over the jitter of any encoder's timestamps.
+MAX_AUDIO_SKEW = 1.0
 # The shortest wait between two keyframe requests for the same reason.
 KEYFRAME_REQUEST_INTERVAL = 1.0
 
@@ -154,6 +157,8 @@ class Session:
         self._opus: OpusRecorder | None = None
         # Opus samples (48 kHz) not yet counted on the timeline (44.1 kHz): the remainder.
         self._opus_carry = 0
+        # Where the next Opus packet begins by the client's clock (seconds), after the first.
+        self._opus_next: float | None = None
         if self.media.audio is Codec.OPUS:
             self._opus = OpusRecorder(self._tree, self.name, self.media.opus_head)
         # --mux-audio: the audio track for the MP4, encoded apart from the video (PCM), or the
@@ -284,7 +289,8 @@ class Session:
             if kind is MediaKind.VIDEO:
                 piece = self._write_access_unit(chunk, timestamp, key, arrival, 0 <= last < seq - 1)
             else:
-                self._write_opus(chunk, timestamp / 1e6, arrival)
+                if not self._write_opus(chunk, timestamp / 1e6, arrival):
+                    return
                 piece = Piece(kind, chunk, timestamp)
         except OSError as e:
             _log.error("writing {name} failed: {error}", name=self.name, error=e)
@@ -337,7 +343,10 @@ class Session:
         video.write(au, t)
         return Piece(MediaKind.VIDEO, chunk, timestamp, au.key)
 
-    def _write_opus(self, packet: bytes, source: float, arrival: float) -> None:
+    def _write_opus(self, packet: bytes, source: float, arrival: float) -> bool:
+        """Record one Opus packet; False if it would take the session past its size limit,
+        counted with the sound at the size of the WAV it decodes to (two bytes of Opus can
+        play 120 ms: 10 KB of WAV)."""
         recorder = self._opus
         if recorder is None:
             raise SessionError("codec_mismatch", "this session's audio is PCM")
@@ -345,10 +354,26 @@ class Session:
             samples = opus.packet_samples(packet)
         except InvalidOpus as e:
             raise SessionError("invalid_opus", f"{e}; the packet is dropped") from None
+        decoded = (recorder.samples + samples) * SAMPLE_RATE // opus.RATE * BLOCK_BYTES
+        if self.bytes + len(packet) + decoded > self._max_bytes:
+            self._limit("size")
+            return False
+        expected = self._opus_next
+        if expected is not None and abs(source - expected) > MAX_AUDIO_SKEW:
+            # Sound is contiguous: a packet's time follows from the one before. A timestamp far
+            # off that (an hour's jump) would bend the video's clock toward nonsense.
+            self._report_error(
+                "timestamp_discontinuity",
+                f"an Opus timestamp {source - expected:+.3f} s off the packets before it; "
+                "the packet is placed right after them",
+            )
+            source = expected
+        self._opus_next = source + samples / opus.RATE
         # The timeline counts 44.1 kHz samples; Opus durations are 48 kHz ones.
         whole, self._opus_carry = divmod(self._opus_carry + samples * SAMPLE_RATE, opus.RATE)
         lead = self._timeline.audio(source, arrival, whole)
         recorder.write(packet, samples, lead * opus.RATE // SAMPLE_RATE)
+        return True
 
     @property
     def acknowledged(self) -> dict[str, int | None]:
@@ -503,17 +528,17 @@ class Session:
     async def _finish_video(self) -> str | None:
         """End the video's encoder (or file) and the AAC track's, and publish the MP4."""
         video = self._video
+        copy_opus = self._settings.mux_audio and self._opus is not None and self._opus.started
         if isinstance(video, PassthroughVideo):
             video.end(self._clock.end())
             if self._track is not None:
                 await self._track.finish()
-            copy_opus = self._settings.mux_audio and self._opus is not None and self._opus.started
             return await video.publish(self._reactor, self._settings.ffmpeg, opus=copy_opus)
         video.repeat(self._timeline.end())
         # The encoders end side by side; the publish takes both files.
         track = self._track.finish() if self._track is not None else None
         await gatherResults([video.end(), *([track] if track else [])], consumeErrors=True)
-        return await video.publish()
+        return await video.publish(opus=copy_opus)
 
     def _audio_bytes(self, wav: str | None) -> int:
         """The WAV's bytes of samples: as written, or as decoded from the Opus."""

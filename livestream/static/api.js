@@ -7,10 +7,13 @@ const credentials = { auth: false, token: null, refused: () => {} };
 
 /** Take a token given once in the URL (`/?token=<JWT>`) into local storage, then use the stored one. */
 export function loadToken() {
-  const fromUrl = new URLSearchParams(location.search).get("token");
+  const params = new URLSearchParams(location.search);
+  const fromUrl = params.get("token");
   if (fromUrl) {
     localStorage.setItem(TOKEN_KEY, fromUrl);
-    history.replaceState(null, "", location.pathname + location.hash); // off the address bar
+    params.delete("token"); // off the address bar; the page's other settings stay
+    const rest = params.toString();
+    history.replaceState(null, "", location.pathname + (rest ? `?${rest}` : "") + location.hash);
   }
   credentials.token = localStorage.getItem(TOKEN_KEY);
 }

@@ -1,7 +1,9 @@
-// The livestream page: go live from this browser (broadcaster.js: the seed protocol's binary
-// STREAM form, resumed after a dropped connection), watch live sessions (viewer.js, through
-// /live/<name>), and play or delete recordings; api.js holds the token and the calls to the
-// daemon. No build step.
+// The livestream page: go live from this browser (broadcaster.js: H.264 and Opus encoded here
+// with WebCodecs where the browser and the server can, else the seed protocol's JPEG and PCM;
+// binary STREAM forms, resumed after a dropped connection), watch live sessions (viewer.js,
+// through /live/<name>), and play or delete recordings; api.js holds the token and the calls to
+// the daemon. No build step. `?codec=jpeg` in the page's URL sends JPEG and PCM whatever the
+// browser can; `?audio=pcm` sends PCM with H.264.
 
 import {
   allowed,
@@ -21,7 +23,25 @@ import { linkedRecording, Viewer, watchLink } from "./viewer.js";
 
 const $ = (selector) => document.querySelector(selector);
 
-const state = { fps: 15, resumeGrace: 0, broadcaster: null, viewer: null };
+const state = { fps: 15, resumeGrace: 0, broadcaster: null, viewer: null, force: {} };
+
+/** What the page's URL asks to send: `?codec=jpeg` (JPEG and PCM), `?audio=pcm`. */
+function forced() {
+  const params = new URLSearchParams(location.search);
+  const force = {};
+  if (params.get("codec") === "jpeg") force.video = "jpeg";
+  if (params.get("audio") === "pcm") force.audio = "pcm";
+  return force;
+}
+
+/** Say what the page sends (and why not H.264, when it does not). */
+function showPath(broadcaster) {
+  const path = $("#live-path");
+  path.hidden = false;
+  path.dataset.video = broadcaster.videoCodec;
+  path.dataset.audio = broadcaster.audioCodec;
+  path.textContent = `Sending ${broadcaster.describe()}` + (broadcaster.why ? `: ${broadcaster.why}.` : ".");
+}
 
 // --- tokens -------------------------------------------------------------------------------------
 
@@ -101,12 +121,14 @@ async function goLive(event) {
   event.preventDefault();
   $("#go").disabled = true;
   $("#finished").replaceChildren();
+  $("#live-path").hidden = true;
   const broadcaster = new Broadcaster({
     fps: state.fps,
     grace: state.resumeGrace,
     url: socketUrl("/"),
     protocols: recordingProtocols(),
     preview: $("#preview"),
+    force: state.force,
     onStatus: liveStatus,
     onError: (message) => (broadcaster.lastError = `${message.code}: ${message.message}`),
   });
@@ -121,6 +143,7 @@ async function goLive(event) {
   }
   $("#go").hidden = true;
   $("#stop").hidden = false;
+  showPath(broadcaster);
   showLive(broadcaster);
   broadcaster.clockTimer = setInterval(() => showLive(broadcaster), 250);
   broadcaster.ended.then(async (outcome) => {
@@ -157,10 +180,16 @@ async function showEnd(broadcaster, outcome, seconds) {
     frames: broadcaster.frames,
     skipped: broadcaster.skipped,
     audioBytes: broadcaster.audioBytes,
+    audioChunks: broadcaster.outbox.next.audio,
     resumes: broadcaster.resumes,
     resent: broadcaster.resent,
     droppedFrames: broadcaster.outbox.droppedFrames,
     droppedAudioMs: Math.round(broadcaster.outbox.droppedAudioMs),
+    videoCodec: broadcaster.videoCodec ?? "",
+    audioCodec: broadcaster.audioCodec ?? "",
+    keyframeRequests: JSON.stringify(broadcaster.keyframeRequests),
+    serverErrors: JSON.stringify(broadcaster.serverErrors),
+    opusHeadChecked: String(broadcaster.opusHeadChecked),
   });
   const resumed = broadcaster.resumes
     ? `The connection dropped and was resumed ${broadcaster.resumes}×.${losses(broadcaster)}`
@@ -358,6 +387,7 @@ async function removeRecording(stem, files) {
 // --- start --------------------------------------------------------------------------------------
 
 async function main() {
+  state.force = forced();
   loadToken();
   whenRefused(askForToken);
   const config = await loadConfig();

@@ -1,5 +1,7 @@
 // Captures the microphone as PCM s16le, 44.1 kHz, mono (the protocol's audio format), resampling
-// linearly when the audio device runs at another rate (48 kHz is common).
+// linearly when the audio device runs at another rate (48 kHz is common): "pcm-capture". For the
+// Opus encoder, "f32-capture" gives mono float samples at the context's own rate (the page opens
+// it at 48 kHz) in 20 ms chunks.
 const TARGET_RATE = 44100;
 const CHUNK = 1024; // samples per message to the page: about 23 ms
 
@@ -45,3 +47,32 @@ class PcmCapture extends AudioWorkletProcessor {
 }
 
 registerProcessor("pcm-capture", PcmCapture);
+
+const F32_CHUNK_MS = 20;
+
+class F32Capture extends AudioWorkletProcessor {
+  constructor() {
+    super();
+    this.size = Math.round((sampleRate * F32_CHUNK_MS) / 1000);
+    this.chunk = new Float32Array(this.size);
+    this.count = 0;
+  }
+
+  process(inputs) {
+    const channels = inputs[0];
+    if (!channels || channels.length === 0) return true;
+    for (let i = 0; i < channels[0].length; i++) {
+      let sum = 0;
+      for (const channel of channels) sum += channel[i];
+      this.chunk[this.count++] = sum / channels.length;
+      if (this.count === this.size) {
+        this.port.postMessage(this.chunk, [this.chunk.buffer]);
+        this.chunk = new Float32Array(this.size);
+        this.count = 0;
+      }
+    }
+    return true;
+  }
+}
+
+registerProcessor("f32-capture", F32Capture);

@@ -36,6 +36,15 @@ _MAX_SPS_ID = 31
 _MAX_LOG2 = 12
 _MAX_REF_FRAMES = 16
 _MAX_POC_CYCLE = 255
+# What an MP4's avcC holds (ISO/IEC 14496-15 5.3.3.1): 5 bits count the SPS, 8 bits the PPS,
+# 16 bits give each one's length.
+MAX_SPS_COUNT = 31
+MAX_PPS_COUNT = 255
+MAX_SET_BYTES = 0xFFFF
+# The most NAL units an access unit may hold: far over what encoders write (a slice per row of
+# macroblocks of an 8192-pixel picture is 512), and what bounds the cost of a unit of tiny ones
+# (a megabyte of 5-byte units took 0.1 s to check and write).
+MAX_NAL_UNITS = 8192
 
 
 class InvalidH264(ValueError):
@@ -67,6 +76,8 @@ class AccessUnit:
     key: bool
     sps: tuple[bytes, ...]
     pps: tuple[bytes, ...]
+    # What each SPS says (parsed once, here).
+    params: tuple[SequenceParameters, ...]
 
     @property
     def size(self) -> int:
@@ -79,20 +90,13 @@ def nal_units(data: bytes) -> list[bytes]:
     Zero bytes before a start code are trailing padding of the unit before it (7.4.1.4), not
     part of it. Bytes before the first start code are refused: no part of a unit goes missing
     silently."""
-    start = data.find(b"\x00\x00\x01")
-    if start < 0 or data[:start].strip(b"\x00"):
+    if data.count(b"\x00\x00\x01") > MAX_NAL_UNITS:
+        raise InvalidH264(f"an access unit holds over {MAX_NAL_UNITS} NAL units")
+    # One split in C: a loop of find() in Python took 0.1 s over a megabyte of start codes.
+    before, *parts = data.split(b"\x00\x00\x01")
+    if not parts or before.strip(b"\x00"):
         raise InvalidH264("an access unit must start with a start code (00 00 01)")
-    units: list[bytes] = []
-    pos = start + 3
-    while True:
-        nxt = data.find(b"\x00\x00\x01", pos)
-        end = len(data) if nxt < 0 else nxt
-        unit = data[pos:end].rstrip(b"\x00")
-        if unit:
-            units.append(unit)
-        if nxt < 0:
-            return units
-        pos = nxt + 3
+    return [unit for part in parts if (unit := part.rstrip(b"\x00"))]
 
 
 def check_access_unit(data: bytes) -> AccessUnit:
@@ -113,32 +117,31 @@ def check_access_unit(data: bytes) -> AccessUnit:
                 raise InvalidH264("a slice NAL unit has no slice header")
             slice_types.add(kind)
         elif kind == SPS:
-            parse_sps(nal)
             sps.append(nal)
         elif kind == PPS:
             if len(nal) < 2:
                 raise InvalidH264("a PPS NAL unit is empty")
             pps.append(nal)
+    if len(sps) > MAX_SPS_COUNT or len(pps) > MAX_PPS_COUNT:
+        raise InvalidH264(
+            f"an access unit carries {len(sps)} SPS and {len(pps)} PPS; an MP4 holds at most "
+            f"{MAX_SPS_COUNT} and {MAX_PPS_COUNT}"
+        )
+    if any(len(nal) > MAX_SET_BYTES for nal in (*sps, *pps)):
+        raise InvalidH264(f"a parameter set is over {MAX_SET_BYTES} bytes, more than an MP4 holds")
+    parsed = {nal: parse_sps(nal) for nal in dict.fromkeys(sps)}
     if not slice_types:
         raise InvalidH264("an access unit must hold a picture (a slice NAL unit)")
     if len(slice_types) > 1:
         raise InvalidH264("an access unit mixes IDR and non-IDR slices")
-    return AccessUnit(tuple(nals), IDR in slice_types, tuple(sps), tuple(pps))
+    return AccessUnit(
+        tuple(nals), IDR in slice_types, tuple(sps), tuple(pps), tuple(parsed[n] for n in sps)
+    )
 
 
 def unescape(nal: bytes) -> bytes:
     """The RBSP of a NAL unit: every ``00 00 03`` emulation prevention byte removed."""
-    if b"\x00\x00\x03" not in nal:
-        return nal
-    out = bytearray()
-    pos = 0
-    while True:
-        found = nal.find(b"\x00\x00\x03", pos)
-        if found < 0:
-            out += nal[pos:]
-            return bytes(out)
-        out += nal[pos : found + 2]
-        pos = found + 3
+    return nal.replace(b"\x00\x00\x03", b"\x00\x00")
 
 
 class _Bits:
@@ -158,12 +161,15 @@ class _Bits:
         return self.u(1) == 1
 
     def ue(self, limit: int = 2**32 - 2) -> int:
-        zeros = 0
-        while self.u(1) == 0:
-            zeros += 1
-            if zeros > 31:
-                raise InvalidH264("an SPS has an exp-Golomb code over 32 bits")
-        value = (1 << zeros) - 1 + self.u(zeros)
+        # The leading zeros counted at once in the next 32 bits: read one by one, they made an
+        # SPS of long codes (255 picture order offsets, full scaling lists) cost milliseconds.
+        window = min(self._left, 32)
+        head = (self._value >> (self._left - window)) & ((1 << window) - 1)
+        zeros = window - head.bit_length()
+        if zeros > 31:
+            raise InvalidH264("an SPS has an exp-Golomb code over 32 bits")
+        # The zeros, a one and as many bits again: value + 1.
+        value = self.u(2 * zeros + 1) - 1
         if value > limit:
             raise InvalidH264(f"an SPS field is {value}, over its bound of {limit}")
         return value

@@ -93,14 +93,14 @@ def _code3(packet: bytes) -> tuple[int, list[int]]:
         raise InvalidOpus("an Opus packet of code 3 holds no frame")  # R5
     pos, padding = 2, 0
     if padded:
-        while True:
-            if pos >= len(packet):
-                raise InvalidOpus("an Opus packet ends inside its padding length")  # R6/R7
-            byte = packet[pos]
-            pos += 1
-            padding += 254 if byte == 255 else byte
-            if byte != 255:
-                break
+        # Each 255 is 254 bytes of padding and another length byte: a run of them counted in C
+        # (a loop per byte took 0.1 s over a megabyte of them).
+        run = len(packet) - pos - len(packet[pos:].lstrip(b"\xff"))
+        pos += run
+        if pos >= len(packet):
+            raise InvalidOpus("an Opus packet ends inside its padding length")  # R6/R7
+        padding = 254 * run + packet[pos]
+        pos += 1
     if vbr:
         sizes = []
         for _ in range(frames - 1):

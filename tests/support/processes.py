@@ -8,6 +8,8 @@ import signal
 from pathlib import Path
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
 
 from tests.support.waiting import sleep
 
@@ -53,3 +55,20 @@ async def wait_gone(pids: list[int], timeout: float) -> list[int]:
         if not left or reactor.seconds() > deadline:
             return left
         await sleep(0.05)
+
+
+class Collect(ProcessProtocol):
+    """A child's stdout and stderr, whole, and its exit code once it ends."""
+
+    def __init__(self) -> None:
+        self.out = self.err = b""
+        self.ended: Deferred[int | None] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def processEnded(self, reason) -> None:
+        self.ended.callback(getattr(reason.value, "exitCode", None))

@@ -1,16 +1,17 @@
 """The WebSocket side of ``livestream-send``: connect (ws:// or wss://), speak the seed protocol
 (``CONNECT``, ``STREAM``, ``CLOSE``, JSON or the binary fast path) with its ``seq`` and
-``captureTime`` fields, and read the server's replies (``CONNECTED``, ``ACK``, ``ERROR``,
-``CLOSED``). One protocol is one connection; :mod:`livestream.cli.send.link` keeps a session going
-across several.
+``captureTime`` fields, or an encoded chunk's ``timestamp`` and ``key``, and read the server's
+replies (``CONNECTED``, ``ACK``, ``ERROR``, ``KEYFRAME_REQUEST``, ``CLOSED``). One protocol is
+one connection; :mod:`livestream.cli.send.link` keeps a session going across several.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from fractions import Fraction
 
 import pybase64
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
@@ -21,10 +22,15 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 
 from livestream.wire.kinds import MediaKind
-from livestream.wire.messages import TIMED_HEADER
+from livestream.wire.messages import ENCODED_HEADER, KEY_FLAG, TIMED_HEADER
 
-# The server's replies are small JSON objects; nothing it sends is larger.
+# The server's replies are small JSON objects; nothing it sends is larger. Bounds each frame
+# it sends (autobahn checks maxFramePayloadSize on incoming frames only).
 MAX_REPLY = 64 * 1024
+# autobahn checks maxMessagePayloadSize on what is sent as well as on what is received, so it
+# must let the largest chunk out: the splitters pass at most 64 MiB, a third more in base64,
+# plus the JSON around it. (A 1080p keyframe is over 64 KiB: a bound of MAX_REPLY refused it.)
+MAX_MESSAGE = 96 * 1024 * 1024
 
 
 class ServerGone(Exception):
@@ -117,6 +123,8 @@ class SendProtocol(WebSocketClientProtocol):
             self.factory.on_ack(reply)
             if self.connected_reply is not None and not self.ready.called:
                 self.ready.callback(self.connected_reply)
+        elif kind == "KEYFRAME_REQUEST":
+            self.factory.on_keyframe_request(reply)
         elif kind == "CLOSED":
             self.factory.on_closed(reply)
 
@@ -135,24 +143,41 @@ class SendProtocol(WebSocketClientProtocol):
             return "the connection was lost"
         return f"the server closed the connection ({code}{': ' + reason if reason else ''})"
 
-    def send_media(self, kind: MediaKind, seq: int, capture_time: float, data: bytes) -> bool:
-        """Send one chunk with its ``seq`` and ``captureTime`` (ms); False when the connection
-        is no longer open (closing, or gone) and nothing was sent."""
+    def send_media(self, kind: MediaKind, seq: int, at: Fraction, key: bool, data: bytes) -> bool:
+        """Send one chunk with its ``seq`` and its time ``at`` (seconds on the client's clock):
+        as ``captureTime`` (ms) for JPEG and PCM, as ``timestamp`` (whole µs) with ``key`` (video)
+        for an encoded kind. False when the connection is no longer open (closing, or gone) and
+        nothing was sent."""
         if self.state != self.STATE_OPEN:
             return False
-        if self.factory.binary:
-            # The timed binary form: the chunk behind a 13-byte header of kind, seq and captureTime.
-            payload = TIMED_HEADER.pack(kind.timed, seq, capture_time) + data
-            self.sendMessage(payload, isBinary=True)
+        binary = self.factory.binary
+        if kind in self.factory.encoded:
+            timestamp = int(at * 1_000_000)  # exact: the outbox keeps times in whole µs
+            if binary:
+                # The encoded form: a 14-byte header of kind, flags, seq and timestamp.
+                flags = KEY_FLAG if key and kind == MediaKind.VIDEO else 0
+                payload = ENCODED_HEADER.pack(kind.encoded, flags, seq, timestamp) + data
+            else:
+                fields: dict[str, object] = {"timestamp": timestamp}
+                if kind == MediaKind.VIDEO:
+                    fields["key"] = key
+                payload = self._stream_json(kind, seq, data, fields)
+        elif binary:
+            # The timed form: a 13-byte header of kind, seq and captureTime.
+            payload = TIMED_HEADER.pack(kind.timed, seq, float(at * 1000)) + data
         else:
-            chunk = pybase64.b64encode(data).decode("ascii")
-            payload = json.dumps({
-                "eventType": "STREAM", "mediaSourceType": kind.wire, "encodedMediaChunk": chunk,
-                "seq": seq, "captureTime": capture_time,
-            }).encode("ascii")  # fmt: skip
-            self.sendMessage(payload, isBinary=False)
+            payload = self._stream_json(kind, seq, data, {"captureTime": float(at * 1000)})
+        self.sendMessage(payload, isBinary=binary)
         self.bytes_out += len(payload)
         return True
+
+    @staticmethod
+    def _stream_json(kind: MediaKind, seq: int, data: bytes, fields: dict[str, object]) -> bytes:
+        chunk = pybase64.b64encode(data).decode("ascii")
+        return json.dumps({
+            "eventType": "STREAM", "mediaSourceType": kind.wire, "encodedMediaChunk": chunk,
+            "seq": seq, **fields,
+        }).encode("ascii")  # fmt: skip
 
     def send_close(self) -> None:
         self._send_json({"eventType": "CLOSE"})
@@ -166,7 +191,8 @@ class SendProtocol(WebSocketClientProtocol):
 
 class SendFactory(WebSocketClientFactory):
     """One connection: ``hello`` is its CONNECT; the server's ``ACK``, ``ERROR`` and ``CLOSED``
-    go to the callbacks; ``closed`` fires with how the connection ended."""
+    go to the callbacks; ``closed`` fires with how the connection ended. The kinds in
+    ``encoded`` are sent as the client encoded them (H.264, Opus): with a timestamp."""
 
     # autobahn's factories subclass Twisted's generic Factory without its type parameter, so a
     # protocol that names its own factory's type (SendProtocol.factory) cannot match it.
@@ -180,6 +206,8 @@ class SendFactory(WebSocketClientFactory):
         on_ack: Callable[[dict], None],
         on_error: Callable[[dict], None],
         on_closed: Callable[[dict], None],
+        on_keyframe_request: Callable[[dict], None] = lambda _: None,
+        encoded: Collection[MediaKind] = (),
     ) -> None:
         super().__init__(where.url)
         self.hello = hello
@@ -187,8 +215,10 @@ class SendFactory(WebSocketClientFactory):
         self.on_ack = on_ack
         self.on_error = on_error
         self.on_closed = on_closed
+        self.on_keyframe_request = on_keyframe_request
+        self.encoded = frozenset(encoded)
         self.closed: Deferred[ServerGone] = Deferred()
         self.setProtocolOptions(
             openHandshakeTimeout=30, closeHandshakeTimeout=10,
-            maxMessagePayloadSize=MAX_REPLY, maxFramePayloadSize=MAX_REPLY,
+            maxMessagePayloadSize=MAX_MESSAGE, maxFramePayloadSize=MAX_REPLY,
         )  # fmt: skip

@@ -6,13 +6,19 @@ server, and before ``CLOSED``) the link comes back with the token, waits for the
 the outbox send again what was not acknowledged, and goes on; a ``CLOSE`` that may not have
 arrived is sent again after it. A server without resume gets the seed protocol's behaviour: a
 drop ends the session.
+
+``CONNECT`` also names the codecs of what the client encoded itself (H.264, Opus, with the
+OpusHead); a server that does not echo them in ``CONNECTED`` does not know the extension, and
+the link gives up at once rather than stream what would record nothing useful.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from fractions import Fraction
 from typing import cast
 
+import pybase64
 from twisted.internet.defer import Deferred, TimeoutError, ensureDeferred, fail, succeed
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.task import deferLater
@@ -27,7 +33,7 @@ from livestream.cli.send.client import (
     reason,
 )
 from livestream.cli.send.outbox import Outbox
-from livestream.wire.kinds import MediaKind
+from livestream.wire.kinds import Codec, MediaKind
 
 # Coming back: the first attempt after 0.25 s, waits doubling to 2 s, each attempt given 5 s,
 # and no more attempts 60 s after the drop (the server's grace is 30 s unless configured).
@@ -35,6 +41,8 @@ RETRY_FIRST = 0.25
 RETRY_MAX = 2.0
 ATTEMPT_TIMEOUT = 5.0
 GIVE_UP_AFTER = 60.0
+# How long to wait for a server that does not know the codecs asked for to see the CLOSE.
+ABANDON_TIMEOUT = 2.0
 
 
 class Link:
@@ -47,8 +55,10 @@ class Link:
         token: str | None,
         binary: bool,
         on_error: Callable[[dict], None],
+        codecs: dict[MediaKind, Codec] | None = None,
     ) -> None:
-        """``on_error`` gets each ``ERROR`` the server sends about the session."""
+        """``on_error`` gets each ``ERROR`` the server sends about the session; ``codecs`` says
+        what each kind sent is when it is not the seed's JPEG or PCM."""
         self._reactor = reactor
         self._where = where
         self._cafile = cafile
@@ -56,6 +66,10 @@ class Link:
         self._token = token
         self._binary = binary
         self._on_error = on_error
+        self._codecs = {kind: codec for kind, codec in (codecs or {}).items() if codec.encoded}
+        # The server's KEYFRAME_REQUESTs: counted, not obeyed (the encoder makes a keyframe
+        # every second anyway).
+        self.keyframe_requests = 0
         self.recording: str | None = None
         self.resume_token: str | None = None
         self.reconnecting = False
@@ -91,15 +105,33 @@ class Link:
                     f"({again} chunks sent again)")  # fmt: skip
         return ""
 
-    async def open(self, timeout: float) -> dict:
-        """Connect and ``CONNECT``; the ``CONNECTED`` reply. Raises what connecting raises,
-        :class:`ServerGone` when the server refuses, TimeoutError after ``timeout``."""
+    async def open(self, timeout: float, opus_head: bytes | None = None) -> dict:
+        """Connect and ``CONNECT`` (with ``opus_head``, the Opus stream's identification
+        header, when audio is Opus); the ``CONNECTED`` reply. Raises what connecting raises,
+        :class:`ServerGone` when the server refuses or does not know the codecs asked for,
+        TimeoutError after ``timeout``."""
         hello: dict[str, object] = {"eventType": "CONNECT", "id": self._id, "resume": True}
         if self._token:
             hello["token"] = self._token
+        for kind, codec in self._codecs.items():
+            hello[f"{kind}Codec"] = codec.value
+        if opus_head is not None and self._codecs.get(MediaKind.AUDIO) == Codec.OPUS:
+            hello["opusHead"] = pybase64.b64encode(opus_head).decode("ascii")
         proto = await self._connect(hello, timeout)
         connected = proto.connected_reply
         assert connected is not None
+        for kind, codec in self._codecs.items():
+            if connected.get(f"{kind}Codec") != codec.value:
+                # Tell it we are done (CLOSE) before sending anything it cannot use, and wait
+                # (briefly) for the connection to close so the CLOSE is not lost on exit.
+                proto.send_close()
+                proto.sendClose(1000)
+                closing = proto.factory.closed.addTimeout(ABANDON_TIMEOUT, self._reactor)
+                await closing.addErrback(lambda _: None)
+                raise ServerGone(
+                    f"the server does not know the encoded-media extension: CONNECTED does "
+                    f'not say {kind}Codec "{codec}" (an older livestream?)'
+                )
         self.recording = connected.get("recording")
         self.resume_token = connected.get("resumeToken")
         self._adopt(proto)
@@ -111,9 +143,9 @@ class Link:
         assert self._proto is not None
         self._proto.registerProducer(outbox, True)
 
-    def send_media(self, kind: MediaKind, seq: int, capture_time: float, data: bytes) -> bool:
+    def send_media(self, kind: MediaKind, seq: int, at: Fraction, key: bool, data: bytes) -> bool:
         assert self._proto is not None
-        return self._proto.send_media(kind, seq, capture_time, data)
+        return self._proto.send_media(kind, seq, at, key, data)
 
     def close(self) -> Deferred[dict]:
         """``CLOSE`` once the outbox is drained; fires with ``CLOSED``, or fails with
@@ -131,8 +163,9 @@ class Link:
 
     async def _connect(self, hello: dict, timeout: float) -> SendProtocol:
         factory = SendFactory(
-            self._where, hello, self._binary, self._ack, self._on_error, self._closed
-        )
+            self._where, hello, self._binary, self._ack, self._on_error, self._closed,
+            self._keyframe_request, self._codecs,
+        )  # fmt: skip
         connected = endpoint(self._reactor, self._where, self._cafile, timeout).connect(factory)
         # IStreamClientEndpoint.connect is typed to give any IProtocol; it gives the protocol
         # this factory built (wrapClientTLS unwraps its TLS layer), a SendProtocol.
@@ -163,6 +196,9 @@ class Link:
         self._acked = {kind: ack.get(kind) for kind in MediaKind}
         if self._outbox is not None:
             self._outbox.acknowledge(self._acked[MediaKind.VIDEO], self._acked[MediaKind.AUDIO])
+
+    def _keyframe_request(self, request: dict) -> None:
+        self.keyframe_requests += 1
 
     def _closed(self, reply: dict) -> None:
         self.closed_reply = reply

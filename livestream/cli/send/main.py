@@ -5,7 +5,8 @@ line: ``livestream-send ws://localhost:8080/ talk.mp4`` or
 ``livestream-send ws://localhost:8080/ --test-pattern --duration 10``. The names of the
 recordings are printed on stdout as one JSON object, exactly as ``CLOSED`` gave them. A server
 that offers resume gets a session that survives dropped connections
-(:mod:`livestream.cli.send.link`).
+(:mod:`livestream.cli.send.link`). ``--codec h264`` and ``--audio-codec opus`` send what ffmpeg
+encoded, as a browser's WebCodecs encoder would, over the encoded-media extension.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from livestream.cli.send.progress import Progress
 from livestream.cli.token import duration
 from livestream.recording import ffmpeg
 from livestream.recording.ffmpeg import FFmpegResult, FFmpegUnusable
-from livestream.wire.kinds import BYTES_PER_SECOND
+from livestream.wire.kinds import AUDIO, BYTES_PER_SECOND, VIDEO, Codec
 
 # An audio chunk is a tenth of a second: as often as a browser's recorder sends one, and small
 # enough that real-time pacing stays smooth.
@@ -91,6 +92,19 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Target]:
         help="send as fast as the server takes it instead of in real time",
     )
     parser.add_argument(
+        "--codec",
+        choices=[Codec.JPEG.value, Codec.H264.value],
+        default=Codec.JPEG.value,
+        help="video as JPEG frames (default), or H.264 encoded here (libx264, a keyframe "
+        "every second) and recorded by the server as sent",
+    )
+    parser.add_argument(
+        "--audio-codec",
+        choices=[Codec.PCM.value, Codec.OPUS.value],
+        default=Codec.PCM.value,
+        help="audio as PCM (default), or Opus encoded here (48 kHz mono, 20 ms, 32 kbit/s)",
+    )
+    parser.add_argument(
         "--binary",
         action="store_true",
         help="send media as binary messages (the fast path) instead of JSON",
@@ -116,6 +130,7 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Target]:
         help="the ffmpeg to decode with (default: as the daemon finds it)",
     )
     args = parser.parse_args(argv)
+    args.codec, args.audio_codec = Codec(args.codec), Codec(args.audio_codec)
     if (args.file is None) == (not args.test_pattern):
         parser.error("give a file to send, or --test-pattern (not both)")
     try:
@@ -140,39 +155,71 @@ async def run(reactor, args: argparse.Namespace, where: Target, stdout: TextIO,
             video, audio = await media.probe(reactor, executable, args.file)
         except media.SourceError as e:
             raise Failed(str(e)) from None
-    source = media.Source(args.file, args.fps, args.size, args.duration, video, audio)
+    source = media.Source(args.file, args.fps, args.size, args.duration, video, audio,
+                          args.codec, args.audio_codec)  # fmt: skip
+    opus = audio and args.audio_codec == Codec.OPUS
+    # What CONNECT announces: the codecs of the kinds this source sends.
+    codecs = {VIDEO: args.codec} if video else {}
+    if audio:
+        codecs[AUDIO] = args.audio_codec
 
     errors: list[dict] = []
-    link = Link(reactor, where, args.cafile, args.id, args.token, args.binary, errors.append)
-    try:
-        await link.open(CONNECT_TIMEOUT)
-    except (ConnectError, DNSLookupError, SchemeNotSupported) as e:
-        raise Failed(f"cannot connect to {where.url}: {reason(e)}") from None
-    except TimeoutError:
-        raise Failed(
-            f"cannot connect to {where.url}: no CONNECTED within {CONNECT_TIMEOUT:g} s"
-        ) from None
-    except ServerGone as e:
-        raise Failed(str(e)) from None
-
-    outbox = Outbox(reactor, link.send_media, args.fps, realtime=not args.fast,
-                    keep=link.resumable)  # fmt: skip
-    link.carry(outbox)
+    link = Link(reactor, where, args.cafile, args.id, args.token, args.binary, errors.append,
+                codecs)  # fmt: skip
+    # The source starts first: with Opus, CONNECT carries the OpusHead ffmpeg writes first.
+    # Until CONNECTED the outbox holds what comes (pausing ffmpeg as ever when it is a lot).
+    outbox = Outbox(reactor, link.send_media, args.fps, realtime=not args.fast, held=True)
     reader = media.start(reactor, executable, source, outbox.frame, outbox.audio, AUDIO_CHUNK)
     outbox.attach(ffmpeg.pipes(reader))
-    progress = Progress(
-        reactor, stderr, lambda: (outbox.frames, outbox.audio_bytes / BYTES_PER_SECOND,
-                                  link.bytes_out), link.status,
-    )  # fmt: skip
-    link.on_change = progress.show
-    progress.start()
-    interrupted: list[bool] = []
 
     def stop_source(_: object = None) -> None:
         try:
             ffmpeg.pipes(reader).signalProcess("TERM")
         except ProcessExitedAlready:
             pass
+
+    async def give_up(message: str) -> Failed:
+        stop_source()
+        outbox.discard()
+        await reader.ended
+        return Failed(message)
+
+    opus_head = None
+    if opus:
+        try:
+            opus_head = await reader.opus_head.addTimeout(CONNECT_TIMEOUT, reactor)
+        except media.SourceError as e:
+            raise await give_up(f"reading the source failed; {e}") from None
+        except TimeoutError:
+            raise await give_up(
+                f"ffmpeg wrote no Opus header within {CONNECT_TIMEOUT:g} s"
+            ) from None
+    try:
+        await link.open(CONNECT_TIMEOUT, opus_head)
+    except (ConnectError, DNSLookupError, SchemeNotSupported) as e:
+        raise await give_up(f"cannot connect to {where.url}: {reason(e)}") from None
+    except TimeoutError:
+        raise await give_up(
+            f"cannot connect to {where.url}: no CONNECTED within {CONNECT_TIMEOUT:g} s"
+        ) from None
+    except ServerGone as e:
+        raise await give_up(str(e)) from None
+
+    link.carry(outbox)
+    outbox.begin(keep=link.resumable)
+
+    def note() -> str:
+        requests = link.keyframe_requests
+        asked = f"{requests} keyframe request{'s' if requests > 1 else ''}" if requests else ""
+        return ", ".join(part for part in (link.status(), asked) if part)
+
+    progress = Progress(
+        reactor, stderr, lambda: (outbox.frames, float(outbox.audio_seconds), link.bytes_out),
+        note,
+    )  # fmt: skip
+    link.on_change = progress.show
+    progress.start()
+    interrupted: list[bool] = []
 
     def source_ended(result: FFmpegResult) -> FFmpegResult:
         outbox.source_done()

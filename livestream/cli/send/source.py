@@ -1,5 +1,7 @@
 """Where the media comes from: one ffmpeg that decodes a file (or generates a test pattern and a
-tone) into JPEG frames on its stdout and PCM s16le 44.1 kHz mono on a second pipe (fd 3).
+tone) into JPEG frames on its stdout and PCM s16le 44.1 kHz mono on a second pipe (fd 3); or
+encodes them, as a client that sends what it encoded does: H.264 (an Annex B stream of access
+units) on stdout, Opus (in Ogg pages) on fd 3.
 
 One process for both keeps them in step, and pausing it (``pauseProducing`` on its transport)
 stops both: the pipes fill and ffmpeg waits, so a long file is never read into memory.
@@ -10,20 +12,49 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorProcess
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 
-from livestream.cli.send.split import JPEGSplitter, PCMChunker
+from livestream.cli.send.split import (
+    H264Splitter,
+    InvalidOgg,
+    JPEGSplitter,
+    OpusStream,
+    PCMChunker,
+)
 from livestream.recording import ffmpeg
 from livestream.recording.ffmpeg import FFmpegProcess
+from livestream.wire import opus
+from livestream.wire.h264 import InvalidH264, check_access_unit
 from livestream.wire.jpeg import NotAJPEG
-from livestream.wire.kinds import SAMPLE_RATE
+from livestream.wire.kinds import BYTES_PER_SECOND, SAMPLE_RATE, Codec
 
 AUDIO_FD = 3
 # ffmpeg's "-q:v" for mjpeg: 2 (best) to 31; 5 looks like a webcam's JPEGs at a third the size of 2.
 JPEG_QUALITY = "5"
+# H.264 as a live client sends it: constrained baseline (plays everywhere, no B-frames to hold
+# frames back), x264's zerolatency tuning (no lookahead: a frame leaves as soon as it is
+# encoded), veryfast (keeps up in real time on a small machine), a keyframe every second (the
+# server starts recordings and live viewers on one, and this encoder cannot be asked for one
+# on demand), 4:2:0 8-bit as the server records, limited ("tv") range as browser encoders make
+# it (a JPEG-sourced file would otherwise stay full range: ffmpeg converts only when told), and
+# an access unit delimiter before each
+# frame so the stream is cut into frames without parsing slices. Each packet is flushed to the
+# pipe as it is made.
+H264_ARGS = ("-c:v", "libx264", "-profile:v", "baseline", "-tune", "zerolatency",
+             "-preset", "veryfast", "-pix_fmt", "yuv420p", "-color_range", "tv",
+             "-bsf:v", "h264_metadata=aud=insert",
+             "-flush_packets", "1", "-f", "h264")  # fmt: skip
+# Opus as a browser's encoder sends it: 48 kHz mono, 20 ms packets, 32 kbit/s; in Ogg pages of
+# one packet each (a page holds its packets until it is full or its duration is up); no
+# metadata from the file in OpusTags (skipped anyway).
+OPUS_ARGS = ("-c:a", "libopus", "-b:a", "32k", "-ar", str(opus.RATE), "-ac", "1",
+             "-frame_duration", "20", "-page_duration", "20000", "-map_metadata", "-1",
+             "-f", "ogg")  # fmt: skip
 # Lines of "ffmpeg -i FILE": "  Stream #0:1[0x2](und): Audio: aac ...". A cover picture is a
 # video stream too, marked "(attached pic)"; it is not a video to send.
 _STREAM = re.compile(rb"^\s*Stream #\d+:\d+.*?: (Video|Audio): (.*)$", re.MULTILINE)
@@ -43,6 +74,8 @@ class Source:
     duration: float | None
     video: bool = True
     audio: bool = True
+    video_codec: Codec = Codec.JPEG
+    audio_codec: Codec = Codec.PCM
 
     def args(self) -> list[str]:
         """ffmpeg's arguments after its common ones: the input(s), then one output per pipe."""
@@ -61,10 +94,15 @@ class Source:
             scale = f",scale={self.size[0]}:{self.size[1]}" if self.size else ""
             filters = ["-vf", f"fps={self.fps}{scale}"]
         out = ["-nostdin", *inputs]
-        if self.video:
+        if self.video and self.video_codec == Codec.H264:
+            out += ["-map", video_map, *limit, *filters, *H264_ARGS, "-g", str(self.fps),
+                    "pipe:1"]  # fmt: skip
+        elif self.video:
             out += ["-map", video_map, *limit, *filters, "-c:v", "mjpeg", "-q:v", JPEG_QUALITY,
                     "-f", "image2pipe", "pipe:1"]  # fmt: skip
-        if self.audio:
+        if self.audio and self.audio_codec == Codec.OPUS:
+            out += ["-map", audio_map, *limit, *OPUS_ARGS, f"pipe:{AUDIO_FD}"]
+        elif self.audio:
             out += ["-map", audio_map, *limit, "-c:a", "pcm_s16le", "-ar", str(SAMPLE_RATE),
                     "-ac", "1", "-f", "s16le", f"pipe:{AUDIO_FD}"]  # fmt: skip
         return out
@@ -86,49 +124,101 @@ async def probe(reactor: IReactorProcess, executable: str, path: str) -> tuple[b
     return b"Video" in kinds, b"Audio" in kinds
 
 
+# Gets each frame (a JPEG, or an H.264 access unit) and whether it is a keyframe (H.264).
+OnFrame = Callable[[bytes, bool], None]
+# Gets each audio chunk (PCM, or an Opus packet) and how long it plays, in seconds.
+OnAudio = Callable[[bytes, Fraction], None]
+
+
 class MediaReader(FFmpegProcess):
-    """Reads one ffmpeg's two pipes and hands on each JPEG frame and each PCM chunk.
+    """Reads one ffmpeg's two pipes and hands on each frame (a JPEG, or an H.264 access unit
+    checked as the server will check it) and each audio chunk (PCM, or an Opus packet).
 
     ``ended`` (from :class:`FFmpegProcess`) fires when ffmpeg has exited; by then every frame
-    and the last, shorter audio chunk have been handed on.
+    and the last, shorter audio chunk have been handed on. With Opus, ``opus_head`` fires with
+    the stream's OpusHead as soon as ffmpeg has written it (first), or fails if it never does.
+    What ffmpeg writes that is not what was asked for sets ``broken`` and stops it.
     """
 
     def __init__(
         self,
-        on_frame: Callable[[bytes], None],
-        on_audio: Callable[[bytes], None],
+        on_frame: OnFrame,
+        on_audio: OnAudio,
         audio_chunk: int,
+        video_codec: Codec = Codec.JPEG,
+        audio_codec: Codec = Codec.PCM,
     ) -> None:
         super().__init__("source")
         self._on_frame = on_frame
         self._on_audio = on_audio
-        self._frames = JPEGSplitter()
-        self._audio = PCMChunker(audio_chunk)
+        self._h264 = H264Splitter() if video_codec == Codec.H264 else None
+        self._jpeg = JPEGSplitter()
+        self._opus = OpusStream() if audio_codec == Codec.OPUS else None
+        self._pcm = PCMChunker(audio_chunk)
+        self.opus_head: Deferred[bytes] = Deferred()
         self.broken: str | None = None
+
+    def _break(self, what: str, error: Exception) -> None:
+        self.broken = f"ffmpeg's {what} output: {error}"
+        if self._opus is not None and not self.opus_head.called:
+            self.opus_head.errback(SourceError(self.broken))
+        ffmpeg.pipes(self).signalProcess("TERM")
 
     def outReceived(self, data: bytes) -> None:
         if self.broken:
             return
-        try:
-            frames = self._frames.feed(data)
-        except NotAJPEG as e:
-            self.broken = f"ffmpeg's video output: {e}"
-            ffmpeg.pipes(self).signalProcess("TERM")
+        if self._h264 is None:
+            try:
+                frames = self._jpeg.feed(data)
+            except NotAJPEG as e:
+                self._break("video", e)
+                return
+            for frame in frames:
+                self._on_frame(frame, False)
             return
-        for frame in frames:
-            self._on_frame(frame)
+        try:
+            self._access_units(self._h264.feed(data))
+        except InvalidH264 as e:
+            self._break("video", e)
+
+    def _access_units(self, units: list[bytes]) -> None:
+        for unit in units:
+            self._on_frame(unit, check_access_unit(unit).key)
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
-        if childFD == AUDIO_FD:
-            for chunk in self._audio.feed(data):
-                self._on_audio(chunk)
-        else:
+        if childFD != AUDIO_FD:
             super().childDataReceived(childFD, data)
+        elif self._opus is None:
+            for chunk in self._pcm.feed(data):
+                self._on_audio(chunk, Fraction(len(chunk), BYTES_PER_SECOND))
+        elif not self.broken:
+            try:
+                self._packets(self._opus.feed(data))
+            except (InvalidOgg, opus.InvalidOpus) as e:
+                self._break("audio", e)
+
+    def _packets(self, packets: list[tuple[bytes, int]]) -> None:
+        assert self._opus is not None
+        if self._opus.head is not None and not self.opus_head.called:
+            self.opus_head.callback(self._opus.head)
+        for packet, samples in packets:
+            self._on_audio(packet, Fraction(samples, opus.RATE))
 
     def processEnded(self, reason: Failure) -> None:
-        rest = self._audio.flush()
+        rest = self._pcm.flush()
         if rest:
-            self._on_audio(rest)
+            self._on_audio(rest, Fraction(len(rest), BYTES_PER_SECOND))
+        if not self.broken:
+            try:
+                if self._h264 is not None:
+                    last = self._h264.flush()
+                    self._access_units([last] if last else [])
+                if self._opus is not None:
+                    self._opus.flush()
+            except (InvalidH264, InvalidOgg) as e:
+                self.broken = f"ffmpeg's output ends cut off: {e}"
+        if self._opus is not None and not self.opus_head.called:
+            self.opus_head.errback(SourceError(self.broken or "ffmpeg ended without audio"))
         super().processEnded(reason)
 
 
@@ -136,12 +226,13 @@ def start(
     reactor: IReactorProcess,
     executable: str,
     source: Source,
-    on_frame: Callable[[bytes], None],
-    on_audio: Callable[[bytes], None],
+    on_frame: OnFrame,
+    on_audio: OnAudio,
     audio_chunk: int,
 ) -> MediaReader:
     """Spawn the ffmpeg of ``source``; it starts writing at once."""
-    reader = MediaReader(on_frame, on_audio, audio_chunk)
+    audio_codec = source.audio_codec if source.audio else Codec.PCM
+    reader = MediaReader(on_frame, on_audio, audio_chunk, source.video_codec, audio_codec)
     read_fds: Sequence[int] = (AUDIO_FD,) if source.audio else ()
     ffmpeg.spawn(reactor, executable, source.args(), "source", proto=reader, read_fds=read_fds)
     ffmpeg.pipes(reader).closeStdin()
