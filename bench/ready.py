@@ -13,8 +13,10 @@ interleaved (``--repeat``, medians; losses: the worst run):
     recorded as sent.
 
 The timestamps are frame i at i/15 s, so an unpaced sender runs ahead of the daemon's clock
-(five minutes of timestamps in seconds): ``ERROR`` replies this causes are listed, not hidden.
-Recordings are decoded and counted as ``bench.run`` does.
+(five minutes of timestamps in under a second); the daemon's default ``--timing frames`` does
+not look at them, but with ``--livestream-args '--timing capture'`` it answers
+``timestamp_discontinuity``: ``ERROR`` replies are listed, not hidden. Recordings are decoded
+and counted as ``bench.run`` does.
 
     .venv/bin/python -m bench.ready [--frames 4500] [--repeat 3] [--audio]
 """
