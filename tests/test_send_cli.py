@@ -36,7 +36,7 @@ from tests.support.ports import free_port
 from tests.support.processes import Collect
 from tests.support.server import start_server
 from tests.support.tls import authority, server_files
-from tests.support.waiting import sleep
+from tests.support.waiting import cut_connection, sleep
 
 SECRET = b"a secret for livestream-send tests, 32+ bytes"
 
@@ -469,18 +469,9 @@ class ResumeTests(TestCase):
         return done
 
     async def cut(self, after_frames: int, previous: object = None) -> object:
-        """Once the session has recorded ``after_frames`` on a connection other than
-        ``previous`` (the one cut before), abort that connection; return it. The server stops
-        reading it 0.3 s before, so what the sender sent meanwhile is lost with it."""
-        while True:
-            sessions = self.registry.sessions
-            owner = sessions[0]._owner if sessions else None
-            if owner is not None and owner is not previous and sessions[0].frames >= after_frames:
-                owner.transport.pauseProducing()
-                await sleep(0.3)
-                owner.transport.abortConnection()
-                return owner
-            await sleep(0.02)
+        """Cut the live session's connection once it has ``after_frames`` (see
+        :func:`tests.support.waiting.cut_connection`); return the connection cut."""
+        return await cut_connection(self.registry, after_frames, previous)
 
     async def cut_three_times(self, *argv: str) -> None:
         port = await self.serve()

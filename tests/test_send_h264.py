@@ -38,7 +38,7 @@ from tests.support.http import get_json
 from tests.support.media import ffmpeg_exe, video_facts, wav_facts
 from tests.support.processes import Collect
 from tests.support.server import start_server
-from tests.support.waiting import sleep
+from tests.support.waiting import cut_connection
 
 FPS = 10
 SECONDS = 2
@@ -605,17 +605,9 @@ class EncodedSendTests(TestCase):
         self.assertEqual((video.codec, video.pix_fmt, video.frames), ("h264", "yuv420p", 20))
 
     async def cut(self, after_frames: int, previous: object = None) -> object:
-        """Once the session has ``after_frames`` on a connection other than ``previous``,
-        stop reading that connection for 0.3 s (what is sent meanwhile is lost) and abort it."""
-        while True:
-            sessions = self.registry.sessions
-            owner = sessions[0]._owner if sessions else None
-            if owner is not None and owner is not previous and sessions[0].frames >= after_frames:
-                owner.transport.pauseProducing()
-                await sleep(0.3)
-                owner.transport.abortConnection()
-                return owner
-            await sleep(0.02)
+        """Cut the live session's connection once it has ``after_frames`` (see
+        :func:`tests.support.waiting.cut_connection`); return the connection cut."""
+        return await cut_connection(self.registry, after_frames, previous)
 
     async def test_resumed_twice(self) -> None:
         """Cut twice while streaming H.264 and Opus, the sender resumes and sends again what
