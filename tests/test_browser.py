@@ -39,7 +39,7 @@ from tests.support.media import (
     wav_facts,
 )
 from tests.support.server import start_server
-from tests.support.websocket import CLOSE_MSG, connect_msg, open_client, record
+from tests.support.websocket import CLOSE_MSG, Client, connect_msg, open_client, record
 
 try:
     from playwright.sync_api import Page, sync_playwright
@@ -447,6 +447,20 @@ class BrowserTests(TestCase):
         self.assertEqual(listing, {"video": [seen["video"]], "audio": [seen["audio"]]})
         self.assertGreater(video_facts(self.media / "video" / seen["video"]).frames, 10)
 
+    def keep_sending(self, publisher: Client, send: Callable[[], None]) -> None:
+        """Call ``send`` at the server's rate until the test ends, then CLOSE and wait for
+        CLOSED."""
+        loop = LoopingCall(send)
+        loop.clock = reactor
+        loop.start(1 / FPS)
+
+        async def stop() -> None:
+            loop.stop()
+            publisher.send(CLOSE_MSG)
+            await publisher.event("CLOSED")
+
+        self.addCleanup(stop)
+
     async def feed(self, port: int, token: str | None = None) -> str:
         """A session fed by another client at the server's rate; stopped when the test ends.
         ``token`` goes in the WebSocket's URL, as a client of a server with authentication on
@@ -462,16 +476,7 @@ class BrowserTests(TestCase):
             publisher.send_binary(b"\x01" + frames[i % len(frames)])
             publisher.send_binary(b"\x02" + pcm(44100 // FPS, seed=i))
 
-        loop = LoopingCall(send)
-        loop.clock = reactor
-        loop.start(1 / FPS)
-
-        async def stop() -> None:
-            loop.stop()
-            publisher.send(CLOSE_MSG)
-            await publisher.event("CLOSED")
-
-        self.addCleanup(stop)
+        self.keep_sending(publisher, send)
         return name
 
     async def feed_h264(self, port: int) -> str:
@@ -502,16 +507,7 @@ class BrowserTests(TestCase):
                 publisher.send_binary(struct.pack(">BBIq", 0x22, 0, a, a * packet_us) + packet)
                 sent["audio"] += 1
 
-        loop = LoopingCall(send)
-        loop.clock = reactor
-        loop.start(1 / FPS)
-
-        async def stop() -> None:
-            loop.stop()
-            publisher.send(CLOSE_MSG)
-            await publisher.event("CLOSED")
-
-        self.addCleanup(stop)
+        self.keep_sending(publisher, send)
         return name
 
     async def test_watch_a_live_h264_session(self) -> None:

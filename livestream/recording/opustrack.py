@@ -48,7 +48,6 @@ class OpusRecorder:
         self._time = 0
         self._fragments = 0
         self._torn = False
-        self.packets = 0
         # Samples of sound received (48 kHz), what the packets' durations add up to.
         self.samples = 0
 
@@ -62,7 +61,6 @@ class OpusRecorder:
             self._time = lead
         self._pending.append(mp4.Sample(packet, samples, True))
         self._pending_samples += samples
-        self.packets += 1
         self.samples += samples
         if self._pending_samples >= FRAGMENT:
             self._flush()

@@ -58,7 +58,6 @@ class PassthroughVideo:
         self._fragments = 0
         self.need: str | None = START
         self.frames = 0
-        self.dropped = 0
         self._poster: bytes | None = None
         self._sets: tuple[bytes, ...] = ()
         self._torn = False
@@ -74,7 +73,6 @@ class PassthroughVideo:
         for a first keyframe without parameter sets or a frame of another size than the first.
         """
         if self.need is not None and not au.key:
-            self.dropped += 1
             raise NeedKeyframe(self.need)
         if self.params is None and not (au.sps and au.pps):
             raise InvalidH264("the first keyframe must carry its SPS and PPS in-band")

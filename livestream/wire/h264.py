@@ -79,10 +79,6 @@ class AccessUnit:
     # What each SPS says (parsed once, here).
     params: tuple[SequenceParameters, ...]
 
-    @property
-    def size(self) -> int:
-        return sum(len(nal) for nal in self.nals)
-
 
 def nal_units(data: bytes) -> list[bytes]:
     """Split Annex B bytes at their start codes (``00 00 01``, or ``00 00 00 01``).
