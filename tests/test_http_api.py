@@ -305,7 +305,10 @@ class DeleteTests(_Recorded):
         # The name alone, without its suffix, names the recording too.
         response, _ = await http(self.port, "DELETE", f"/recordings/audio/{audio[:-4]}")
         self.assertEqual(response.code, 204)
-        self.assertEqual(await get_json(self.port, "/api/recordings"), {"recordings": []})
+        self.assertEqual(
+            await get_json(self.port, "/api/recordings"),
+            {"recordings": [], "total": 0, "next": None},
+        )
 
     async def test_recording_in_progress_is_not_found(self) -> None:
         self.media = Path(self.mktemp())

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
-from livestream.library.mediainfo import UNKNOWN, Info, InfoCache, mp4_info, wav_info
+from livestream.library.mediainfo import UNKNOWN, Info, mp4_info, wav_info
 from livestream.recording.audio import wav_header
 from livestream.recording.fragments import trim
 from livestream.recording.video import EncoderSettings, encoder_args
@@ -102,18 +102,3 @@ class WavTests(unittest.TestCase):
         for content in (b"", b"RIFF", b"RIFF\x00\x00\x00\x00WAVEdata\x04\x00\x00\x00abcd"):
             self.path.write_bytes(content)
             self.assertEqual(wav_info(self.path), UNKNOWN)
-
-
-class CacheTests(unittest.TestCase):
-    def test_reread_only_when_the_file_changes(self) -> None:
-        wav = Path(self.mktemp()).absolute().with_suffix(".wav")
-        wav.write_bytes(wav_header(20) + b"\x00" * 20)
-        cache = InfoCache()
-        st = wav.stat()
-        self.assertEqual(cache.get(wav, st.st_mtime_ns, st.st_size).count, 10)
-        # Same stat, other content: the cached answer stands (no read).
-        wav.write_bytes(wav_header(10) + b"\x00" * 10 + b"\x00" * 10)
-        self.assertEqual(cache.get(wav, st.st_mtime_ns, st.st_size).count, 10)
-        self.assertEqual(cache.get(wav, st.st_mtime_ns + 1, st.st_size).count, 5)
-        cache.prune(set())
-        self.assertEqual(cache.get(wav, st.st_mtime_ns, st.st_size).count, 5)

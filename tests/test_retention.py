@@ -5,15 +5,28 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from livestream.library.index import READY, RecordingIndex
+from livestream.library.query import Query
 from livestream.library.tree import MediaTree
-from livestream.ops.retention import AGE, FREE, TOTAL, Finished, Retention, RetentionPolicy, plan
+from livestream.ops.retention import (
+    AGE,
+    BATCH,
+    FREE,
+    TOTAL,
+    Finished,
+    Retention,
+    RetentionPolicy,
+    plan,
+)
 from tests.support.http import get_json
 from tests.support.media import pcm
 from tests.support.server import start_server
+from tests.support.waiting import sleep, until
 from tests.support.websocket import record
 
 DAY = 86400
@@ -52,8 +65,12 @@ class PlanTests(SynchronousTestCase):
         self.assertEqual([(r.name, why) for r, why in got], [("v_1", FREE), ("a_2", FREE)])
 
 
-class RetentionServiceTests(SynchronousTestCase):
-    def setUp(self) -> None:
+class RetentionServiceTests(TestCase):
+    """Retention reads the index (real, in its threads) and keeps time by a Clock."""
+
+    timeout = 30
+
+    async def setUp(self) -> None:
         self.store = MediaTree(Path(self.mktemp()))
         self.store.ensure()
         self.clock = Clock()
@@ -61,13 +78,20 @@ class RetentionServiceTests(SynchronousTestCase):
         self.logged: list[dict] = []
         globalLogPublisher.addObserver(self.logged.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.logged.append)
+        self.index = RecordingIndex(reactor, self.store)
+
+    async def indexed(self) -> None:
+        """Start the index on the files made so far, and wait until it has checked the tree."""
+        self.index.startService()
+        self.addCleanup(self.index.stopService)
+        await until(lambda: self.index.state == READY, 10, "the index")
 
     def make(self, kind: str, name: str, size: int = 1000) -> Path:
         path = self.store.final_path(kind, name)
         path.write_bytes(b"\0" * size)
         return path
 
-    def test_sweeps_at_start_and_every_interval(self) -> None:
+    async def test_sweeps_at_start_and_every_interval(self) -> None:
         old_ms = int((NOW - 10 * DAY) * 1000)
         video = self.make("video", f"cam_{old_ms}")
         posters = self.store.root / "posters"
@@ -80,36 +104,52 @@ class RetentionServiceTests(SynchronousTestCase):
         temp.write_bytes(b"x")
         stranger = self.store.dir("video") / "notes.txt"
         stranger.write_bytes(b"x")
-        retention = Retention(self.clock, self.store, RetentionPolicy(days=7),
+        await self.indexed()
+        retention = Retention(self.clock, self.store, self.index, RetentionPolicy(days=7),
                               lambda: [f"live_{old_ms}"], interval=60)  # fmt: skip
         retention.startService()
         self.addCleanup(retention.stopService)
-        for gone in (video, poster, audio):
-            self.assertFalse(gone.exists(), gone)
+        await until(lambda: not any(p.exists() for p in (video, poster, audio)), 10, "a sweep")
         for kept in (live, temp, stranger):
             self.assertTrue(kept.exists(), kept)
         lines = [e for e in self.logged if e.get("log_format", "").startswith("retention: deleted")]
         self.assertEqual({(e["file"], e["why"]) for e in lines},
                          {(video.name, AGE), (audio.name, AGE)})  # fmt: skip
+        self.assertEqual((await self.index.page(Query())).total, 1)
 
         later = self.make("audio", f"mic_{int((NOW - 6.99 * DAY) * 1000)}")
+        await self.index.recorded("audio", later.name[:-4])
         self.clock.advance(59)
+        await sleep(0.5)
         self.assertTrue(later.exists())
         self.clock.advance(2 * 3600)
-        self.assertFalse(later.exists())
+        await until(lambda: not later.exists(), 10, "the next sweep")
 
-    def test_total_keeps_the_newest(self) -> None:
+    async def test_total_keeps_the_newest(self) -> None:
         paths = [self.make("audio", f"a_{int(NOW * 1000) - i}", 400) for i in range(4)]
-        retention = Retention(self.clock, self.store, RetentionPolicy(total_bytes=1000),
-                              lambda: [])  # fmt: skip
-        self.assertEqual(sorted(retention.sweep()), sorted(paths[2:]))
+        await self.indexed()
+        retention = Retention(self.clock, self.store, self.index,
+                              RetentionPolicy(total_bytes=1000), lambda: [])  # fmt: skip
+        self.assertEqual(sorted(await retention.sweep()), sorted(paths[2:]))
         self.assertEqual([p.exists() for p in paths], [True, True, False, False])
 
-    def test_free_space_asks_the_disk(self) -> None:
+    async def test_free_space_asks_the_disk(self) -> None:
         paths = [self.make("audio", f"a_{i}", 300) for i in range(1, 4)]
-        retention = Retention(self.clock, self.store, RetentionPolicy(free_bytes=1000),
+        await self.indexed()
+        retention = Retention(self.clock, self.store, self.index, RetentionPolicy(free_bytes=1000),
                               lambda: [], free_bytes=lambda: 500)  # fmt: skip
-        self.assertEqual(retention.sweep(), paths[:2])
+        self.assertEqual(await retention.sweep(), paths[:2])
+
+    async def test_a_sweep_reads_in_batches(self) -> None:
+        """More to delete than one batch: every batch goes, oldest first, and the rest stays."""
+        count = BATCH * 2 + 10
+        paths = [self.make("audio", f"a_{1000 + i}", 10) for i in range(count)]
+        await self.indexed()
+        retention = Retention(self.clock, self.store, self.index,
+                              RetentionPolicy(total_bytes=10 * 5), lambda: [])  # fmt: skip
+        self.assertEqual(await retention.sweep(), paths[:-5])
+        self.assertEqual([p for p in paths if p.exists()], paths[-5:])
+        self.assertEqual((await self.index.page(Query())).total, 5)
 
 
 class RetentionOfARunningServerTests(TestCase):
@@ -123,7 +163,8 @@ class RetentionOfARunningServerTests(TestCase):
         old.write_bytes(b"RIFF")
         os.utime(old, (1e9, 1e9))
         _, port = await start_server(self, media, retention=RetentionPolicy(days=30))
-        self.assertFalse(old.exists())
+        # The first sweep, once the index has found the file.
+        await until(lambda: not old.exists(), 10, "the sweep at start")
         _, _, closed = await record(port, "mic", audio=[pcm(100)])
         listing = await get_json(port, "/recordings")
         self.assertEqual(listing, {"video": [], "audio": [closed["recordings"]["audio"]]})

@@ -8,11 +8,13 @@ from pathlib import Path
 
 from autobahn.twisted.websocket import WebSocketServerFactory
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.threads import deferToThread
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from livestream.auth.access import OPEN
+from livestream.library.index import RecordingIndex
 from livestream.library.tree import MediaTree
 from livestream.web.page import Page
 from livestream.web.site import make_site
@@ -26,11 +28,11 @@ class DiskOnFire(Exception):
     pass
 
 
-class BrokenStore(MediaTree):
-    """A media tree whose listing fails in a way no route expects."""
+class BrokenIndex(RecordingIndex):
+    """An index whose listing fails in a way no route expects."""
 
-    def listing(self) -> dict[str, list[str]]:
-        raise DiskOnFire("/srv/media: the disk is on fire")
+    def seed_listing(self) -> Deferred[Path]:
+        return fail(DiskOnFire("/srv/media: the disk is on fire"))
 
 
 class RootMethodTests(TestCase):
@@ -68,7 +70,10 @@ class InternalErrorTests(TestCase):
 
     def serve(self, store: MediaTree) -> int:
         store.ensure()
-        site = make_site(store, WebSocketServerFactory(), Page(lambda: (), OPEN, 15))
+        index = BrokenIndex(reactor, store)
+        index.startService()
+        self.addCleanup(index.stopService)
+        site = make_site(store, WebSocketServerFactory(), Page(lambda: (), OPEN, 15), index=index)
         listening = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.addCleanup(listening.stopListening)
         return listening.getHost().port
@@ -77,7 +82,7 @@ class InternalErrorTests(TestCase):
         logged: list[dict] = []
         globalLogPublisher.addObserver(logged.append)
         self.addCleanup(globalLogPublisher.removeObserver, logged.append)
-        port = self.serve(BrokenStore(Path(self.mktemp()).absolute()))
+        port = self.serve(MediaTree(Path(self.mktemp()).absolute()))
         status, headers, body = await raw(port, "GET", "/recordings?token=abc")
         self.assertEqual(status, 500)
         self.assertEqual(headers["content-type"], "application/json")

@@ -30,10 +30,13 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from livestream.bucket.objectstore import KeyTaken, ObjectStore, StoreError, UploadCancelled
+from livestream.bucket.sync import BucketSync, metadata_info
 from livestream.library.catalog import COUNT_FIELDS
 from livestream.library.digest import sha256_of
 from livestream.library.durable import write_durably
 from livestream.library.mediainfo import Info, mp4_info, wav_info
+from livestream.library.rows import make_row
+from livestream.library.store import STORED
 from livestream.library.tree import (
     MAX_STEM_LENGTH,
     POSTER_SUFFIX,
@@ -79,8 +82,12 @@ class Uploader(Service):
         fps: int = 15,
         retry_max: float = 60.0,
         stop_wait: float = 10.0,
+        sync: BucketSync | None = None,
     ) -> None:
+        """``sync`` is told of each upload, so the index has it at once (not at the next
+        listing of the bucket)."""
         self._reactor = reactor
+        self._sync = sync
         self._tree = tree
         self._objects = objects
         self._node = node
@@ -267,9 +274,14 @@ class Uploader(Service):
         poster = self._tree.poster_path(name)
         if kind == VIDEO and poster.exists():
             await self._upload_poster(poster, target, metadata)
+        poster_size = poster.stat().st_size if kind == VIDEO and poster.exists() else None
         path.unlink()
         if kind == VIDEO:
             poster.unlink(missing_ok=True)
+        if self._sync is not None:
+            row = make_row(kind, target, size, stored.modified, metadata_info(kind, metadata),
+                           poster_size, STORED, described=True)  # fmt: skip
+            self._sync.uploaded(row, name)
         marker.unlink(missing_ok=True)
         self.uploaded += 1
         _log.info("uploaded {file} to {key} ({size} bytes)", file=_filename(kind, name),

@@ -23,9 +23,11 @@ from twisted.web.server import Site
 
 from livestream.bucket.library import BucketLibrary
 from livestream.bucket.objectstore import ObjectStore
+from livestream.bucket.sync import BucketSync
 from livestream.bucket.uploader import Uploader
 from livestream.bucket.watch import StoreWatch
 from livestream.daemon.options import Config, Options
+from livestream.library.index import RecordingIndex
 from livestream.library.tree import MediaTree
 from livestream.ops import notify
 from livestream.ops.health import Health
@@ -35,6 +37,7 @@ from livestream.ops.stall import StallMonitor
 from livestream.ops.webhooks.service import Webhooks
 from livestream.recording.video import EncoderSettings
 from livestream.sessions.events import Events
+from livestream.sessions.indexing import indexer
 from livestream.sessions.recovery import Recovery
 from livestream.sessions.registry import SessionRegistry
 from livestream.sessions.session import SessionLimits
@@ -60,15 +63,20 @@ def build(config: Config, reactor) -> MultiService:
     the order the module's docstring gives."""
     tree = _media_tree(config)
     events = Events()
+    index = RecordingIndex(reactor, tree)
+    events.subscribe(indexer(index))
     registry = _sessions(config, reactor, tree, events)
     webhooks = _webhooks(config, reactor, tree, events)
-    bucket = _bucket(config, reactor, tree, events)
+    bucket = _bucket(config, reactor, tree, index, events)
     stalls = StallMonitor(reactor)
-    site = _site(config, reactor, tree, events, registry, webhooks, bucket, stalls)
+    site = _site(config, reactor, tree, index, events, registry, webhooks, bucket, stalls)
 
     top = _InOrder()
     # First: it measures the event loop through recovery, the sessions and the stop.
     _add(top, "stalls", stalls)
+    # Before everything that publishes or deletes (recovery, sessions, uploads, retention), so
+    # it is stopped after them and applies what they told it last.
+    _add(top, "index", index)
     if webhooks is not None:
         # Before recovery (its events are queued) and before the sessions: stopped after them,
         # it still queues the events of the sessions finished at shutdown.
@@ -79,8 +87,9 @@ def build(config: Config, reactor) -> MultiService:
         _add(top, "objectstore", bucket.objects)
         _add(top, "uploader", bucket.uploader)
         _add(top, "storewatch", bucket.watch)
+        _add(top, "bucketsync", bucket.sync)
     Recovery(reactor, tree, config.ffmpeg, events, mux_audio=config.mux_audio).setServiceParent(top)
-    _add(top, "retention", _retention(config, reactor, tree, registry, bucket))
+    _add(top, "retention", _retention(config, reactor, tree, index, registry, bucket))
     _add(top, "sessions", registry)
     for description in config.listen:
         _Listener(description, _endpoint(reactor, description), site).setServiceParent(top)
@@ -139,28 +148,35 @@ def _webhooks(config: Config, reactor, tree: MediaTree, events: Events) -> Webho
 @dataclass(frozen=True)
 class _Bucket:
     """What a daemon with ``--store`` adds: the store's client, the uploader, the watch on the
-    store's health, and the library that serves the bucket with this node's files."""
+    store's health, the listing that keeps the index up with the bucket, and the library that
+    serves the bucket with this node's files."""
 
     objects: ObjectStore
     uploader: Uploader
     watch: StoreWatch
+    sync: BucketSync
     library: BucketLibrary
 
 
-def _bucket(config: Config, reactor, tree: MediaTree, events: Events) -> _Bucket | None:
+def _bucket(
+    config: Config, reactor, tree: MediaTree, index: RecordingIndex, events: Events
+) -> _Bucket | None:
     if config.store is None:
         return None
     objects = ObjectStore(reactor, config.store)
+    sync = BucketSync(reactor, objects, index)
     uploader = Uploader(reactor, tree, objects, events, config.node, fps=config.fps,
-                        retry_max=config.upload_retry_max)  # fmt: skip
+                        retry_max=config.upload_retry_max, sync=sync)  # fmt: skip
     watch = StoreWatch(reactor, objects, uploader)
-    return _Bucket(objects, uploader, watch, BucketLibrary(reactor, tree, objects, uploader))
+    library = BucketLibrary(tree, objects, uploader, index, sync)
+    return _Bucket(objects, uploader, watch, sync, library)
 
 
 def _site(
     config: Config,
     reactor,
     tree: MediaTree,
+    index: RecordingIndex,
     events: Events,
     registry: SessionRegistry,
     webhooks: Webhooks | None,
@@ -176,19 +192,25 @@ def _site(
     health = Health(tree, config.ffmpeg, limits.min_free_bytes, watch)
     page = Page(lambda: registry.sessions, config.access, config.fps, config.resume_grace)
     return make_site(
-        tree, factory, page, config.access, limits.handshake_timeout, registry=registry,
+        tree, factory, page, config.access, limits.handshake_timeout, index=index,
+        registry=registry,
         health=health, metrics=metrics, library=bucket.library if bucket is not None else None,
         objects=bucket.objects if bucket is not None else None, presign=config.presign,
     )  # fmt: skip
 
 
 def _retention(
-    config: Config, reactor, tree: MediaTree, registry: SessionRegistry, bucket: _Bucket | None
+    config: Config,
+    reactor,
+    tree: MediaTree,
+    index: RecordingIndex,
+    registry: SessionRegistry,
+    bucket: _Bucket | None,
 ) -> Retention:
     """Retention of the local tree, or of the bucket's objects with ``--store``; it never deletes
     a recording whose session is live."""
     return Retention(
-        reactor, tree, config.retention, lambda: (s.name for s in registry.sessions),
+        reactor, tree, index, config.retention, lambda: (s.name for s in registry.sessions),
         bucket=bucket.library if bucket is not None else None,
     )  # fmt: skip
 

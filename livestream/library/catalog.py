@@ -1,21 +1,16 @@
-"""The details of every finished recording, as ``GET /api/recordings`` answers them.
-
-Read from the media tree on each request (a listing is a directory scan and one stat per file;
-durations and counts come from :mod:`livestream.library.mediainfo`, cached while a file is
-unchanged). Only what the seed listing would show is described: visible, well-named regular
-files of ``video/`` and ``audio/``; symlinks are not followed.
-"""
+"""A finished recording as ``GET /api/recordings`` describes it, wherever it is kept: its URL,
+its poster's, when it began (the epoch-ms of its name), and what its headers say."""
 
 from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from livestream.library.mediainfo import Info, InfoCache
-from livestream.library.tree import POSTER_SUFFIX, POSTERS, MediaTree, is_recording_name
+from livestream.library.mediainfo import Info
+from livestream.library.store import LOCAL, STORED, Row
+from livestream.library.tree import POSTER_SUFFIX, POSTERS
 from livestream.wire.kinds import AUDIO, SUFFIXES, VIDEO
 
 URL_PREFIX = "/recordings"
@@ -64,54 +59,20 @@ def describe(
     }
 
 
-# (created, file name, entry): what newest_first sorts.
-Entry = tuple[float, str, dict[str, object]]
+LOCATIONS = {LOCAL: "local", STORED: "bucket", LOCAL | STORED: "both"}
 
 
-def newest_first(entries: list[Entry]) -> list[dict[str, object]]:
-    entries.sort(key=lambda item: (item[0], item[1]), reverse=True)
-    return [doc for _, _, doc in entries]
+def entry(row: Row) -> dict[str, object]:
+    """A row of the index as a page of the details route lists it."""
+    return describe(
+        row.kind, row.name, row.size, row.created, Info(row.duration, row.count), bool(row.poster)
+    )
 
 
-class Catalog:
-    def __init__(self, tree: MediaTree) -> None:
-        self._tree = tree
-        self._info = InfoCache()
-
-    def details(self) -> list[dict[str, object]]:
-        """Every finished recording, newest first."""
-        return newest_first(self.entries())
-
-    def entries(self) -> list[Entry]:
-        """Every finished recording in the media tree, unsorted."""
-        posters = {name for name, _ in self._files(POSTERS)}
-        found: list[Entry] = []
-        seen: set[Path] = set()
-        for kind, suffix in SUFFIXES.items():
-            for name, dirent in self._files(kind):
-                path = Path(dirent.path)
-                try:
-                    st = dirent.stat(follow_symlinks=False)
-                except OSError:
-                    continue  # deleted since the scan
-                seen.add(path)
-                info = self._info.get(path, st.st_mtime_ns, st.st_size)
-                created = created_at(name, st.st_mtime)
-                doc = describe(kind, name, st.st_size, created, info, name in posters)
-                found.append((created, f"{name}{suffix}", doc))
-        self._info.prune(seen)
-        return found
-
-    def _files(self, kind: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
-        """(name, entry) of the well-named regular files (not symlinks) of one directory; none
-        if it cannot be read."""
-        try:
-            found = self._tree.scan(kind)
-        except OSError:
-            return
-        for name, entry in found:
-            if is_recording_name(name) and entry.is_file(follow_symlinks=False):
-                yield name, entry
+def full_entry(row: Row) -> dict[str, object]:
+    """One recording's own details: its entry, and the client id its name shows and where it
+    is kept (``local``, ``bucket`` or ``both``)."""
+    return {**entry(row), "client": row.stem, "location": LOCATIONS.get(row.location, "local")}
 
 
 def created_at(name: str, mtime: float) -> float:

@@ -1,8 +1,10 @@
-"""The library of finished recordings that the HTTP routes and retention act on.
+"""Where the HTTP routes find and delete finished recordings.
 
 One interface, :class:`Library`, so the routes never ask where recordings are kept, and its
-answers (:data:`Found`, :class:`Removable`). :class:`LocalLibrary` is the media tree, as a daemon
-without a bucket has always served it; ``livestream.bucket.library`` holds the bucket's.
+answers (:data:`Found`). :class:`LocalLibrary` is the media tree, as a daemon
+without a bucket has always served it; ``livestream.bucket.library`` holds the bucket's. Listings
+are not asked of it: they are the index's (``livestream.library.index``), which every delete
+made here is told of.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import Protocol
 
 from twisted.internet.defer import Deferred, succeed
 
-from livestream.library.catalog import Catalog, regular_file
+from livestream.library.catalog import regular_file
+from livestream.library.index import RecordingIndex
 from livestream.library.tree import MediaTree
 
 
@@ -43,24 +46,7 @@ class StoredObject:
 Found = LocalFile | StoredObject
 
 
-@dataclass(frozen=True)
-class Removable:
-    """A finished recording as retention sees it, wherever it is kept."""
-
-    kind: str
-    name: str
-    size: int
-    modified: float
-    poster_size: int = 0
-
-
 class Library(Protocol):
-    def listing(self) -> Deferred[dict[str, list[str]]]:
-        """The seed's ``GET /recordings`` document."""
-
-    def details(self) -> Deferred[list[dict[str, object]]]:
-        """``GET /api/recordings``: every finished recording, newest first."""
-
     def find(self, kind: str, name: str) -> Deferred[Found | None]:
         """Where a finished recording is, or None."""
 
@@ -74,15 +60,9 @@ class Library(Protocol):
 class LocalLibrary:
     """The media tree alone."""
 
-    def __init__(self, tree: MediaTree) -> None:
+    def __init__(self, tree: MediaTree, index: RecordingIndex) -> None:
         self._tree = tree
-        self.catalog = Catalog(tree)
-
-    def listing(self) -> Deferred[dict[str, list[str]]]:
-        return succeed(self._tree.listing())
-
-    def details(self) -> Deferred[list[dict[str, object]]]:
-        return succeed(self.catalog.details())
+        self._index = index
 
     def find(self, kind: str, name: str) -> Deferred[Found | None]:
         return succeed(self.local(self._tree.final_path(kind, name)))
@@ -94,9 +74,13 @@ class LocalLibrary:
         return succeed(self.delete_local(kind, name))
 
     def delete_local(self, kind: str, name: str) -> bool:
+        """Delete the file (and a video's poster) and tell the index: every read asked for after
+        this call no longer lists it."""
         if regular_file(self._tree.final_path(kind, name)) is None:
             return False
-        return self._tree.delete(kind, name)
+        deleted = self._tree.delete(kind, name)
+        self._index.removed(kind, name)
+        return deleted
 
     @staticmethod
     def local(path: Path) -> LocalFile | None:

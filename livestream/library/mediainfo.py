@@ -4,7 +4,7 @@ The details route answers for every recording at once, so this must cost a few s
 file and never a process: a WAV's sizes are in its header, and an MP4's in its ``moov`` box (the
 track's ``mdhd`` timescale and duration, the ``stsz`` sample count). A fragmented MP4 (published
 as it is when the faststart copy fails) keeps its counts in each fragment's ``trun`` instead.
-Results are cached by (path, mtime, size): published files do not change.
+The index reads each file once (published files do not change).
 
 Pure: no Twisted. Anything malformed gives ``None`` for what cannot be read, never an exception.
 """
@@ -195,26 +195,3 @@ def mp4_info(path: Path) -> Info:
     except (OSError, struct.error):
         return UNKNOWN
     return Info(None if duration is None else duration / track.timescale, samples)
-
-
-class InfoCache:
-    """What :func:`mp4_info`/:func:`wav_info` said about each file, while it is unchanged.
-
-    :meth:`prune` keeps only the files of the last listing, so the cache never outgrows the
-    media tree.
-    """
-
-    def __init__(self) -> None:
-        self._known: dict[Path, tuple[int, int, Info]] = {}
-
-    def get(self, path: Path, mtime_ns: int, size: int) -> Info:
-        cached = self._known.get(path)
-        if cached is not None and cached[:2] == (mtime_ns, size):
-            return cached[2]
-        info = wav_info(path) if path.suffix == ".wav" else mp4_info(path)
-        self._known[path] = (mtime_ns, size, info)
-        return info
-
-    def prune(self, keep: set[Path]) -> None:
-        for path in self._known.keys() - keep:
-            del self._known[path]

@@ -18,6 +18,9 @@ TEMP = "temp"
 POSTERS = "posters"
 POSTER_SUFFIX = ".jpg"
 POSTER_TYPE = "image/jpeg"
+# The recordings index and the listing files made from it (livestream.library.index): a
+# dot-name, so nothing that walks the tree takes it for media.
+INDEX_DIR = ".index"
 _SUFFIXES = {**SUFFIXES, POSTERS: POSTER_SUFFIX}
 
 # What a live session keeps in temp/: the encoder's fragmented MP4 (playable up to its last

@@ -20,7 +20,9 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from livestream.auth.access import OPEN, Access
 from livestream.auth.tokens import DELETE, METRICS, READ
 from livestream.bucket.objectstore import ObjectStore
-from livestream.library.catalog import iso_utc
+from livestream.library import query as queries
+from livestream.library.catalog import entry, full_entry, iso_utc
+from livestream.library.index import RecordingIndex
 from livestream.library.local import Found, Library, LocalFile, LocalLibrary, StoreUnavailable
 from livestream.library.tree import POSTER_SUFFIX, POSTER_TYPE, MediaTree, is_recording_name
 from livestream.ops.health import FAIL, Health
@@ -32,7 +34,7 @@ from livestream.web.guard import requires
 from livestream.web.mediafile import MediaFile
 from livestream.web.objectfile import ObjectFile
 from livestream.web.page import Page, wants_html
-from livestream.wire.kinds import AUDIO, VIDEO, MediaKind
+from livestream.wire.kinds import AUDIO, SUFFIXES, VIDEO, MediaKind
 
 _log = Logger()
 
@@ -73,6 +75,7 @@ class WebApp:
         page: Page,
         access: Access = OPEN,
         *,
+        index: RecordingIndex,
         registry: SessionRegistry | None = None,
         health: Health,
         metrics: Metrics | None = None,
@@ -80,7 +83,8 @@ class WebApp:
         objects: ObjectStore | None = None,
         presign: int = 0,
     ) -> None:
-        """``library`` is what the recordings routes act on (default: the media tree);
+        """``index`` answers every listing; ``library`` finds and deletes (default: the media
+        tree);
         ``objects`` the bucket its stored objects are read from, and ``presign`` the seconds
         a presigned URL lasts when downloads are redirected to the store (0: streamed here)."""
         self._tree = tree
@@ -89,7 +93,8 @@ class WebApp:
         self._access = access
         self._registry = registry
         self._health = health
-        self._library = library if library is not None else LocalLibrary(tree)
+        self._index = index
+        self._library = library if library is not None else LocalLibrary(tree, index)
         self._objects = objects
         self._presign = presign
         self._metrics = metrics
@@ -160,8 +165,17 @@ class WebApp:
 
     @app.route("/recordings", methods=["GET"])
     @requires(READ)
-    async def recordings(self, request: Request) -> bytes:
-        return json_answer(request, 200, await self._library.listing())
+    async def recordings(self, request: Request) -> IResource | bytes:
+        """Every name, in one document as large as the library: written to a file off the
+        reactor when the library has changed since the last, and served from it in pieces
+        (with an ETag, so a poller that has it gets a 304)."""
+        found = await self._index.seed_listing()
+        if isinstance(found, bytes):
+            request.setHeader("content-type", "application/json")
+            request.setHeader("cache-control", "no-store")
+            return found
+        request.setHeader("cache-control", "no-cache")
+        return MediaFile(found, "application/json", found.stat())
 
     @app.route("/recordings/video/<filename>", methods=["GET", "HEAD"])
     @requires(READ)
@@ -225,7 +239,29 @@ class WebApp:
     @app.route("/api/recordings", methods=["GET"])
     @requires(READ)
     async def details(self, request: Request) -> bytes:
-        return json_answer(request, 200, {"recordings": await self._library.details()})
+        """A page of the recordings (``library.query`` says which): newest first unless asked
+        otherwise, the total matching, and the cursor of the next page."""
+        try:
+            query = queries.parse(request.args or {})
+        except queries.BadQuery as e:
+            return error_answer(request, 400, "bad_query", str(e))
+        found = await self._index.page(query)
+        return json_answer(request, 200, {
+            "recordings": [entry(row) for row in found.rows],
+            "total": found.total,
+            "next": found.next,
+        })  # fmt: skip
+
+    @app.route("/api/recordings/<kind>/<filename>", methods=["GET"])
+    @requires(READ)
+    async def detail(self, request: Request, kind: str, filename: str) -> bytes:
+        """One recording's entry, as its page would give it."""
+        suffix = SUFFIXES.get(kind)
+        name = _name_of(filename, suffix) if suffix is not None else None
+        row = await self._index.get(kind, name) if name is not None else None
+        if row is None:
+            return no_such_recording(request)
+        return json_answer(request, 200, full_entry(row))
 
     @app.route("/api/sessions", methods=["GET"])
     @requires(READ)

@@ -13,6 +13,7 @@ from twisted.web.server import Site
 
 from livestream.auth.access import OPEN, Access
 from livestream.bucket.objectstore import ObjectStore
+from livestream.library.index import RecordingIndex
 from livestream.library.local import Library
 from livestream.library.tree import MediaTree
 from livestream.ops.health import Health
@@ -33,6 +34,7 @@ def make_site(
     access: Access = OPEN,
     header_timeout: float = 10.0,
     *,
+    index: RecordingIndex,
     registry: SessionRegistry | None = None,
     health: Health | None = None,
     metrics: Metrics | None = None,
@@ -40,14 +42,16 @@ def make_site(
     objects: ObjectStore | None = None,
     presign: int = 0,
 ) -> Site:
-    """``registry`` is where ``/api/sessions`` finds live sessions (none without one);
-    ``health`` what ``/healthz`` checks (by default the media tree and an ``ffmpeg`` on PATH);
-    ``library``, ``objects`` and ``presign`` as for :class:`WebApp`."""
+    """``index`` answers the listings; ``registry`` is where ``/api/sessions`` finds live
+    sessions (none without one); ``health`` what ``/healthz`` checks (by default the media
+    tree and an ``ffmpeg`` on PATH); ``library``, ``objects`` and ``presign`` as for
+    :class:`WebApp`."""
     app = WebApp(
         tree,
         WebSocketResource(factory),
         page,
         access,
+        index=index,
         registry=registry,
         health=health if health is not None else Health(tree, "ffmpeg"),
         metrics=metrics,

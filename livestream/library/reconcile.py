@@ -1,0 +1,149 @@
+"""The index checked against the media tree at start: new files added, vanished ones dropped,
+posters put right; never a header read again for a file the index already knows.
+
+Everything runs as small tasks of the index's writer, one after another, so the writes of live
+sessions (which take their turn between them) wait for one task at most, and a read never waits
+for the whole check. The names found are kept in a temporary table of the writer's connection,
+not in Python, so a million names cost the daemon no memory of its own.
+
+Sessions publish while the check runs: a file published after its directory was read is not in
+the temporary table, so a row missing from it is dropped only if its file is really gone (an
+lstat); a file deleted after the read is not added (its lstat fails).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import TypeVar
+
+from twisted.internet.defer import Deferred
+
+from livestream.library import store
+from livestream.library.catalog import regular_file
+from livestream.library.mediainfo import UNKNOWN, mp4_info, wav_info
+from livestream.library.rows import make_row
+from livestream.library.store import LOCAL
+from livestream.library.tree import POSTER_SUFFIX, POSTERS, MediaTree, is_recording_name
+from livestream.wire.kinds import SUFFIXES, VIDEO, MediaKind
+
+T = TypeVar("T")
+Writer = Callable[[Callable[[sqlite3.Connection], T]], Deferred[T]]
+
+# Rows per task: about 20-50 ms of the writer's time each.
+SCAN_BATCH = 5000
+CHECK_BATCH = 5000
+ADD_BATCH = 2000
+# Files whose headers are read per task (a few small reads each).
+DESCRIBE_BATCH = 200
+
+
+async def run(tree: MediaTree, write: Writer, running: Callable[[], bool]) -> None:
+    """Bring the index in line with the tree; stops early (between tasks) when the daemon does."""
+    await write(_start)
+    for directory in (*MediaKind, POSTERS):
+        names = _names(tree, directory)
+        while running():
+            if not await write(partial(_record_seen, directory=directory, names=names)):
+                break
+    after: str | None = ""
+    while running() and after is not None:
+        after = await write(partial(_check_known, tree=tree, after=after))
+    after = ""
+    while running() and after is not None:
+        after = await write(partial(_add_new, tree=tree, after=after))
+    await write(lambda db: db.execute("DROP TABLE IF EXISTS temp.seen"))
+    while running():
+        if not await write(partial(_describe, tree=tree)):
+            break
+
+
+def _start(db: sqlite3.Connection) -> None:
+    db.execute("DROP TABLE IF EXISTS temp.seen")
+    db.execute("CREATE TEMP TABLE seen (filename TEXT PRIMARY KEY, kind TEXT NOT NULL)")
+
+
+def _names(tree: MediaTree, directory: str) -> Iterator[str]:
+    """The well-named file names of one directory, read lazily (a million entries are not a
+    list); none if it cannot be read."""
+    suffix = SUFFIXES.get(directory, POSTER_SUFFIX)
+    try:
+        entries = os.scandir(tree.dir(directory))
+    except OSError:
+        return
+    with entries:
+        for entry in entries:
+            name = entry.name
+            if name.endswith(suffix) and not name.startswith("."):
+                if is_recording_name(name[: -len(suffix)]):
+                    yield name
+
+
+def _record_seen(db: sqlite3.Connection, directory: str, names: Iterator[str]) -> bool:
+    """Up to a batch of ``names`` into the table of names seen; False once they run out."""
+    batch = [(name, directory) for _, name in zip(range(SCAN_BATCH), names, strict=False)]
+    db.executemany("INSERT OR IGNORE INTO temp.seen VALUES (?, ?)", batch)
+    return len(batch) == SCAN_BATCH
+
+
+def _check_known(db: sqlite3.Connection, tree: MediaTree, after: str) -> str | None:
+    """A batch of the rows said to be local: drop those whose file is gone, put their posters'
+    local bit right. The last file name checked, or None at the end."""
+    rows = db.execute(
+        "SELECT r.filename, r.kind, r.poster,"
+        " EXISTS (SELECT 1 FROM temp.seen s WHERE s.filename = r.filename),"
+        " EXISTS (SELECT 1 FROM temp.seen p WHERE p.kind = ? AND"
+        "   p.filename = substr(r.filename, 1, length(r.filename) - 4) || ?)"
+        " FROM recordings r WHERE r.filename > ? AND r.location & ? ORDER BY r.filename LIMIT ?",
+        (POSTERS, POSTER_SUFFIX, after, LOCAL, CHECK_BATCH),
+    ).fetchall()
+    gone = []
+    for filename, kind, poster, seen, poster_seen in rows:
+        name = filename[: -len(SUFFIXES[kind])]
+        if not seen and regular_file(tree.final_path(kind, name)) is None:
+            gone.append(filename)
+            continue
+        if kind == VIDEO and bool(poster & LOCAL) != bool(poster_seen):
+            st = regular_file(tree.poster_path(name))
+            store.set_poster(db, filename, LOCAL, st.st_size if st is not None else None)
+    store.drop_place(db, gone, LOCAL)
+    return rows[-1][0] if len(rows) == CHECK_BATCH else None
+
+
+def _add_new(db: sqlite3.Connection, tree: MediaTree, after: str) -> str | None:
+    """A batch of the files seen that the index does not hold as local: added with what an
+    lstat tells (their headers are read later, by :func:`_describe`)."""
+    found = db.execute(
+        "SELECT s.filename, s.kind FROM temp.seen s WHERE s.filename > ? AND s.kind != ? AND"
+        " NOT EXISTS (SELECT 1 FROM recordings r WHERE r.filename = s.filename"
+        "   AND r.location & ?) ORDER BY s.filename LIMIT ?",
+        (after, POSTERS, LOCAL, ADD_BATCH),
+    ).fetchall()
+    rows = []
+    for filename, kind in found:
+        name = filename[: -len(SUFFIXES[kind])]
+        st = regular_file(tree.final_path(kind, name))
+        if st is None:
+            continue
+        poster = regular_file(tree.poster_path(name)) if kind == VIDEO else None
+        rows.append(make_row(
+            kind, name, st.st_size, st.st_mtime, UNKNOWN, poster.st_size if poster else None,
+            LOCAL, described=False,
+        ))  # fmt: skip
+    store.upsert(db, rows, LOCAL)
+    return found[-1][0] if len(found) == ADD_BATCH else None
+
+
+def _describe(db: sqlite3.Connection, tree: MediaTree) -> bool:
+    """Read the headers of a batch of local files added without them; False when none is left.
+    (A file gone since gives UNKNOWN: its row is dropped at the next start's check.)"""
+    batch = store.undescribed(db, DESCRIBE_BATCH)
+    found = []
+    for filename, kind in batch:
+        path = tree.final_path(kind, filename[: -len(SUFFIXES[kind])])
+        info = mp4_info(path) if kind == VIDEO else wav_info(path)
+        found.append((filename, info.duration, info.count))
+    store.describe(db, found)
+    return len(batch) == DESCRIBE_BATCH
