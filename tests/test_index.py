@@ -22,6 +22,7 @@ from livestream.library.store import LOCAL
 from livestream.library.tree import MediaTree
 from tests.support.http import get, get_json, raw
 from tests.support.media import pcm, wav_bytes
+from tests.support.metrics import scrape
 from tests.support.server import start_server
 from tests.support.waiting import until
 from tests.support.websocket import record
@@ -287,3 +288,19 @@ class ApiTests(TestCase):
         service, port = await start_server(self, media)
         await until(lambda: service.getServiceNamed("index").state == READY, 10, "the index")
         self.assertEqual(await get_json(port, "/recordings"), tree.listing())
+
+    async def test_health_and_metrics_read_the_index(self) -> None:
+        _, port = await self.serve()
+        for i in range(3):
+            await record(port, f"mic-{i}", audio=[pcm(441)])
+        health = await get_json(port, "/healthz")
+        self.assertEqual(health["status"], "ok")
+        self.assertEqual(health["checks"]["index"],
+                         {"state": "ready", "recordings": 3, "in_memory": False})  # fmt: skip
+        samples = await scrape(port)
+        self.assertEqual(
+            samples[("livestream_library_recordings", (("kind", "audio"), ("location", "local")))],
+            3,
+        )
+        self.assertEqual(samples[("livestream_library_index_ready", ())], 1)
+        self.assertEqual(samples[("livestream_library_index_write_errors_total", ())], 0)

@@ -4,9 +4,12 @@ Each check is cheap enough to run on every probe: no ffmpeg is spawned (it was r
 when it was chosen; here it must still be there and executable), the media tree is proved
 writable by making and removing one empty file in ``temp/``, and free space is one statvfs.
 
-With a bucket, its figures are added: whether it answered the last background check, and the
-uploads owed and failed. A bucket out of reach does not fail the probe: recording goes on to the
-local disk and the uploads wait, so the status is ``degraded`` (still 200) rather than ``fail``.
+The recordings index says its state (``opening``, ``reconciling``, ``rebuilding``, ``ready``)
+and how many recordings it holds; one that could not be kept on disk (held in memory) makes the
+status ``degraded``. With a bucket, its figures are added: whether it answered the last
+background check, and the uploads owed and failed. A bucket out of reach does not fail the
+probe: recording goes on to the local disk and the uploads wait, so the status is ``degraded``
+(still 200) rather than ``fail``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,14 @@ class StoreFigures(Protocol):
     def backlog(self) -> int: ...
 
 
+class IndexFigures(Protocol):
+    """What the recordings index says of itself (``library.index``)."""
+
+    state: str
+    in_memory: bool
+    totals: dict[tuple[str, int], tuple[int, int]]
+
+
 class Health:
     """``ffmpeg`` is the encoder the daemon was started with; ``min_free_bytes`` the reserve
     below which new sessions are refused (0: no reserve)."""
@@ -44,8 +55,10 @@ class Health:
         ffmpeg: str,
         min_free_bytes: int = 0,
         objects: StoreFigures | None = None,
+        index: IndexFigures | None = None,
     ) -> None:
         self._tree = tree
+        self._index = index
         self._ffmpeg = ffmpeg
         self._min_free = min_free_bytes
         self._objects = objects
@@ -53,15 +66,26 @@ class Health:
     def status(self) -> tuple[str, dict[str, object]]:
         """(``ok``, ``degraded`` or ``fail``, the checks by name)."""
         ok, checks = self.check()
+        degraded = False
+        index = self._index
+        if index is not None:
+            # An index being checked or rebuilt still answers; one only in memory is lost at
+            # the next start (rebuilt then, at a cost): worth a look, not a failed probe.
+            checks["index"] = {
+                "state": index.state,
+                "recordings": sum(n for n, _ in index.totals.values()),
+                "in_memory": index.in_memory,
+            }
+            degraded = index.in_memory
         if not ok:
             return FAIL, checks
         objects = self._objects
-        if objects is None:
-            return OK, checks
-        checks["store_reachable"] = objects.reachable
-        checks["upload_backlog"] = objects.backlog
-        checks["upload_failures"] = objects.failures
-        return (DEGRADED if objects.reachable is False else OK), checks
+        if objects is not None:
+            checks["store_reachable"] = objects.reachable
+            checks["upload_backlog"] = objects.backlog
+            checks["upload_failures"] = objects.failures
+            degraded = degraded or objects.reachable is False
+        return (DEGRADED if degraded else OK), checks
 
     def check(self) -> tuple[bool, dict[str, object]]:
         """(every check of the local recording path passes, the checks by name)."""

@@ -20,6 +20,8 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from livestream.library.catalog import LOCATIONS
+from livestream.library.index import READY
 from livestream.ops.stall import Lateness
 from livestream.sessions.events import (
     EncoderFailed,
@@ -75,6 +77,14 @@ class StallStats(Protocol):
     def lateness(self) -> Lateness: ...
 
 
+class LibraryStats(Protocol):
+    """What the recordings index holds (``library.index``), read at each scrape."""
+
+    state: str
+    write_errors: int
+    totals: dict[tuple[str, int], tuple[int, int]]
+
+
 class Metrics:
     """Counts what the hub reports; ``live`` gives the sessions recording now, ``uploads`` the
     figures of the bucket (with ``--store s3://``), ``stalls`` the event loop's lateness."""
@@ -86,8 +96,10 @@ class Metrics:
         webhooks: WebhookStats | None = None,
         uploads: UploadStats | None = None,
         stalls: StallStats | None = None,
+        library: LibraryStats | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._library = library
         self._live = live
         self._webhooks = webhooks
         self._uploads = uploads
@@ -176,6 +188,7 @@ class Metrics:
         )  # fmt: skip
         yield from self._sample_uploads()
         yield from self._sample_stalls()
+        yield from self._sample_library()
         hooks = self._webhooks
         if hooks is None:
             return
@@ -211,6 +224,37 @@ class Metrics:
             "livestream_reactor_lateness_max_seconds",
             "The longest the event loop ran that timer late since the daemon started.",
             late.maximum,
+        )  # fmt: skip
+
+    def _sample_library(self) -> Iterator[Metric]:
+        library = self._library
+        if library is None:
+            return
+        count = GaugeMetricFamily(
+            "livestream_library_recordings",
+            "Finished recordings in the index, by kind and where they are (local, bucket, both).",
+            labels=["kind", "location"],
+        )  # fmt: skip
+        size = GaugeMetricFamily(
+            "livestream_library_bytes",
+            "Bytes of the finished recordings (and posters) in the index, by kind and location.",
+            labels=["kind", "location"],
+        )  # fmt: skip
+        for (kind, location), (n, total) in sorted(library.totals.items()):
+            where = LOCATIONS.get(location, "none")
+            count.add_metric([kind, where], n)
+            size.add_metric([kind, where], total)
+        yield count
+        yield size
+        yield GaugeMetricFamily(
+            "livestream_library_index_ready",
+            "1 once the index has been checked against the media tree since the start.",
+            1 if library.state == READY else 0,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "livestream_library_index_write_errors",
+            "Writes to the index that failed (each followed by a check against the tree).",
+            library.write_errors,
         )  # fmt: skip
 
     def _sample_uploads(self) -> Iterator[Metric]:
