@@ -57,6 +57,8 @@ LISTINGS_KEPT = 2
 # at most, while checks keep failing.
 RECHECK_AFTER = 5.0
 RECHECK_MAX = 300.0
+# Totals of filtered pages remembered while the index is unchanged.
+COUNTS_KEPT = 256
 # Names per piece of the seed listing.
 LISTING_PIECE = 50000
 
@@ -102,6 +104,8 @@ class RecordingIndex(Service):
         # how each is let go (at stop, its timer must not outlive the daemon).
         self._holds: list[tuple[Deferred[None], Callable[[], object]]] = []
         self._listing: tuple[int, Path] | None = None
+        # Totals counted, by (filters, generation).
+        self._counts: dict[tuple[str, int], int] = {}
         # The listing files made, oldest first (those of an earlier run are removed at open).
         self._made: list[Path] = []
         self._building: Deferred[Path] | None = None
@@ -383,14 +387,29 @@ class RecordingIndex(Service):
         return deferToThreadPool(self._reactor, self._writer, f, *args)
 
     def page(self, query: queries.Query) -> Deferred[Page]:
+        return ensureDeferred(self._page(query))
+
+    async def _page(self, query: queries.Query) -> Page:
+        """The total is counted once per filters while the index does not change: the pages
+        after the first (a client walking cursors) cost their rows alone, however many
+        recordings the filters match."""
+        await self._opened_and_settled()
+        key = (query.digest(), self.generation)
+        known = self._counts.get(key)
+
         def task(db: sqlite3.Connection) -> Page:
-            total = queries.count(db, query)
+            total = known if known is not None else queries.count(db, query)
             rows = queries.page(db, query, total)
             more = len(rows) > query.limit
             rows = rows[: query.limit]
             return Page(rows, total, query.cursor_after(rows[-1]) if more else None)
 
-        return ensureDeferred(self.read(task))
+        found = await deferToThreadPool(self._reactor, self._readers, self._in_reader, task)
+        if key[1] == self.generation:
+            if len(self._counts) >= COUNTS_KEPT or any(g != key[1] for _, g in self._counts):
+                self._counts.clear()
+            self._counts[key] = found.total
+        return found
 
     def get(self, kind: str, name: str) -> Deferred[Row | None]:
         filename = f"{name}{SUFFIXES[kind]}"
