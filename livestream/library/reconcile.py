@@ -32,12 +32,14 @@ from livestream.wire.kinds import SUFFIXES, VIDEO, MediaKind
 T = TypeVar("T")
 Writer = Callable[[Callable[[sqlite3.Connection], T]], Deferred[T]]
 
-# Rows per task: about 20-50 ms of the writer's time each.
-SCAN_BATCH = 5000
+# Rows per task: up to a few hundred ms of the writer's time each (every task costs two
+# handovers of the GIL between threads, up to 5 ms each, so small tasks waste more than they
+# spare; a write of a live session waits for one task at most).
+SCAN_BATCH = 20000
 CHECK_BATCH = 5000
-ADD_BATCH = 2000
+ADD_BATCH = 4000
 # Files whose headers are read per task (a few small reads each).
-DESCRIBE_BATCH = 200
+DESCRIBE_BATCH = 500
 
 
 async def run(tree: MediaTree, write: Writer, running: Callable[[], bool]) -> None:
