@@ -157,6 +157,47 @@ class BucketApiTests(TestCase):
         response, _ = await http(other, "GET", "/recordings/posters/nobody_1.jpg")
         self.assertEqual(response.code, 404)
 
+    async def test_listings_never_ask_the_bucket(self) -> None:
+        """The index learns the bucket in the background: no listing or HEAD per request, and
+        what another node adds or deletes shows within a round or two."""
+        await self.s3.start()
+        for i in range(20):
+            self.put(f"audio/n{i:02d}_{1700000000000 + i}.wav", wav_bytes(pcm(100)),
+                     duration="0.1", samples="100")  # fmt: skip
+        service, port = await self.serve()
+        objects = service.getServiceNamed("objectstore")
+        asked: list[str] = []
+        for method in ("head", "listing"):
+            original = getattr(objects, method)
+
+            def counted(*args, _original=original, _method=method):
+                asked.append(_method)
+                return _original(*args)
+
+            self.patch(objects, method, counted)
+        page = await get_json(port, "/api/recordings?limit=5")
+        self.assertEqual((page["total"], [e["samples"] for e in page["recordings"]]),
+                         (20, [100] * 5))  # fmt: skip
+        await sleep(2 * INTERVAL)
+        asked.clear()
+        while page["next"]:
+            page = await get_json(port, f"/api/recordings?limit=5&cursor={page['next']}")
+            self.assertEqual(len((await get_json(port, "/recordings"))["audio"]), 20)
+        self.assertLessEqual(asked.count("listing"), 2)  # the background rounds meanwhile
+        self.assertEqual(asked.count("head"), 0)
+        # Another node deletes one and stores one.
+        self.s3.client.delete_object(
+            Bucket=self.s3.bucket, Key=f"{PREFIX}/audio/n00_1700000000000.wav"
+        )
+        self.put("audio/late_1700000009999.wav", wav_bytes(pcm(200)), duration="0.2",
+                 samples="200")  # fmt: skip
+        await sleep(2 * INTERVAL + 0.5)
+        names = (await get_json(port, "/recordings"))["audio"]
+        self.assertEqual((len(names), names[0], names[-1]),
+                         (20, "n01_1700000000001.wav", "late_1700000009999.wav"))  # fmt: skip
+        late = await get_json(port, "/api/recordings/audio/late_1700000009999.wav")
+        self.assertEqual((late["samples"], late["location"]), (200, "bucket"))
+
     async def test_downloads_stream_from_the_bucket_with_ranges(self) -> None:
         await self.s3.start()
         service, port = await self.serve()
