@@ -13,21 +13,23 @@ lstat); a file deleted after the read is not added (its lstat fails).
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import TypeVar
 
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 
 from livestream.library import store
 from livestream.library.catalog import regular_file
 from livestream.library.mediainfo import UNKNOWN, mp4_info, wav_info
 from livestream.library.rows import make_row
 from livestream.library.store import LOCAL
-from livestream.library.tree import POSTER_SUFFIX, POSTERS, MediaTree, is_recording_name
+from livestream.library.tree import POSTER_SUFFIX, POSTERS, MediaTree
 from livestream.wire.kinds import SUFFIXES, VIDEO, MediaKind
+
+_log = Logger()
 
 T = TypeVar("T")
 Writer = Callable[[Callable[[sqlite3.Connection], T]], Deferred[T]]
@@ -68,19 +70,15 @@ def _start(db: sqlite3.Connection) -> None:
 
 
 def _names(tree: MediaTree, directory: str) -> Iterator[str]:
-    """The well-named file names of one directory, read lazily (a million entries are not a
-    list); none if it cannot be read."""
+    """The file names of the recordings (or posters) of one directory, read lazily; none if
+    it cannot be read."""
     suffix = SUFFIXES.get(directory, POSTER_SUFFIX)
     try:
-        entries = os.scandir(tree.dir(directory))
-    except OSError:
-        return
-    with entries:
-        for entry in entries:
-            name = entry.name
-            if name.endswith(suffix) and not name.startswith("."):
-                if is_recording_name(name[: -len(suffix)]):
-                    yield name
+        for name in tree.scan(directory):
+            yield f"{name}{suffix}"
+    except OSError as e:
+        _log.error("recordings index: cannot read {dir}: {error}", dir=str(tree.dir(directory)),
+                   error=str(e))  # fmt: skip
 
 
 def _record_seen(db: sqlite3.Connection, directory: str, names: Iterator[str]) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,29 +144,33 @@ class MediaTree:
         return dst.name
 
     def listing(self) -> dict[str, list[str]]:
-        """The seed's ``GET /recordings`` document: finished files only, oldest first."""
+        """Every finished file, oldest first: what the uploader owes the bucket at its start.
+        (The routes list the index, ``library.index``, not the tree.)"""
         return {
-            kind: sorted((entry.name for _, entry in self.scan(kind)), key=by_time)
+            kind: sorted((f"{name}{kind.suffix}" for name in self.scan(kind)), key=by_time)
             for kind in MediaKind
         }
 
-    def scan(self, kind: str) -> list[tuple[str, os.DirEntry[str]]]:
-        """``(name, entry)`` of each visible entry of ``video/``, ``audio/`` or ``posters/``
-        named ``<name><suffix>`` for that directory's suffix; none if the directory is missing.
+    def scan(self, kind: str) -> Iterator[str]:
+        """The recording names of the visible, well-named regular files of ``video/``,
+        ``audio/`` or ``posters/`` (``<name><suffix>`` for that directory's suffix; not
+        symlinks), read lazily: a directory of a million is never a list. None if the
+        directory is missing; other errors of it (its permissions) are raised, for the caller
+        to decide.
 
-        The one walk of the finished files: the listing, the catalog and retention each apply
-        their own test (a recording's name, a regular file) to what it finds. Other errors of
-        the directory (its permissions) are raised, for the caller to decide."""
+        The one walk of the finished files: the uploader's start and the index's check
+        against the tree."""
         suffix = _SUFFIXES[kind]
         try:
-            entries = list(os.scandir(self.dir(kind)))
+            entries = os.scandir(self.dir(kind))
         except FileNotFoundError:
-            return []
-        return [
-            (entry.name[: -len(suffix)], entry)
-            for entry in entries
-            if entry.name.endswith(suffix) and not entry.name.startswith(".")
-        ]
+            return
+        with entries:
+            for entry in entries:
+                if entry.name.endswith(suffix) and not entry.name.startswith("."):
+                    name = entry.name[: -len(suffix)]
+                    if is_recording_name(name) and entry.is_file(follow_symlinks=False):
+                        yield name
 
     def leftovers(self) -> tuple[list[Leftover], list[Path]]:
         """What sessions left in ``temp/``, grouped by recording name, and any stranger files."""
