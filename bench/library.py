@@ -79,6 +79,8 @@ INDEX_DIR = ".index"  # api13.md: <media>/.index/library.sqlite3, rebuilt when r
 FILL_MARKER = "fill.json"
 FILL_VERSION = 1  # bump when the names or the layout of a fill change: kept trees are refilled
 
+PHASES = ("queries", "live")
+
 # The issue's aims, judged at every size (they are stated for 1,000,000).
 AIM_PAGE_S = 0.020
 AIM_LIVE_S = 0.5
@@ -246,16 +248,22 @@ def forget_runs(media: Path, index: bool) -> None:
 
 
 @dataclass
-class Start:
-    """One start of the daemon on a filled tree."""
+class Daemon:
+    """One daemon's life on a filled tree: its start, its memory, its stop.
+
+    Each measurement gets a daemon of its own, because the stall monitor's maximum runs from
+    the start: on a daemon that has answered the queries, a live session's stall would mostly
+    be a bound (``capacity.step_stall``) and not a figure."""
 
     port_s: float  # spawn to GET /healthz answering
     index_ready_s: float | None  # spawn to checks.index.state == "ready"; None: no index
     index: dict[str, object] | None  # the last checks.index seen
     rss_mb: float  # after the start (after the index was ready, if there is one)
     hwm_mb: float
-    stall_max_s: float | None  # the longest reactor stall since spawn
-    stop_s: float | None = None  # SIGTERM to exit, for the start that was stopped
+    stall_max_s: float | None  # the longest reactor stall since spawn, until ready
+    rss_end_mb: float | None = None  # just before the stop
+    hwm_end_mb: float | None = None
+    stop_s: float | None = None  # SIGTERM to exit
 
     @property
     def ready_s(self) -> float:
@@ -281,7 +289,7 @@ async def stall_since_start(port: int) -> float | None:
 
 async def start_daemon(
     spec: run.ServerSpec, media: Path, log: Path, opts: argparse.Namespace
-) -> tuple[run.RunningServer, Start]:
+) -> tuple[run.RunningServer, Daemon]:
     """Spawn the daemon and wait for its port, then for its index (polled every 50 ms, which
     costs the daemon nothing it would notice)."""
     t0 = load.now()
@@ -291,7 +299,7 @@ async def start_daemon(
         port_s = load.now() - t0
         index, ready_s = await wait_index(server.port, t0, opts.index_timeout)
         pid = server.proc.pid
-        start = Start(
+        start = Daemon(
             port_s=port_s,
             index_ready_s=ready_s,
             index=index,
@@ -322,10 +330,14 @@ async def wait_index(
     return index, None
 
 
-def stop_daemon(server: run.RunningServer) -> float:
+def stop_daemon(server: run.RunningServer, figures: Daemon) -> None:
+    """Its memory at the end, then SIGTERM, timed to its exit."""
+    pid = server.proc.pid
+    figures.rss_end_mb = run.status_bytes(pid, "VmRSS") / run.MB
+    figures.hwm_end_mb = run.status_bytes(pid, "VmHWM") / run.MB
     t = load.now()
     server.stop()
-    return load.now() - t
+    figures.stop_s = load.now() - t
 
 
 class StallWatch:
@@ -509,18 +521,23 @@ class Queries:
     listing: Listing
     stall_max_s: float | None  # the longest reactor stall while these were asked, one by one
     stall_exact: bool  # False: the stall is a bound (``capacity.step_stall``)
+    daemon_cpu_s: float  # the daemon's CPU while they were asked
+    others_cores: float  # every other process on the machine meanwhile
 
 
-async def queries(port: int, tree: Tree, opts: argparse.Namespace, live_extra: int) -> Queries:
+async def queries(server: run.RunningServer, tree: Tree, opts: argparse.Namespace) -> Queries:
     """Every query, one after another (nothing else runs): the listing first, while the daemon
-    has answered nothing yet. ``live_extra``: recordings the live runs added so far."""
+    has answered nothing yet."""
+    port, pid = server.port, server.proc.pid
+    await quiet_machine(opts, "the queries")
     stalls = StallWatch(port)
     await stalls.begin()
+    busy, own, daemon, t = run.machine_busy_s(), time.process_time(), _cpu(pid), time.monotonic()
     expected = tree.expected
-    listing = await full_listing(port, opts, expected.recordings + live_extra)
+    listing = await full_listing(port, opts, expected.recordings)
     base = f"/api/recordings?limit={PAGE}"
     first, answer = await timed_gets(port, base, opts.requests, opts)
-    first.expected = expected.recordings + live_extra
+    first.expected = expected.recordings
     paged = answer is not None and answer.status == 200 and first.total is not None
     if answer is not None and paged:
         _, _, cursor = count_entries(answer.body)
@@ -536,9 +553,27 @@ async def queries(port: int, tree: Tree, opts: argparse.Namespace, live_extra: i
     for key, (query, want) in filtered.items():
         timed[key], _ = await timed_gets(port, f"{base}&{query}", opts.requests, opts)
         timed[key].expected = want
+    daemon = _cpu(pid) - daemon
+    others = run.machine_busy_s() - busy - (time.process_time() - own) - daemon
+    wall = max(time.monotonic() - t, 1e-9)
     await stalls.end()
     return Queries(paged, first, deep, timed["client"], timed["client_prefix"],
-                   timed["kind_window"], listing, stalls.max_s, stalls.exact)  # fmt: skip
+                   timed["kind_window"], listing, stalls.max_s, stalls.exact, daemon,
+                   max(0.0, others) / wall)  # fmt: skip
+
+
+def _cpu(pid: int) -> float:
+    """CPU seconds of a process and of the children it has reaped."""
+    stat = run.read_stat(pid)
+    return stat.cpu + stat.reaped if stat is not None else 0.0
+
+
+async def quiet_machine(opts: argparse.Namespace, what: str) -> None:
+    """Wait (``--wait-quiet`` s at most) for other work on a shared machine to end first: it
+    would be measured as the daemon's slowness."""
+    if opts.wait_quiet:
+        cores = await capacity.wait_quiet(0.15, opts.wait_quiet)
+        progress(f"  machine at {cores:.2f} busy cores before {what}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -591,6 +626,13 @@ class LiveRuns:
     median_s: float | None = None
     max_s: float | None = None
 
+    def note_stall(self, stalls: StallWatch) -> None:
+        """The longest of the runs; of two equal ones the exact (a bound that equals an exact
+        maximum is that maximum again, not a new stall)."""
+        new, old = stalls.max_s, self.stall_max_s
+        if new is not None and (old is None or new > old or (new == old and stalls.exact)):
+            self.stall_max_s, self.stall_exact = new, stalls.exact
+
     def add(self, close_to_ready: float) -> None:
         self.seconds.append(close_to_ready)
         self.median_s, self.max_s = statistics.median(self.seconds), max(self.seconds)
@@ -640,9 +682,7 @@ async def live(
     port = server.port
     idle, loaded = LiveRuns(), LiveRuns()
     frames = max(1, round(opts.live_seconds * FPS))
-    if opts.wait_quiet:
-        cores = await capacity.wait_quiet(0.15, opts.wait_quiet)
-        progress(f"  machine at {cores:.2f} busy cores before the live runs")
+    await quiet_machine(opts, "the live runs")
     sampler = run.Sampler(server.proc.pid)
     busy, loaded_cpu, loaded_wall = run.machine_busy_s(), 0.0, 0.0
     own, t = time.process_time(), time.monotonic()
@@ -670,8 +710,7 @@ async def live(
                         loaded_wall += time.monotonic() - wall
                 # The scrape waits behind what the daemon still owes the stopped listers.
                 await stalls.end()
-                if stalls.max_s is not None and (runs.stall_max_s or 0) <= stalls.max_s:
-                    runs.stall_max_s, runs.stall_exact = stalls.max_s, stalls.exact
+                runs.note_stall(stalls)
                 if listers is not None:
                     await asyncio.sleep(1.0)  # the next session alone starts on a quiet daemon
             progress(
@@ -702,24 +741,27 @@ class Result:
     size: int
     mode: str  # "index": the paged API and checks.index; "no index": the daemon before it
     fill: Fill
-    start_first: Start  # no index on disk: it is built
-    start_again: Start  # the same tree, the index there
-    queries: Queries
-    live: Live
-    rss_end_mb: float
-    hwm_end_mb: float
+    start_first: Daemon  # no index on disk: it is built; stopped once ready
+    start_queries: Daemon | None  # the index on disk: the daemon the queries were asked
+    start_live: Daemon | None  # the index on disk: the daemon of the live sessions
+    queries: Queries | None
+    live: Live | None
 
     def aims(self) -> dict[str, bool | None]:
         """Issue 13's aims (stated for 1,000,000): a page in 20 ms (first and deep, median),
         every live run beside the listers within 0.5 s of the median alone, a start on an
-        existing index in 10 s."""
-        q = self.queries
-        pages = [q.first_page.median_s, q.deep.page.median_s if q.deep else None]
-        page = all(p is not None and p <= AIM_PAGE_S for p in pages) if q.paged else False
-        idle, loaded = self.live.idle.median_s, self.live.loaded.max_s
-        near = None if idle is None or loaded is None else loaded - idle <= AIM_LIVE_S
-        return {"page_20ms": page, "live_within_0_5s": near,
-                "start_10s": self.start_again.ready_s <= AIM_START_S}  # fmt: skip
+        existing index in 10 s (every such start)."""
+        q, lv = self.queries, self.live
+        page = None
+        if q is not None:
+            pages = [q.first_page.median_s, q.deep.page.median_s if q.deep else None]
+            page = q.paged and all(p is not None and p <= AIM_PAGE_S for p in pages)
+        near = None
+        if lv is not None and lv.idle.median_s is not None and lv.loaded.max_s is not None:
+            near = lv.loaded.max_s - lv.idle.median_s <= AIM_LIVE_S
+        again = [d.ready_s for d in (self.start_queries, self.start_live) if d is not None]
+        start = all(t <= AIM_START_S for t in again) if again else None
+        return {"page_20ms": page, "live_within_0_5s": near, "start_10s": start}
 
     def line(self) -> dict[str, object]:
         """The JSON line: every figure, rounded, and the aims."""
@@ -739,7 +781,8 @@ def _rounded(value: Any) -> Any:
 async def measure(
     size: int, spec: run.ServerSpec, source: load.Media, opts: argparse.Namespace
 ) -> dict[str, object]:
-    """Fill (or reuse) the tree, start twice, ask every query, run the live sessions."""
+    """Fill (or reuse) the tree; start a daemon on it with no index and stop it once ready;
+    then a daemon for the queries and one for the live sessions, each on the index there."""
     if opts.keep:
         root = opts.tmp / f"bench-library-{size}"
     else:
@@ -748,27 +791,31 @@ async def measure(
         tree = await filled_tree(size, root, spec, source, reuse=opts.keep)
         forget_runs(tree.media, index=True)
         progress(f"{size}: first start (no index on disk)")
-        server, first = await start_daemon(spec, tree.media, root / "daemon-1.log", opts)
-        first.stop_s = stop_daemon(server)
+        server, first = await start_daemon(spec, tree.media, root / "daemon-first.log", opts)
+        stop_daemon(server, first)
         progress(f"  port {first.port_s:.2f} s, index ready {_f(first.index_ready_s)} s, "
                  f"RSS {first.rss_mb:.0f} MB, stop {first.stop_s:.2f} s")  # fmt: skip
-        progress(f"{size}: second start (the index on disk)")
-        server, again = await start_daemon(spec, tree.media, root / "daemon-2.log", opts)
-        try:
-            progress(f"  port {again.port_s:.2f} s, index ready {_f(again.index_ready_s)} s, "
-                     f"RSS {again.rss_mb:.0f} MB")  # fmt: skip
-            progress(f"{size}: queries")
-            asked = await queries(server.port, tree, opts, 0)
-            progress(f"  first page {_ms(asked.first_page.median_s)} ms "
-                     f"({asked.first_page.entries} entries), GET /recordings "
-                     f"{_f(asked.listing.first.median_s)} s")  # fmt: skip
-            progress(f"{size}: live sessions, alone and beside {opts.listers} listers")
-            lived = await live(server, source, tree.media, opts)
-            rss, hwm = (run.status_bytes(server.proc.pid, k) / run.MB for k in ("VmRSS", "VmHWM"))
-        finally:
-            server.stop()
-        mode = "index" if asked.paged and again.index is not None else "no index"
-        result = Result(size, mode, tree.fill, first, again, asked, lived, rss, hwm)
+        asked = lived = None
+        on_queries = on_live = None
+        if "queries" in opts.phases:
+            server, on_queries = await start_again(spec, tree, "queries", opts)
+            try:
+                asked = await queries(server, tree, opts)
+                progress(f"  first page {_ms(asked.first_page.median_s)} ms "
+                         f"({asked.first_page.entries} entries), GET /recordings "
+                         f"{_f(asked.listing.first.median_s)} s")  # fmt: skip
+            finally:
+                stop_daemon(server, on_queries)
+        if "live" in opts.phases:
+            server, on_live = await start_again(spec, tree, "live sessions", opts)
+            try:
+                lived = await live(server, source, tree.media, opts)
+            finally:
+                stop_daemon(server, on_live)
+        indexed = any(d is not None and d.index is not None for d in (first, on_queries, on_live))
+        paged = asked.paged if asked is not None else True
+        mode = "index" if indexed and paged else "no index"
+        result = Result(size, mode, tree.fill, first, on_queries, on_live, asked, lived)
         return result.line()
     finally:
         if opts.keep:
@@ -776,6 +823,19 @@ async def measure(
         else:
             progress(f"{size}: removing the tree")
             shutil.rmtree(root.parent, ignore_errors=True)
+
+
+async def start_again(
+    spec: run.ServerSpec, tree: Tree, what: str, opts: argparse.Namespace
+) -> tuple[run.RunningServer, Daemon]:
+    progress(f"{tree.fill.size}: a daemon for the {what} (the index on disk)")
+    log = tree.root / f"daemon-{what.split()[0]}.log"
+    server, figures = await start_daemon(spec, tree.media, log, opts)
+    progress(f"  port {figures.port_s:.2f} s, index ready {_f(figures.index_ready_s)} s, "
+             f"RSS {figures.rss_mb:.0f} MB")  # fmt: skip
+    if what == "live sessions":
+        progress(f"{tree.fill.size}: live sessions, alone and beside {opts.listers} listers")
+    return server, figures
 
 
 # --------------------------------------------------------------------------------------------
@@ -810,37 +870,48 @@ def _get(doc: object, *keys: str) -> object:
 def table(lines: Sequence[dict[str, object]]) -> str:
     """One row per size: the figures the issue's aims are about, and what explains them."""
     head = (
-        "recordings", "mode", "fill s", "start: port / index s (first)", "start again s",
-        "RSS MB start / end (peak)", "first page ms median / max (entries)", "deep page ms",
+        "recordings", "mode", "fill s", "start: port / index s (first)",
+        "start again: port / index s", "RSS MB started / after queries / after live (peak)",
+        "first page ms median / max (entries)", "deep page ms",
         "filtered ms: client / prefix / kind+dates", "GET /recordings s first / again (MB)",
-        "live CLOSE-to-ready s alone / beside listers (median, max)", "stall s: queries / live",
+        "live CLOSE-to-ready s alone / beside listers (median, max)",
+        "longest stall s: queries / live beside listers",
     )  # fmt: skip
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for d in lines:
-        first, again = d["start_first"], d["start_again"]
-        page = _get(d, "queries", "first_page")
-        deep = _get(d, "queries", "deep", "page", "median_s")
-        listing = _get(d, "queries", "listing")
-        live = d["live"]
-        stalls = (_stall(_get(d, "queries", "stall_max_s"), _get(d, "queries", "stall_exact"))
-                  + " / " + _stall(_get(live, "loaded", "stall_max_s"),
-                                   _get(live, "loaded", "stall_exact")))  # fmt: skip
+        first = d["start_first"]
+        again = d.get("start_queries") or d.get("start_live")
+        q, lv = d.get("queries"), d.get("live")
+        page = _get(q, "first_page")
+        listing = _get(q, "listing")
+        daemons = [d.get(k) for k in ("start_first", "start_queries", "start_live")]
+        peaks = [x for x in (_get(m, "hwm_end_mb") for m in daemons) if isinstance(x, float)]
+        rss = " / ".join(
+            _f(x, 0)
+            for x in (
+                _get(again, "rss_mb"),
+                _get(daemons[1], "rss_end_mb"),
+                _get(daemons[2], "rss_end_mb"),
+            )
+        )
+        rss += f" ({_f(max(peaks, default=None), 0)})"
         rows.append("| " + " | ".join([
             f"{d['size']:,}", str(d["mode"]),
             "reused" if _get(d, "fill", "reused") else _f(_get(d, "fill", "seconds"), 0),
             f"{_f(_get(first, 'port_s'))} / {_f(_get(first, 'index_ready_s'))}",
             f"{_f(_get(again, 'port_s'))} / {_f(_get(again, 'index_ready_s'))}",
-            f"{_f(_get(again, 'rss_mb'), 0)} / {_f(d['rss_end_mb'], 0)} ({_f(d['hwm_end_mb'], 0)})",
+            rss,
             f"{_ms(_get(page, 'median_s'))} / {_ms(_get(page, 'max_s'))} "
-            f"({_get(page, 'entries')})",
-            _ms(deep),
-            " / ".join(_ms(_get(d, "queries", k, "median_s"))
+            f"({_get(page, 'entries') or '-'})",
+            _ms(_get(q, "deep", "page", "median_s")),
+            " / ".join(_ms(_get(q, k, "median_s"))
                        for k in ("client", "client_prefix", "kind_window")),
             f"{_f(_get(listing, 'first', 'median_s'))} / {_f(_get(listing, 'again', 'median_s'))} "
             f"({_mb(_get(listing, 'again', 'body_bytes'))})",
-            f"{_f(_get(live, 'idle', 'median_s'))}, {_f(_get(live, 'idle', 'max_s'))} / "
-            f"{_f(_get(live, 'loaded', 'median_s'))}, {_f(_get(live, 'loaded', 'max_s'))}",
-            stalls,
+            f"{_f(_get(lv, 'idle', 'median_s'))}, {_f(_get(lv, 'idle', 'max_s'))} / "
+            f"{_f(_get(lv, 'loaded', 'median_s'))}, {_f(_get(lv, 'loaded', 'max_s'))}",
+            _stall(_get(q, "stall_max_s"), _get(q, "stall_exact")) + " / "
+            + _stall(_get(lv, "loaded", "stall_max_s"), _get(lv, "loaded", "stall_exact")),
         ]) + " |")  # fmt: skip
     return "\n".join(rows)
 
@@ -909,7 +980,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=float,
         default=60,
         metavar="S",
-        help="before the live runs wait up to S s for a quiet machine (0: not)",
+        help="before the queries and the live runs wait up to S s for a quiet machine (0: not)",
+    )
+    p.add_argument(
+        "--phases",
+        type=run._csv(PHASES),
+        default=list(PHASES),
+        help="what to measure after the first start: queries, live (both by default)",
     )
     p.add_argument("--livestream-args", default="", help="appended to the daemon's command")
     p.add_argument("--json-out", type=Path, help="also write the JSON lines to this file")
