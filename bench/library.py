@@ -179,8 +179,8 @@ def link_tree(media: Path, sources: Sources, size: int) -> Expected:
 @dataclass(frozen=True)
 class Fill:
     size: int
-    seconds: float  # the linking alone (0 for a tree reused as it was)
-    reused: bool
+    seconds: float  # the linking alone (for a kept tree, when it was made)
+    reused: bool  # a tree a previous --keep run left
     sources: int  # copies of each source file
     links: int
 
@@ -274,15 +274,21 @@ class Daemon:
 async def health_index(port: int) -> dict[str, object] | None:
     """``checks.index`` of ``/healthz``; None from a daemon without the index."""
     answer = await load.http_request(port, "/healthz")
-    doc = json.loads(answer.body)
+    try:
+        doc = json.loads(answer.body)
+    except ValueError:
+        return None
     checks = doc.get("checks") if isinstance(doc, dict) else None
     index = checks.get("index") if isinstance(checks, dict) else None
     return index if isinstance(index, dict) else None
 
 
-async def stall_since_start(port: int) -> float | None:
+async def lateness(port: int, timeout: float) -> capacity.Lateness | None:
+    """The stall monitor's figures (``bench.capacity`` parses them); None from a daemon without
+    it. The bound is a request's: a daemon still answering listings answers this after them."""
     try:
-        return (await capacity.scrape_lateness(port)).maximum
+        answer = await load.http_request(port, "/metrics", timeout=timeout)
+        return capacity.Lateness.parse(answer.body.decode("utf-8"))
     except (ValueError, OSError, TimeoutError, load.WebSocketError):
         return None
 
@@ -299,13 +305,14 @@ async def start_daemon(
         port_s = load.now() - t0
         index, ready_s = await wait_index(server.port, t0, opts.index_timeout)
         pid = server.proc.pid
+        late = await lateness(server.port, 60)
         start = Daemon(
             port_s=port_s,
             index_ready_s=ready_s,
             index=index,
             rss_mb=run.status_bytes(pid, "VmRSS") / run.MB,
             hwm_mb=run.status_bytes(pid, "VmHWM") / run.MB,
-            stall_max_s=await stall_since_start(server.port),
+            stall_max_s=late.maximum if late is not None else None,
         )
     except BaseException:
         server.stop()
@@ -344,28 +351,23 @@ class StallWatch:
     """The longest reactor stall between ``begin`` and ``end`` (``capacity.step_stall``), kept
     as the largest over every such span; None from a daemon without the stall monitor."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, timeout: float) -> None:
         self._port = port
+        self._timeout = timeout
         self._before: capacity.Lateness | None = None
         self.max_s: float | None = None
         self.exact = True
 
     async def begin(self) -> None:
-        self._before = await self._scrape()
+        self._before = await lateness(self._port, self._timeout)
 
     async def end(self) -> None:
-        after = await self._scrape()
+        after = await lateness(self._port, self._timeout)
         if self._before is None or after is None:
             return
         stall, exact = capacity.step_stall(self._before, after)
         if self.max_s is None or stall > self.max_s:
             self.max_s, self.exact = stall, exact
-
-    async def _scrape(self) -> capacity.Lateness | None:
-        try:
-            return await capacity.scrape_lateness(self._port)
-        except (ValueError, OSError, TimeoutError, load.WebSocketError):
-            return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -530,7 +532,7 @@ async def queries(server: run.RunningServer, tree: Tree, opts: argparse.Namespac
     has answered nothing yet."""
     port, pid = server.port, server.proc.pid
     await quiet_machine(opts, "the queries")
-    stalls = StallWatch(port)
+    stalls = StallWatch(port, opts.request_timeout)
     await stalls.begin()
     busy, own, daemon, t = run.machine_busy_s(), time.process_time(), _cpu(pid), time.monotonic()
     expected = tree.expected
@@ -662,9 +664,15 @@ class Live:
 async def live_session(
     port: int, source: load.Media, frames: int, tag: str, media: Path, runs: LiveRuns
 ) -> None:
-    """One paced session of ``frames`` with audio, its recording decoded and counted."""
+    """One paced session of ``frames`` with audio, its recording decoded and counted. A
+    session that cannot even connect (``bench.load`` gives the handshake 10 s: a daemon busy
+    answering listings may not get to it) is a failure of the run, not of the benchmark."""
     plans = load.make_plans(f"{LIVE_PREFIX}-{tag}", 1, frames, FPS, True)
-    [result] = await load.run_clients(port, plans, source, load.ReplyReadiness(), 60 + frames)
+    try:
+        [result] = await load.run_clients(port, plans, source, load.ReplyReadiness(), 60 + frames)
+    except (OSError, TimeoutError, load.WebSocketError, asyncio.IncompleteReadError) as e:
+        runs.failures.append(f"connect: {type(e).__name__}: {e}")
+        return
     if result.close_to_ready is not None:
         runs.add(result.close_to_ready)
     else:
@@ -690,7 +698,7 @@ async def live(
     try:
         for n in range(opts.live_runs):
             for tag, runs in (("idle", idle), ("loaded", loaded)):
-                stalls = StallWatch(port)
+                stalls = StallWatch(port, opts.request_timeout)
                 await stalls.begin()
                 cpu, wall = time.process_time(), time.monotonic()
                 listers = (
@@ -757,7 +765,9 @@ class Result:
             pages = [q.first_page.median_s, q.deep.page.median_s if q.deep else None]
             page = q.paged and all(p is not None and p <= AIM_PAGE_S for p in pages)
         near = None
-        if lv is not None and lv.idle.median_s is not None and lv.loaded.max_s is not None:
+        if lv is not None and (lv.loaded.failures or lv.idle.failures):
+            near = False
+        elif lv is not None and lv.idle.median_s is not None and lv.loaded.max_s is not None:
             near = lv.loaded.max_s - lv.idle.median_s <= AIM_LIVE_S
         again = [d.ready_s for d in (self.start_queries, self.start_live) if d is not None]
         start = all(t <= AIM_START_S for t in again) if again else None
@@ -855,6 +865,13 @@ def _stall(value: object, exact: object) -> str:
     return _f(value, 3) if exact or not isinstance(value, float) else f"<= {value:.3f}"
 
 
+def _failed(live: object) -> str:
+    """Live runs that did not finish (a session that could not connect, or not get ready)."""
+    n = sum(len(x) for x in (_get(live, k, "failures") for k in ("idle", "loaded"))
+            if isinstance(x, list))  # fmt: skip
+    return f" ({n} failed)" if n else ""
+
+
 def _mb(value: object) -> str:
     return f"{value / run.MB:.1f}" if isinstance(value, int | float) else "-"
 
@@ -897,7 +914,7 @@ def table(lines: Sequence[dict[str, object]]) -> str:
         rss += f" ({_f(max(peaks, default=None), 0)})"
         rows.append("| " + " | ".join([
             f"{d['size']:,}", str(d["mode"]),
-            "reused" if _get(d, "fill", "reused") else _f(_get(d, "fill", "seconds"), 0),
+            _f(_get(d, "fill", "seconds"), 1) + (" (kept)" if _get(d, "fill", "reused") else ""),
             f"{_f(_get(first, 'port_s'))} / {_f(_get(first, 'index_ready_s'))}",
             f"{_f(_get(again, 'port_s'))} / {_f(_get(again, 'index_ready_s'))}",
             rss,
@@ -909,7 +926,8 @@ def table(lines: Sequence[dict[str, object]]) -> str:
             f"{_f(_get(listing, 'first', 'median_s'))} / {_f(_get(listing, 'again', 'median_s'))} "
             f"({_mb(_get(listing, 'again', 'body_bytes'))})",
             f"{_f(_get(lv, 'idle', 'median_s'))}, {_f(_get(lv, 'idle', 'max_s'))} / "
-            f"{_f(_get(lv, 'loaded', 'median_s'))}, {_f(_get(lv, 'loaded', 'max_s'))}",
+            f"{_f(_get(lv, 'loaded', 'median_s'))}, {_f(_get(lv, 'loaded', 'max_s'))}"
+            + _failed(lv),
             _stall(_get(q, "stall_max_s"), _get(q, "stall_exact")) + " / "
             + _stall(_get(lv, "loaded", "stall_max_s"), _get(lv, "loaded", "stall_exact")),
         ]) + " |")  # fmt: skip
