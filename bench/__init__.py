@@ -25,6 +25,9 @@ A package, so that its modules import each other and ``livestream`` without edit
     bytes on the wire per recorded minute by path, with the SSIM of each recording.
 ``ready``
     CLOSE-to-ready of a 4,500-frame recording sent unpaced, JPEG beside H.264.
+``library``
+    a library of N hard-linked recordings (issue 13): start and index, pages, filters, the full
+    listing, and a live session's CLOSE-to-ready beside clients fetching that listing.
 
 Not part of the installed project: bench/ is run from a checkout, never imported by livestream.
 """

@@ -174,8 +174,11 @@ class Source(Protocol):
     """What clients send: ``frame(i, epoch_us)`` gives frame i's messages (its video and the
     audio that goes with it) on a client clock that starts at ``epoch_us``."""
 
-    fps: float
-    wire: str
+    @property
+    def fps(self) -> float: ...
+
+    @property
+    def wire(self) -> str: ...
 
     @property
     def video_codec(self) -> str | None: ...
@@ -476,25 +479,65 @@ async def _read_frame(reader: asyncio.StreamReader) -> tuple[bool, int, bytes]:
 
 
 async def http_get_json(port: int, path: str, timeout: float = 5.0) -> object:
-    """GET over HTTP/1.0, so neither server uses chunked encoding and the body ends at EOF."""
+    """The JSON body of a 200 answer to GET (:func:`http_request`)."""
     return json.loads(await http_get(port, path, timeout))
 
 
 async def http_get(port: int, path: str, timeout: float = 5.0) -> bytes:
     """The body of a 200 answer to GET over HTTP/1.0 (the body ends at EOF)."""
+    answer = await http_request(port, path, timeout=timeout)
+    if answer.status != 200:
+        raise WebSocketError(f"GET {path}: {answer.status_line}")
+    return answer.body
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    """One HTTP answer: the status, the headers (names in lower case), and the body (empty if
+    it was only counted)."""
+
+    status: int
+    status_line: str
+    headers: dict[str, str]
+    body: bytes
+    body_bytes: int
+
+
+async def http_request(
+    port: int,
+    path: str,
+    headers: dict[str, str] | None = None,
+    timeout: float = 5.0,
+    keep_body: bool = True,
+) -> HttpAnswer:
+    """GET over HTTP/1.0, so neither server uses chunked encoding and the body ends at EOF.
+
+    Any status is returned, not raised, so a caller can time a 304 or read a 400's reason;
+    ``keep_body=False`` counts the body's bytes and drops them, for a client that fetches a
+    large document in a loop only to load the server."""
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     async with asyncio.timeout(timeout):
-        reader, writer = await asyncio.open_connection(HOST, port)
+        reader, writer = await asyncio.open_connection(HOST, port, limit=1 << 20)
         try:
-            writer.write(f"GET {path} HTTP/1.0\r\nHost: {HOST}:{port}\r\n\r\n".encode())
+            writer.write(f"GET {path} HTTP/1.0\r\nHost: {HOST}:{port}\r\n{extra}\r\n".encode())
             await writer.drain()
-            raw = await reader.read()
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as e:
+                raise WebSocketError(f"GET {path}: no HTTP answer") from e
+            parts: list[bytes] = []
+            count = 0
+            while chunk := await reader.read(1 << 20):
+                count += len(chunk)
+                if keep_body:
+                    parts.append(chunk)
         finally:
             writer.close()
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status = head.split(b"\r\n", 1)[0]
-    if b" 200 " not in status + b" ":
-        raise WebSocketError(f"GET {path}: {status.decode('latin-1')}")
-    return body
+    status_line, *lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
+    fields = status_line.split(" ", 2)
+    status = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else 0
+    found = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return HttpAnswer(status, status_line, found, b"".join(parts), count)
 
 
 # --------------------------------------------------------------------------------------------

@@ -182,9 +182,14 @@ def machine_busy_s() -> float:
 
 def peak_rss(pid: int) -> int:
     """The kernel's own high-water mark of a process's RSS (VmHWM): exact, not sampled."""
+    return status_bytes(pid, "VmHWM")
+
+
+def status_bytes(pid: int, key: str) -> int:
+    """A size of /proc/<pid>/status (``VmRSS``, ``VmHWM``...) in bytes; 0 once it is gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{key}:"):
                 return int(line.split()[1]) * 1024
     except FileNotFoundError:
         pass
@@ -363,17 +368,21 @@ class RunningServer:
         self.port = port
         self.log = log
 
-    async def wait_listening(self, timeout: float = 60.0) -> None:
+    async def wait_listening(
+        self, timeout: float = 60.0, path: str = "/recordings", interval: float = 0.1
+    ) -> None:
+        """Until GET ``path`` answers 200 with JSON; ``path`` can be a cheap one (``/healthz``)
+        where the listing is large, so the wait does not load what it waits for."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise Unavailable(f"server exited ({self.proc.returncode}): {self.log_tail()}")
             try:
-                await load.http_get_json(self.port, "/recordings", timeout=2)
+                await load.http_get_json(self.port, path, timeout=2)
                 return
             except (OSError, TimeoutError, load.WebSocketError, ValueError):
-                await asyncio.sleep(0.1)
-        raise Unavailable(f"server did not answer GET /recordings in {timeout} s")
+                await asyncio.sleep(interval)
+        raise Unavailable(f"server did not answer GET {path} in {timeout} s")
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.proc.poll() is None:
@@ -860,14 +869,18 @@ def media_cache(args: argparse.Namespace, ffmpeg: str) -> Callable[[str, str], l
     return media_for
 
 
-async def main_async(args: argparse.Namespace) -> int:
-    # SIGTERM (and SIGINT, where a shell did not ignore it) unwind through every ``finally``, so
-    # the servers this run started are stopped too.
+def cancel_on_signals() -> None:
+    """SIGTERM (and SIGINT, where a shell did not ignore it) cancel the running task, which
+    unwinds through every ``finally``: the servers this run started are stopped too."""
     main_task = asyncio.current_task()
     assert main_task is not None
     for signum in (signal.SIGTERM, signal.SIGINT):
         if signal.getsignal(signum) is not signal.SIG_IGN or signum == signal.SIGTERM:
             asyncio.get_running_loop().add_signal_handler(signum, main_task.cancel)
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    cancel_on_signals()
     ffmpeg = load.find_ffmpeg()
     specs = server_specs(args, ffmpeg)
     if not specs:
