@@ -215,7 +215,8 @@ async function showEnd(broadcaster, outcome, seconds) {
 }
 
 /** The files of recording ``name`` once the server has finished them (a dropped session is
- * finished when its grace period is over), or null when they cannot be listed. */
+ * finished when its grace period is over), each looked up by its own name; null when there is
+ * none or they cannot be looked up. */
 async function savedFiles(name) {
   try {
     for (let tries = 0; tries < 40; tries++) {
@@ -225,12 +226,9 @@ async function savedFiles(name) {
       if (!sessions.some((session) => session.recording === name)) break;
       await new Promise((resolve) => setTimeout(resolve, 500));
     }
-    const response = await api("/api/recordings");
-    if (!response.ok) return null;
-    const files = (await response.json()).recordings.filter((r) => stemOf(r.name) === name);
-    if (files.length === 0) return null;
-    const named = (kind) => files.find((file) => file.kind === kind)?.name ?? null;
-    return { video: named("video"), audio: named("audio") };
+    const [video, audio] = await Promise.all(["video", "audio"].map((kind) => recordingEntry(kind, name)));
+    if (!video && !audio) return null;
+    return { video: video?.name ?? null, audio: audio?.name ?? null };
   } catch {
     return null;
   }
@@ -313,8 +311,18 @@ async function refreshSessions() {
 
 // --- recordings ---------------------------------------------------------------------------------
 
+const SUFFIXES = { video: ".mp4", audio: ".wav" };
+
 function stemOf(name) {
   return name.replace(/\.(mp4|wav)$/, "");
+}
+
+/** One file's entry (`/api/recordings/<kind>/<file>`), or null if there is no such file. */
+async function recordingEntry(kind, name) {
+  const response = await api(`/api/recordings/${kind}/${encodeURIComponent(name + SUFFIXES[kind])}`);
+  if (response.status === 404) return null;
+  if (!response.ok) throw new Error(`${response.status}`);
+  return response.json();
 }
 
 async function refreshRecordings() {
