@@ -311,7 +311,24 @@ async function refreshSessions() {
 
 // --- recordings ---------------------------------------------------------------------------------
 
+// The list asks for this many files at a time (`/api/recordings?limit=`), newest first.
+const PAGE_SIZE = 50;
+// How long the client box waits for typing to stop before it asks again.
+const FILTER_DELAY_MS = 300;
 const SUFFIXES = { video: ".mp4", audio: ".wav" };
+
+const firstPage = () => ({ cursor: null });
+
+const listing = {
+  // The filters as last applied: a page's cursor is good only with the filters it came with.
+  filters: {},
+  // The pages turned, newest first; the last one is shown. Each: the cursor it is fetched with
+  // (null for the first).
+  pages: [firstPage()],
+  following: null, // the page after the one shown, once it is known to be there
+  loads: 0, // only the latest request's answer is shown
+  typing: null,
+};
 
 function stemOf(name) {
   return name.replace(/\.(mp4|wav)$/, "");
@@ -325,29 +342,102 @@ async function recordingEntry(kind, name) {
   return response.json();
 }
 
+class Unlisted extends Error {}
+
+/** A page of files, the total matching the filters, and the page after it (null if none). */
+async function fetchPage(page) {
+  const query = new URLSearchParams({ ...listing.filters, limit: PAGE_SIZE });
+  if (page.cursor) query.set("cursor", page.cursor);
+  const response = await api(`/api/recordings?${query}`);
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    // A 400 says what is wrong with the query (the client box's text, say).
+    throw new Unlisted(answer.message
+      ? `Cannot list recordings: ${answer.message}`
+      : `Cannot list recordings (${response.status}).`);
+  }
+  const following = answer.next ? { cursor: answer.next } : null;
+  return { files: answer.recordings, total: answer.total, following };
+}
+
+/** The page shown, asked for again: after the library changed, a token was given, a page was
+ * turned or the filters changed. */
 async function refreshRecordings() {
+  const load = ++listing.loads;
   const list = $("#recording-list");
-  let recordings;
+  const section = $("#recordings");
+  section.dataset.state = "loading";
+  listing.following = null;
+  $("#older").disabled = true;
+  $("#newer").disabled = true;
+  let found;
   try {
-    const response = await api("/api/recordings");
-    if (!response.ok) throw new Error(`${response.status}`);
-    recordings = (await response.json()).recordings;
+    found = await fetchPage(listing.pages.at(-1));
   } catch (error) {
-    list.replaceChildren(element("li", { class: "empty" }, `Cannot list recordings (${error.message}).`));
+    if (load !== listing.loads) return;
+    const message = error instanceof Unlisted ? error.message : `Cannot list recordings (${error.message}).`;
+    list.replaceChildren(element("li", { class: "empty error" }, message));
+    $("#recording-total").textContent = "";
+    delete section.dataset.total;
+    showPages();
+    section.dataset.state = "error";
     return;
   }
+  if (load !== listing.loads) return;
+  if (found.files.length === 0 && listing.pages.length > 1) {
+    listing.pages.pop(); // its last recordings were deleted: the page before it
+    refreshRecordings();
+    return;
+  }
+  listing.following = found.following;
+  section.dataset.total = found.total;
+  $("#recording-total").textContent = `${found.total} recording${found.total === 1 ? "" : "s"}`;
+  showPages();
+  section.dataset.state = "ready";
   // The video and audio of one session share a stem: one entry each, newest first (as listed).
   const byStem = new Map();
-  for (const recording of recordings) {
+  for (const recording of found.files) {
     const stem = stemOf(recording.name);
     if (!byStem.has(stem)) byStem.set(stem, []);
     byStem.get(stem).push(recording);
   }
   if (byStem.size === 0) {
-    list.replaceChildren(element("li", { class: "empty" }, "No recordings yet."));
+    const filtered = Object.keys(listing.filters).length > 0;
+    list.replaceChildren(element("li", { class: "empty" }, filtered ? "No recordings match." : "No recordings yet."));
     return;
   }
   list.replaceChildren(...[...byStem].map(([stem, files]) => recordingItem(stem, files)));
+}
+
+function showPages() {
+  const turned = listing.pages.length > 1;
+  $("#recording-pages").hidden = !turned && !listing.following;
+  $("#newer").disabled = !turned;
+  $("#older").disabled = !listing.following;
+}
+
+function turnPage(older) {
+  if (older && listing.following) listing.pages.push(listing.following);
+  else if (!older && listing.pages.length > 1) listing.pages.pop();
+  else return;
+  refreshRecordings();
+}
+
+/** What the filter box asks for: `client_prefix` (the client id as typed) and `kind`. */
+function filtersShown() {
+  const filters = {};
+  const client = $("#filter-client").value.trim();
+  if (client) filters.client_prefix = client;
+  if ($("#filter-kind").value) filters.kind = $("#filter-kind").value;
+  return filters;
+}
+
+/** The filters as they are now, from their first page. */
+function applyFilters() {
+  clearTimeout(listing.typing);
+  listing.filters = filtersShown();
+  listing.pages = [firstPage()];
+  refreshRecordings();
 }
 
 function recordingItem(stem, files) {
@@ -420,6 +510,17 @@ async function main() {
   $("#live-form").addEventListener("submit", goLive);
   $("#stop").addEventListener("click", stopLive);
   $("#viewer-close").addEventListener("click", closeViewer);
+  $("#filter-client").addEventListener("input", () => {
+    clearTimeout(listing.typing);
+    listing.typing = setTimeout(applyFilters, FILTER_DELAY_MS);
+  });
+  $("#filter-kind").addEventListener("change", applyFilters);
+  $("#recording-filter").addEventListener("submit", (event) => {
+    event.preventDefault();
+    applyFilters();
+  });
+  $("#newer").addEventListener("click", () => turnPage(false));
+  $("#older").addEventListener("click", () => turnPage(true));
   if (!navigator.mediaDevices?.getUserMedia) {
     liveStatus("error", "This browser cannot go live here (camera access needs https or localhost).");
     $("#go").disabled = true;
@@ -427,7 +528,7 @@ async function main() {
   const link = linkedRecording();
   if (link && !(config.auth && !hasToken())) watch(link); // else once a token is given
   refreshSessions();
-  refreshRecordings();
+  applyFilters(); // a browser may have kept what the filter box held
   setInterval(() => document.hidden || refreshSessions(), 2000);
   document.body.dataset.ready = "true";
 }
