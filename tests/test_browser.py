@@ -670,6 +670,68 @@ class BrowserTests(TestCase):
         self.assertIn("client_prefix must be 1 to 256 characters", seen["refused"])
         self.assertEqual(seen["again"], names[:50])
 
+    async def test_a_session_split_between_pages_is_shown_whole(self) -> None:
+        """A session's video and audio are two recordings, side by side in the listing: when a
+        page ends between them the session is shown whole there, and deleted whole, and not
+        again on the next page. Deleting what a page shows turns back to the page before."""
+        port = await self.serve()
+        # Sessions that begin in the same millisecond are listed by file name, last first:
+        # "aged" before "cam" before "mic" keeps this order whatever the clock does.
+        aged = [(await record(port, "aged", audio=[pcm(441, seed=i)]))[1]["recording"]
+                for i in range(5)]  # fmt: skip
+        _, connected, _ = await record(port, "cam", jpeg_frames(3), [pcm(441)] * 3)
+        cam = connected["recording"]
+        for i in range(49):
+            await record(port, "mic", audio=[pcm(441, seed=i)])
+        first = await get_json(port, "/api/recordings?limit=50")
+        following = await get_json(port, f"/api/recordings?limit=50&cursor={first['next']}")
+        self.assertEqual(first["recordings"][-1]["name"], f"{cam}.wav")
+        self.assertEqual(following["recordings"][0]["name"], f"{cam}.mp4")
+        item = f"#recording-list li[data-stem='{cam}']"
+
+        def turn(url: str) -> dict:
+            with browser() as page:
+                dialogs: list[str] = []
+
+                def answer(dialog) -> None:
+                    dialogs.append(dialog.message)
+                    dialog.accept()
+
+                page.on("dialog", answer)
+                open_page(page, url)
+                lists(page, 50, 56)
+                seen = {"players": page.locator(f"{item} video, {item} audio").count(),
+                        "poster": page.get_attribute(f"{item} video", "poster")}  # fmt: skip
+                page.click("#older")
+                lists(page, 5, 56)
+                seen["second"] = listed(page)
+                for stem in seen["second"]:
+                    page.click(f"#recording-list li[data-stem='{stem}'] button.danger")
+                    page.wait_for_selector(
+                        f"#recording-list li[data-stem='{stem}']", state="detached"
+                    )
+                lists(page, 50, 51)
+                seen["first_again"] = listed(page)
+                seen["pages_hidden"] = page.is_hidden("#recording-pages")
+                page.click(f"{item} button.danger")
+                lists(page, 49, 49)
+                seen["dialogs"] = dialogs
+                seen["errors"] = page.errors
+                return seen
+
+        seen = await deferToThread(turn, f"http://127.0.0.1:{port}/")
+        self.assertEqual(seen["errors"], [])
+        self.assertEqual(seen["players"], 2)
+        self.assertEqual(seen["poster"], f"/recordings/posters/{cam}.jpg")
+        self.assertEqual(seen["second"], aged[::-1])
+        self.assertEqual(seen["first_again"][-1], cam)
+        # The page after it would hold only the video it showed: there is none.
+        self.assertTrue(seen["pages_hidden"])
+        self.assertEqual(len(seen["dialogs"]), 6)
+        self.assertIn(cam, seen["dialogs"][-1])
+        for path in self.files_of(cam):
+            self.assertFalse(path.exists(), f"{path} is still there")
+
     async def recorded(self, port: int, token: str | None = None) -> str:
         """A finished 3 s recording (video, its poster, audio) sent by another client; its stem.
         ``token`` goes in the WebSocket's URL."""

@@ -317,13 +317,14 @@ const PAGE_SIZE = 50;
 const FILTER_DELAY_MS = 300;
 const SUFFIXES = { video: ".mp4", audio: ".wav" };
 
-const firstPage = () => ({ cursor: null });
+const firstPage = () => ({ cursor: null, offset: 0, shown: null });
 
 const listing = {
   // The filters as last applied: a page's cursor is good only with the filters it came with.
   filters: {},
   // The pages turned, newest first; the last one is shown. Each: the cursor it is fetched with
-  // (null for the first).
+  // (null for the first), how many files come before it, and the session whose files the page
+  // before it showed whole (see fetchPage), left out here.
   pages: [firstPage()],
   following: null, // the page after the one shown, once it is known to be there
   loads: 0, // only the latest request's answer is shown
@@ -356,8 +357,26 @@ async function fetchPage(page) {
       ? `Cannot list recordings: ${answer.message}`
       : `Cannot list recordings (${response.status}).`);
   }
-  const following = answer.next ? { cursor: answer.next } : null;
-  return { files: answer.recordings, total: answer.total, following };
+  const files = answer.recordings.filter((file) => stemOf(file.name) !== page.shown);
+  // A session's video and audio are two files, side by side in the list (they began at the
+  // same time), so a page may end between them. Its last session then gets its other file
+  // here, and the next page leaves that session out.
+  let shown = null;
+  const last = answer.recordings.at(-1);
+  if (answer.next && !listing.filters.kind && last && stemOf(last.name) !== page.shown) {
+    const stem = stemOf(last.name);
+    if (files.filter((file) => stemOf(file.name) === stem).length === 1) {
+      const other = await recordingEntry(last.kind === "video" ? "audio" : "video", stem).catch(() => null);
+      if (other) {
+        files.push(other);
+        shown = stem;
+      }
+    }
+  }
+  const offset = page.offset + answer.recordings.length;
+  // Nothing after this page but the file it took from the next: no next page.
+  const more = answer.next && !(shown && offset + 1 >= answer.total);
+  return { files, total: answer.total, following: more ? { cursor: answer.next, offset, shown } : null };
 }
 
 /** The page shown, asked for again: after the library changed, a token was given, a page was
