@@ -622,6 +622,10 @@ class BrowserTests(TestCase):
                 page.click("#older")
                 lists(page, 10, 60)
                 seen["second"] = listed(page)
+                # Older is below the list: the new page is shown from its top.
+                seen["top"] = page.evaluate(
+                    "document.querySelector('#recordings').getBoundingClientRect().top"
+                )
                 seen["older_at_end"] = page.is_disabled("#older")
                 page.click("#newer")
                 lists(page, 50, 60)
@@ -659,6 +663,7 @@ class BrowserTests(TestCase):
         self.assertEqual(seen["total"], "60 recordings")
         self.assertEqual((seen["newer"], seen["older"]), (True, False))
         self.assertEqual(seen["second"], names[50:])
+        self.assertGreater(seen["top"], -1)  # to a pixel
         self.assertTrue(seen["older_at_end"])
         self.assertEqual(seen["back"], names[:50])
         self.assertEqual(seen["tablet"], [name for name in names if name.startswith("tablet_")])

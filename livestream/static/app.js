@@ -405,8 +405,7 @@ async function refreshRecordings() {
   if (load !== listing.loads) return;
   if (found.files.length === 0 && listing.pages.length > 1) {
     listing.pages.pop(); // its last recordings were deleted: the page before it
-    refreshRecordings();
-    return;
+    return refreshRecordings();
   }
   listing.following = found.following;
   section.dataset.total = found.total;
@@ -439,7 +438,10 @@ function turnPage(older) {
   if (older && listing.following) listing.pages.push(listing.following);
   else if (!older && listing.pages.length > 1) listing.pages.pop();
   else return;
-  refreshRecordings();
+  // Turned from the buttons below the list: its top, once the page is there.
+  refreshRecordings().then(() => {
+    if ($("#recordings").getBoundingClientRect().top < 0) $("#recordings").scrollIntoView();
+  });
 }
 
 /** What the filter box asks for: `client_prefix` (the client id as typed) and `kind`. */
