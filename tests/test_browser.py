@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from twisted.internet import reactor
 from twisted.internet.task import LoopingCall
@@ -63,6 +64,7 @@ SCREENSHOT = ROOT / "build" / "screenshots" / "page.png"
 RECONNECTING = ROOT / "build" / "screenshots" / "reconnecting.png"
 NOT_RESUMED = ROOT / "build" / "screenshots" / "not-resumed.png"
 WAIT_MS = 20_000
+LISTED = "#recording-list li[data-stem]"
 FPS = 15
 SECRET = b"0123456789abcdef0123456789abcdef-browser"
 
@@ -195,6 +197,23 @@ def play(page: Page, stem: str) -> int:
         ".every(media => media.readyState >= 1 && media.duration > 2.5)"
     )
     return count
+
+
+def lists(page: Page, count: int, total: int | None) -> None:
+    """Wait until the recordings list shows ``count`` sessions and says ``total`` recordings
+    match (None: it says why it cannot list them)."""
+    state = "ready" if total is not None else "error"
+    page.wait_for_function(
+        f"""() => document.querySelectorAll("{LISTED}").length === {count}
+            && document.querySelector("#recordings").dataset.state === "{state}"
+            && (document.querySelector("#recordings").dataset.total ?? null)
+               === {json.dumps(None if total is None else str(total))}"""
+    )
+
+
+def listed(page: Page) -> list[str]:
+    """The stems the recordings list shows, top to bottom."""
+    return page.eval_on_selector_all(LISTED, "items => items.map(i => i.dataset.stem)")
 
 
 def delete(page: Page, stem: str) -> list[tuple[str, str]]:
@@ -573,6 +592,150 @@ class BrowserTests(TestCase):
         self.assertEqual(seen["players"], 2)
         self.assertIn("00:03", seen["meta"])
         self.assertTrue(SCREENSHOT.exists())
+
+    async def test_recordings_paged_and_filtered(self) -> None:
+        """The list asks for 50 recordings at a time, newest first, and says how many match:
+        Older and Newer turn its pages. The client box (a prefix, asked for once typing stops)
+        and the kind narrow it from its first page; what the server refuses is said in the
+        list, and the page goes on."""
+        port = await self.serve()
+        names = []
+        for i in range(60):
+            client = "tablet" if i % 3 == 0 else "phone"
+            _, connected, _ = await record(port, client, audio=[pcm(441, seed=i)])
+            names.append(connected["recording"])
+        # Newest first: by the epoch-ms of the name, then by file name.
+        names.sort(key=lambda name: (int(name.rpartition("_")[2]), f"{name}.wav"), reverse=True)
+
+        def turn(url: str) -> dict:
+            with browser() as page:
+                asked: list[str] = []
+                page.on("request", lambda request: asked.append(request.url))
+                open_page(page, url)
+                lists(page, 50, 60)
+                seen = {
+                    "first": listed(page),
+                    "total": page.text_content("#recording-total"),
+                    "newer": page.is_disabled("#newer"),
+                    "older": page.is_disabled("#older"),
+                }
+                page.click("#older")
+                lists(page, 10, 60)
+                seen["second"] = listed(page)
+                # Older is below the list: the new page is shown from its top.
+                seen["top"] = page.evaluate(
+                    "document.querySelector('#recordings').getBoundingClientRect().top"
+                )
+                seen["older_at_end"] = page.is_disabled("#older")
+                page.click("#newer")
+                lists(page, 50, 60)
+                seen["back"] = listed(page)
+                # From the second page, typing a client id: its first page.
+                page.click("#older")
+                lists(page, 10, 60)
+                del asked[:]
+                page.type("#filter-client", "tab", delay=50)
+                lists(page, 20, 20)
+                seen["tablet"] = listed(page)
+                seen["tablet_total"] = page.text_content("#recording-total")
+                seen["typed"] = [
+                    parse_qs(urlsplit(url).query)
+                    for url in asked
+                    if urlsplit(url).path == "/api/recordings"
+                ]
+                seen["pages_hidden"] = page.is_hidden("#recording-pages")
+                page.select_option("#filter-kind", "video")
+                lists(page, 0, 0)
+                seen["no_video"] = page.text_content("#recording-list")
+                page.select_option("#filter-kind", "")
+                page.fill("#filter-client", "x" * 257)
+                lists(page, 0, None)
+                seen["refused"] = page.text_content("#recording-list")
+                page.fill("#filter-client", "")
+                lists(page, 50, 60)
+                seen["again"] = listed(page)
+                seen["errors"] = page.errors
+                return seen
+
+        seen = await deferToThread(turn, f"http://127.0.0.1:{port}/")
+        self.assertEqual(seen["errors"], [])
+        self.assertEqual(seen["first"], names[:50])
+        self.assertEqual(seen["total"], "60 recordings")
+        self.assertEqual((seen["newer"], seen["older"]), (True, False))
+        self.assertEqual(seen["second"], names[50:])
+        self.assertGreater(seen["top"], -1)  # to a pixel
+        self.assertTrue(seen["older_at_end"])
+        self.assertEqual(seen["back"], names[:50])
+        self.assertEqual(seen["tablet"], [name for name in names if name.startswith("tablet_")])
+        self.assertEqual(seen["tablet_total"], "20 recordings")
+        # Asked for once typing stopped, from the first page (no cursor).
+        self.assertEqual(seen["typed"], [{"client_prefix": ["tab"], "limit": ["50"]}])
+        self.assertTrue(seen["pages_hidden"])
+        self.assertIn("No recordings match", seen["no_video"])
+        self.assertIn("client_prefix must be 1 to 256 characters", seen["refused"])
+        self.assertEqual(seen["again"], names[:50])
+
+    async def test_a_session_split_between_pages_is_shown_whole(self) -> None:
+        """A session's video and audio are two recordings, side by side in the listing: when a
+        page ends between them the session is shown whole there, and deleted whole, and not
+        again on the next page. Deleting what a page shows turns back to the page before."""
+        port = await self.serve()
+        # Sessions that begin in the same millisecond are listed by file name, last first:
+        # "aged" before "cam" before "mic" keeps this order whatever the clock does.
+        aged = [(await record(port, "aged", audio=[pcm(441, seed=i)]))[1]["recording"]
+                for i in range(5)]  # fmt: skip
+        _, connected, _ = await record(port, "cam", jpeg_frames(3), [pcm(441)] * 3)
+        cam = connected["recording"]
+        for i in range(49):
+            await record(port, "mic", audio=[pcm(441, seed=i)])
+        first = await get_json(port, "/api/recordings?limit=50")
+        following = await get_json(port, f"/api/recordings?limit=50&cursor={first['next']}")
+        self.assertEqual(first["recordings"][-1]["name"], f"{cam}.wav")
+        self.assertEqual(following["recordings"][0]["name"], f"{cam}.mp4")
+        item = f"#recording-list li[data-stem='{cam}']"
+
+        def turn(url: str) -> dict:
+            with browser() as page:
+                dialogs: list[str] = []
+
+                def answer(dialog) -> None:
+                    dialogs.append(dialog.message)
+                    dialog.accept()
+
+                page.on("dialog", answer)
+                open_page(page, url)
+                lists(page, 50, 56)
+                seen = {"players": page.locator(f"{item} video, {item} audio").count(),
+                        "poster": page.get_attribute(f"{item} video", "poster")}  # fmt: skip
+                page.click("#older")
+                lists(page, 5, 56)
+                seen["second"] = listed(page)
+                for stem in seen["second"]:
+                    page.click(f"#recording-list li[data-stem='{stem}'] button.danger")
+                    page.wait_for_selector(
+                        f"#recording-list li[data-stem='{stem}']", state="detached"
+                    )
+                lists(page, 50, 51)
+                seen["first_again"] = listed(page)
+                seen["pages_hidden"] = page.is_hidden("#recording-pages")
+                page.click(f"{item} button.danger")
+                lists(page, 49, 49)
+                seen["dialogs"] = dialogs
+                seen["errors"] = page.errors
+                return seen
+
+        seen = await deferToThread(turn, f"http://127.0.0.1:{port}/")
+        self.assertEqual(seen["errors"], [])
+        self.assertEqual(seen["players"], 2)
+        self.assertEqual(seen["poster"], f"/recordings/posters/{cam}.jpg")
+        self.assertEqual(seen["second"], aged[::-1])
+        self.assertEqual(seen["first_again"][-1], cam)
+        # The page after it would hold only the video it showed: there is none.
+        self.assertTrue(seen["pages_hidden"])
+        self.assertEqual(len(seen["dialogs"]), 6)
+        self.assertIn(cam, seen["dialogs"][-1])
+        for path in self.files_of(cam):
+            self.assertFalse(path.exists(), f"{path} is still there")
 
     async def recorded(self, port: int, token: str | None = None) -> str:
         """A finished 3 s recording (video, its poster, audio) sent by another client; its stem.

@@ -215,7 +215,8 @@ async function showEnd(broadcaster, outcome, seconds) {
 }
 
 /** The files of recording ``name`` once the server has finished them (a dropped session is
- * finished when its grace period is over), or null when they cannot be listed. */
+ * finished when its grace period is over), each looked up by its own name; null when there is
+ * none or they cannot be looked up. */
 async function savedFiles(name) {
   try {
     for (let tries = 0; tries < 40; tries++) {
@@ -225,12 +226,9 @@ async function savedFiles(name) {
       if (!sessions.some((session) => session.recording === name)) break;
       await new Promise((resolve) => setTimeout(resolve, 500));
     }
-    const response = await api("/api/recordings");
-    if (!response.ok) return null;
-    const files = (await response.json()).recordings.filter((r) => stemOf(r.name) === name);
-    if (files.length === 0) return null;
-    const named = (kind) => files.find((file) => file.kind === kind)?.name ?? null;
-    return { video: named("video"), audio: named("audio") };
+    const [video, audio] = await Promise.all(["video", "audio"].map((kind) => recordingEntry(kind, name)));
+    if (!video && !audio) return null;
+    return { video: video?.name ?? null, audio: audio?.name ?? null };
   } catch {
     return null;
   }
@@ -313,33 +311,154 @@ async function refreshSessions() {
 
 // --- recordings ---------------------------------------------------------------------------------
 
+// The list asks for this many files at a time (`/api/recordings?limit=`), newest first.
+const PAGE_SIZE = 50;
+// How long the client box waits for typing to stop before it asks again.
+const FILTER_DELAY_MS = 300;
+const SUFFIXES = { video: ".mp4", audio: ".wav" };
+
+const firstPage = () => ({ cursor: null, offset: 0, shown: null });
+
+const listing = {
+  // The filters as last applied: a page's cursor is good only with the filters it came with.
+  filters: {},
+  // The pages turned, newest first; the last one is shown. Each: the cursor it is fetched with
+  // (null for the first), how many files come before it, and the session whose files the page
+  // before it showed whole (see fetchPage), left out here.
+  pages: [firstPage()],
+  following: null, // the page after the one shown, once it is known to be there
+  loads: 0, // only the latest request's answer is shown
+  typing: null,
+};
+
 function stemOf(name) {
   return name.replace(/\.(mp4|wav)$/, "");
 }
 
+/** One file's entry (`/api/recordings/<kind>/<file>`), or null if there is no such file. */
+async function recordingEntry(kind, name) {
+  const response = await api(`/api/recordings/${kind}/${encodeURIComponent(name + SUFFIXES[kind])}`);
+  if (response.status === 404) return null;
+  if (!response.ok) throw new Error(`${response.status}`);
+  return response.json();
+}
+
+class Unlisted extends Error {}
+
+/** A page of files, the total matching the filters, and the page after it (null if none). */
+async function fetchPage(page) {
+  const query = new URLSearchParams({ ...listing.filters, limit: PAGE_SIZE });
+  if (page.cursor) query.set("cursor", page.cursor);
+  const response = await api(`/api/recordings?${query}`);
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    // A 400 says what is wrong with the query (the client box's text, say).
+    throw new Unlisted(answer.message
+      ? `Cannot list recordings: ${answer.message}`
+      : `Cannot list recordings (${response.status}).`);
+  }
+  const files = answer.recordings.filter((file) => stemOf(file.name) !== page.shown);
+  // A session's video and audio are two files, side by side in the list (they began at the
+  // same time), so a page may end between them. Its last session then gets its other file
+  // here, and the next page leaves that session out.
+  let shown = null;
+  const last = answer.recordings.at(-1);
+  if (answer.next && !listing.filters.kind && last && stemOf(last.name) !== page.shown) {
+    const stem = stemOf(last.name);
+    if (files.filter((file) => stemOf(file.name) === stem).length === 1) {
+      const other = await recordingEntry(last.kind === "video" ? "audio" : "video", stem).catch(() => null);
+      if (other) {
+        files.push(other);
+        shown = stem;
+      }
+    }
+  }
+  const offset = page.offset + answer.recordings.length;
+  // Nothing after this page but the file it took from the next: no next page.
+  const more = answer.next && !(shown && offset + 1 >= answer.total);
+  return { files, total: answer.total, following: more ? { cursor: answer.next, offset, shown } : null };
+}
+
+/** The page shown, asked for again: after the library changed, a token was given, a page was
+ * turned or the filters changed. */
 async function refreshRecordings() {
+  const load = ++listing.loads;
   const list = $("#recording-list");
-  let recordings;
+  const section = $("#recordings");
+  section.dataset.state = "loading";
+  listing.following = null;
+  $("#older").disabled = true;
+  $("#newer").disabled = true;
+  let found;
   try {
-    const response = await api("/api/recordings");
-    if (!response.ok) throw new Error(`${response.status}`);
-    recordings = (await response.json()).recordings;
+    found = await fetchPage(listing.pages.at(-1));
   } catch (error) {
-    list.replaceChildren(element("li", { class: "empty" }, `Cannot list recordings (${error.message}).`));
+    if (load !== listing.loads) return;
+    const message = error instanceof Unlisted ? error.message : `Cannot list recordings (${error.message}).`;
+    list.replaceChildren(element("li", { class: "empty error" }, message));
+    $("#recording-total").textContent = "";
+    delete section.dataset.total;
+    showPages();
+    section.dataset.state = "error";
     return;
   }
+  if (load !== listing.loads) return;
+  if (found.files.length === 0 && listing.pages.length > 1) {
+    listing.pages.pop(); // its last recordings were deleted: the page before it
+    return refreshRecordings();
+  }
+  listing.following = found.following;
+  section.dataset.total = found.total;
+  $("#recording-total").textContent = `${found.total} recording${found.total === 1 ? "" : "s"}`;
+  showPages();
+  section.dataset.state = "ready";
   // The video and audio of one session share a stem: one entry each, newest first (as listed).
   const byStem = new Map();
-  for (const recording of recordings) {
+  for (const recording of found.files) {
     const stem = stemOf(recording.name);
     if (!byStem.has(stem)) byStem.set(stem, []);
     byStem.get(stem).push(recording);
   }
   if (byStem.size === 0) {
-    list.replaceChildren(element("li", { class: "empty" }, "No recordings yet."));
+    const filtered = Object.keys(listing.filters).length > 0;
+    list.replaceChildren(element("li", { class: "empty" }, filtered ? "No recordings match." : "No recordings yet."));
     return;
   }
   list.replaceChildren(...[...byStem].map(([stem, files]) => recordingItem(stem, files)));
+}
+
+function showPages() {
+  const turned = listing.pages.length > 1;
+  $("#recording-pages").hidden = !turned && !listing.following;
+  $("#newer").disabled = !turned;
+  $("#older").disabled = !listing.following;
+}
+
+function turnPage(older) {
+  if (older && listing.following) listing.pages.push(listing.following);
+  else if (!older && listing.pages.length > 1) listing.pages.pop();
+  else return;
+  // Turned from the buttons below the list: its top, once the page is there.
+  refreshRecordings().then(() => {
+    if ($("#recordings").getBoundingClientRect().top < 0) $("#recordings").scrollIntoView();
+  });
+}
+
+/** What the filter box asks for: `client_prefix` (the client id as typed) and `kind`. */
+function filtersShown() {
+  const filters = {};
+  const client = $("#filter-client").value.trim();
+  if (client) filters.client_prefix = client;
+  if ($("#filter-kind").value) filters.kind = $("#filter-kind").value;
+  return filters;
+}
+
+/** The filters as they are now, from their first page. */
+function applyFilters() {
+  clearTimeout(listing.typing);
+  listing.filters = filtersShown();
+  listing.pages = [firstPage()];
+  refreshRecordings();
 }
 
 function recordingItem(stem, files) {
@@ -412,6 +531,17 @@ async function main() {
   $("#live-form").addEventListener("submit", goLive);
   $("#stop").addEventListener("click", stopLive);
   $("#viewer-close").addEventListener("click", closeViewer);
+  $("#filter-client").addEventListener("input", () => {
+    clearTimeout(listing.typing);
+    listing.typing = setTimeout(applyFilters, FILTER_DELAY_MS);
+  });
+  $("#filter-kind").addEventListener("change", applyFilters);
+  $("#recording-filter").addEventListener("submit", (event) => {
+    event.preventDefault();
+    applyFilters();
+  });
+  $("#newer").addEventListener("click", () => turnPage(false));
+  $("#older").addEventListener("click", () => turnPage(true));
   if (!navigator.mediaDevices?.getUserMedia) {
     liveStatus("error", "This browser cannot go live here (camera access needs https or localhost).");
     $("#go").disabled = true;
@@ -419,7 +549,7 @@ async function main() {
   const link = linkedRecording();
   if (link && !(config.auth && !hasToken())) watch(link); // else once a token is given
   refreshSessions();
-  refreshRecordings();
+  applyFilters(); // a browser may have kept what the filter box held
   setInterval(() => document.hidden || refreshSessions(), 2000);
   document.body.dataset.ready = "true";
 }
