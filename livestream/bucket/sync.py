@@ -127,15 +127,7 @@ class BucketSync(Service):
     def _check_stored(self, db: sqlite3.Connection, after: str) -> str | None:
         """A batch of the rows said to be in the bucket: drop those it no longer lists, and
         put their posters' bucket bit right."""
-        rows = db.execute(
-            "SELECT r.filename, r.kind, r.poster,"
-            " EXISTS (SELECT 1 FROM temp.listed l WHERE l.filename = r.filename),"
-            " (SELECT size FROM temp.listed p WHERE p.kind = ? AND"
-            "   p.filename = substr(r.filename, 1, length(r.filename) - 4) || ?)"
-            " FROM recordings r WHERE r.filename > ? AND r.location & ?"
-            " ORDER BY r.filename LIMIT ?",
-            (POSTERS, POSTER_SUFFIX, after, STORED, BATCH),
-        ).fetchall()
+        rows = store.against_found(db, "listed", STORED, after, BATCH)
         gone = []
         for filename, kind, poster, listed, listed_poster in rows:
             if not listed:
@@ -212,11 +204,7 @@ class BucketSync(Service):
 
 
 def _begin(db: sqlite3.Connection) -> None:
-    db.execute("DROP TABLE IF EXISTS temp.listed")
-    db.execute(
-        "CREATE TEMP TABLE listed (filename TEXT PRIMARY KEY, kind TEXT NOT NULL,"
-        " size INTEGER NOT NULL, modified REAL NOT NULL)"
-    )
+    store.start_found(db, "listed")
 
 
 def _end(db: sqlite3.Connection) -> None:

@@ -65,8 +65,7 @@ async def run(tree: MediaTree, write: Writer, running: Callable[[], bool]) -> No
 
 
 def _start(db: sqlite3.Connection) -> None:
-    db.execute("DROP TABLE IF EXISTS temp.seen")
-    db.execute("CREATE TEMP TABLE seen (filename TEXT PRIMARY KEY, kind TEXT NOT NULL)")
+    store.start_found(db, "seen")
 
 
 def _names(tree: MediaTree, directory: str) -> Iterator[str]:
@@ -84,28 +83,21 @@ def _names(tree: MediaTree, directory: str) -> Iterator[str]:
 def _record_seen(db: sqlite3.Connection, directory: str, names: Iterator[str]) -> bool:
     """Up to a batch of ``names`` into the table of names seen; False once they run out."""
     batch = [(name, directory) for _, name in zip(range(SCAN_BATCH), names, strict=False)]
-    db.executemany("INSERT OR IGNORE INTO temp.seen VALUES (?, ?)", batch)
+    db.executemany("INSERT OR IGNORE INTO temp.seen VALUES (?, ?, NULL, NULL)", batch)
     return len(batch) == SCAN_BATCH
 
 
 def _check_known(db: sqlite3.Connection, tree: MediaTree, after: str) -> str | None:
     """A batch of the rows said to be local: drop those whose file is gone, put their posters'
     local bit right. The last file name checked, or None at the end."""
-    rows = db.execute(
-        "SELECT r.filename, r.kind, r.poster,"
-        " EXISTS (SELECT 1 FROM temp.seen s WHERE s.filename = r.filename),"
-        " EXISTS (SELECT 1 FROM temp.seen p WHERE p.kind = ? AND"
-        "   p.filename = substr(r.filename, 1, length(r.filename) - 4) || ?)"
-        " FROM recordings r WHERE r.filename > ? AND r.location & ? ORDER BY r.filename LIMIT ?",
-        (POSTERS, POSTER_SUFFIX, after, LOCAL, CHECK_BATCH),
-    ).fetchall()
+    rows = store.against_found(db, "seen", LOCAL, after, CHECK_BATCH)
     gone = []
     for filename, kind, poster, seen, poster_seen in rows:
         name = filename[: -len(SUFFIXES[kind])]
         if not seen and regular_file(tree.final_path(kind, name)) is None:
             gone.append(filename)
             continue
-        if kind == VIDEO and bool(poster & LOCAL) != bool(poster_seen):
+        if kind == VIDEO and bool(poster & LOCAL) != (poster_seen is not None):
             st = regular_file(tree.poster_path(name))
             store.set_poster(db, filename, LOCAL, st.st_size if st is not None else None)
     store.drop_place(db, gone, LOCAL)

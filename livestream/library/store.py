@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from livestream.library.tree import POSTER_SUFFIX, POSTERS
+
 # Raised when the schema is older or newer: the index is rebuilt rather than migrated (it holds
 # nothing that the media tree and the bucket cannot tell again).
 SCHEMA_VERSION = 1
@@ -288,3 +290,30 @@ def describe(db: sqlite3.Connection, found: Iterable[tuple[str, float | None, in
         "UPDATE recordings SET duration = ?, count = ?, described = 1 WHERE filename = ?",
         [(duration, count, filename) for filename, duration, count in found],
     )
+
+
+def start_found(db: sqlite3.Connection, table: str) -> None:
+    """A temporary table (of the writer's connection) for what a check found: the names in
+    the tree (``size`` unknown) or the bucket's listing."""
+    db.execute(f"DROP TABLE IF EXISTS temp.{table}")
+    db.execute(
+        f"CREATE TEMP TABLE {table} (filename TEXT PRIMARY KEY, kind TEXT NOT NULL,"
+        " size INTEGER, modified REAL)"
+    )
+
+
+def against_found(
+    db: sqlite3.Connection, table: str, place: int, after: str, limit: int
+) -> list[tuple[str, str, int, bool, int | None]]:
+    """A batch of the rows at ``place`` whose file names come after ``after``, each with
+    what ``table`` (see :func:`start_found`) says of it: (file name, kind, poster bits, whether
+    its file was found, its poster's size if that was found: 0 when its size is unknown)."""
+    return db.execute(
+        "SELECT r.filename, r.kind, r.poster,"
+        f" EXISTS (SELECT 1 FROM temp.{table} f WHERE f.filename = r.filename),"
+        f" (SELECT coalesce(size, 0) FROM temp.{table} p WHERE p.kind = ? AND"
+        "   p.filename = substr(r.filename, 1, length(r.filename) - 4) || ?)"
+        " FROM recordings r WHERE r.filename > ? AND r.location & ?"
+        " ORDER BY r.filename LIMIT ?",
+        (POSTERS, POSTER_SUFFIX, after, place, limit),
+    ).fetchall()
