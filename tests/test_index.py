@@ -108,6 +108,28 @@ class CheckAgainstTheTreeTests(_Tree):
         self.assertNotIn(f"mic_{BASE_MS + 3}.wav", names)
         self.assertEqual([p.name for p in read], [f"new_{BASE_MS + 100}.wav"])
 
+    async def test_after_a_clean_stop_an_unchanged_tree_is_not_read(self) -> None:
+        for i in range(5):
+            self.put("audio", f"mic_{BASE_MS + i}")
+        index = await self.index()
+        await index.stopService()
+        walked: list[str] = []
+        original = reconcile._names
+
+        def counting(tree: MediaTree, directory: str):
+            walked.append(directory)
+            return original(tree, directory)
+
+        self.patch(reconcile, "_names", counting)
+        index = await self.index()
+        self.assertEqual((walked, len(await self.names(index))), ([], 5))
+        # Not stopped cleanly this time (as if killed): the next start reads the tree.
+        index._writer.stop()
+        index._readers.stop()
+        index = await self.index()
+        self.assertEqual(sorted(walked), ["audio", "posters", "video"])
+        self.assertEqual(len(await self.names(index)), 5)
+
     async def test_a_damaged_index_is_rebuilt(self) -> None:
         for i in range(5):
             self.put("audio", f"mic_{BASE_MS + i}")

@@ -82,6 +82,8 @@ class RecordingIndex(Service):
         # What the connections open: the file, or a shared index in memory (see _open).
         self._target: Path | str = self.path
         self.in_memory = False
+        # The tree's directories as the last clean stop left them (None: not stopped cleanly).
+        self._stopped_cleanly: str | None = None
         self.state = OPENING
         # (kind, location) -> (count, bytes), as of the last write: metrics and health read it.
         self.totals: dict[tuple[str, int], tuple[int, int]] = {}
@@ -131,6 +133,8 @@ class RecordingIndex(Service):
         return ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
+        if self._writer.joined:
+            return
         for _, release in self._holds:
             release()
         if self._recheck is not None:
@@ -140,11 +144,12 @@ class RecordingIndex(Service):
             await self._job
         if self._opened.called:
             await self._opened_and_settled(held=False)
+            if self._ready.called:
+                # Last of the services to stop but the listeners': the tree is still now.
+                await self._in_writer_thread(self._leave_clean_stop)
         self._stop_threads()
 
     def _stop_threads(self) -> None:
-        if self._writer.joined:
-            return
         self._writer.stop()
         self._readers.stop()
         with self._lock:
@@ -164,16 +169,20 @@ class RecordingIndex(Service):
             "recordings index {path}: {what}", path=str(self.path),
             what="building it from the media tree" if fresh else "checking it against the tree",
         )  # fmt: skip
-        if not fresh:
-            damage = await self._in_writer_thread(self._check)
-            if damage is not None:
-                _log.error("recordings index {path} is damaged ({damage}): rebuilding it",
-                           path=str(self.path), damage=damage)  # fmt: skip
-                self.state = REBUILDING
-                await self._in_writer_thread(self._replace)
-        await reconcile.run(self._tree, self.write_task, lambda: bool(self.running))
-        if not self.running:
-            return
+        if not fresh and self._stopped_cleanly == reconcile.directories(self._tree):
+            _log.info("recordings index: no file came or went since its clean stop")
+        else:
+            if not fresh and self._stopped_cleanly is None:
+                # A crash may have torn a page (a disk's, not SQLite's, doing): look first.
+                damage = await self._in_writer_thread(self._check)
+                if damage is not None:
+                    _log.error("recordings index {path} is damaged ({damage}): rebuilding it",
+                               path=str(self.path), damage=damage)  # fmt: skip
+                    self.state = REBUILDING
+                    await self._in_writer_thread(self._replace)
+            await reconcile.run(self._tree, self.write_task, lambda: bool(self.running))
+            if not self.running:
+                return
         await self._in_writer_thread(self._top_up)
         self.state = READY
         self._ready.callback(None)
@@ -202,8 +211,17 @@ class RecordingIndex(Service):
             self.in_memory = True
             return True
         self.totals = store.totals(self._db)
+        self._stopped_cleanly = store.take_clean_stop(self._db)
         self._top_up()
         return fresh
+
+    def _leave_clean_stop(self) -> None:
+        if self._db is None or self.in_memory:
+            return
+        try:
+            store.leave_clean_stop(self._db, reconcile.directories(self._tree))
+        except sqlite3.Error as e:
+            _log.warn("recordings index: cannot note its clean stop: {error}", error=e)
 
     def _check(self) -> str | None:
         assert self._db is not None

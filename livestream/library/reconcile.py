@@ -13,6 +13,8 @@ lstat); a file deleted after the read is not added (its lstat fails).
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -62,6 +64,20 @@ async def run(tree: MediaTree, write: Writer, running: Callable[[], bool]) -> No
     while running():
         if not await write(partial(_describe, tree=tree)):
             break
+
+
+def directories(tree: MediaTree) -> str:
+    """The identity and modification time of ``video/``, ``audio/`` and ``posters/``: the
+    same at the next start as at a clean stop means no file was added, removed or renamed in
+    them meanwhile, so the check is not needed (a directory's mtime moves with its names)."""
+    found = {}
+    for directory in (*MediaKind, POSTERS):
+        try:
+            st = os.stat(tree.dir(directory))
+        except OSError:
+            continue
+        found[str(directory)] = [st.st_dev, st.st_ino, st.st_mtime_ns]
+    return json.dumps(found, sort_keys=True)
 
 
 def _start(db: sqlite3.Connection) -> None:

@@ -53,6 +53,7 @@ CREATE INDEX by_kind ON recordings (kind, created, filename);
 CREATE INDEX by_stem ON recordings (stem, created, filename);
 CREATE INDEX by_seed_order ON recordings (kind, stamp, stem);
 CREATE INDEX undescribed ON recordings (filename) WHERE described = 0;
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE totals (
     kind TEXT NOT NULL,
     location INTEGER NOT NULL,
@@ -317,3 +318,19 @@ def against_found(
         " ORDER BY r.filename LIMIT ?",
         (POSTERS, POSTER_SUFFIX, after, place, limit),
     ).fetchall()
+
+
+# What a clean stop leaves in ``meta``: the state of the tree's directories then.
+CLEAN_STOP = "clean_stop"
+
+
+def take_clean_stop(db: sqlite3.Connection) -> str | None:
+    """What the last clean stop recorded, or None after a crash (or the first start); taken
+    away, so that a crash of this run is not taken for a clean stop at the next."""
+    found = db.execute("SELECT value FROM meta WHERE key = ?", (CLEAN_STOP,)).fetchone()
+    db.execute("DELETE FROM meta WHERE key = ?", (CLEAN_STOP,))
+    return found[0] if found else None
+
+
+def leave_clean_stop(db: sqlite3.Connection, value: str) -> None:
+    db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (CLEAN_STOP, value))
