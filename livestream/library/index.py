@@ -162,8 +162,11 @@ class RecordingIndex(Service):
 
     async def _start(self) -> None:
         started = time.monotonic()
-        fresh = await self._in_writer_thread(self._open)
-        self._opened.callback(None)
+        try:
+            fresh = await self._in_writer_thread(self._open)
+        finally:
+            # Even if it could not be opened at all: reads then fail (500) rather than hang.
+            self._opened.callback(None)
         self.state = REBUILDING if fresh else RECONCILING
         _log.info(
             "recordings index {path}: {what}", path=str(self.path),
@@ -194,24 +197,30 @@ class RecordingIndex(Service):
         """In the writer: open the index, or start a new one where the file is unusable, or
         one in memory where no file can be had; True when the index starts empty."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            for old in self.path.parent.glob("listing-*.json*"):
-                old.unlink(missing_ok=True)
-            fresh = not self.path.exists()
-            self._db = store.open_index(self.path)
-        except IndexDamaged as e:
-            _log.error("recordings index unusable ({error}): rebuilding it", error=str(e))
-            self._replace()
-            return True
-        except (IndexUnavailable, OSError) as e:
+            try:
+                return self._open_file()
+            except IndexDamaged as e:
+                _log.error("recordings index unusable ({error}): rebuilding it", error=str(e))
+                self._replace()
+                return True
+        except (IndexUnavailable, IndexDamaged, OSError) as e:
             _log.error("recordings index cannot be kept in {path} ({error}): kept in memory "
                        "until the next start", path=str(self.path), error=str(e))  # fmt: skip
+            if self._db is not None:
+                self._db.close()
             self._target = store.memory_uri(f"livestream-index-{id(self)}")
             self._db = store.open_index(self._target)
             self.in_memory = True
             return True
-        self.totals = store.totals(self._db)
+
+    def _open_file(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for old in self.path.parent.glob("listing-*.json*"):
+            old.unlink(missing_ok=True)
+        fresh = not self.path.exists()
+        self._db = store.open_index(self.path)
         self._stopped_cleanly = store.take_clean_stop(self._db)
+        self.totals = store.totals(self._db)
         self._top_up()
         return fresh
 

@@ -23,7 +23,7 @@ from livestream.library.tree import POSTER_SUFFIX, POSTERS
 
 # Raised when the schema is older or newer: the index is rebuilt rather than migrated (it holds
 # nothing that the media tree and the bucket cannot tell again).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Free space kept inside the index's files for the rows written while the disk is full.
 RESERVE_BYTES = 4 << 20
@@ -327,8 +327,11 @@ CLEAN_STOP = "clean_stop"
 def take_clean_stop(db: sqlite3.Connection) -> str | None:
     """What the last clean stop recorded, or None after a crash (or the first start); taken
     away, so that a crash of this run is not taken for a clean stop at the next."""
-    found = db.execute("SELECT value FROM meta WHERE key = ?", (CLEAN_STOP,)).fetchone()
-    db.execute("DELETE FROM meta WHERE key = ?", (CLEAN_STOP,))
+    try:
+        found = db.execute("SELECT value FROM meta WHERE key = ?", (CLEAN_STOP,)).fetchone()
+        db.execute("DELETE FROM meta WHERE key = ?", (CLEAN_STOP,))
+    except sqlite3.DatabaseError as e:
+        raise IndexDamaged(str(e)) from None
     return found[0] if found else None
 
 
