@@ -94,13 +94,13 @@ class CheckAgainstTheTreeTests(_Tree):
         self.put("audio", f"new_{BASE_MS + 100}")
         self.tree.final_path("audio", f"mic_{BASE_MS + 3}").unlink()
         read: list[Path] = []
-        original = reconcile.wav_info
+        original = reconcile.read_info
 
-        def counting(path: Path):
+        def counting(kind: str, path: Path):
             read.append(path)
-            return original(path)
+            return original(kind, path)
 
-        self.patch(reconcile, "wav_info", counting)
+        self.patch(reconcile, "read_info", counting)
         index = await self.index()
         names = await self.names(index)
         self.assertEqual(len(names), 20)

@@ -34,7 +34,7 @@ from livestream.bucket.sync import BucketSync, metadata_info
 from livestream.library.catalog import COUNT_FIELDS
 from livestream.library.digest import sha256_of
 from livestream.library.durable import write_durably
-from livestream.library.mediainfo import Info, mp4_info, wav_info
+from livestream.library.mediainfo import Info, read_info
 from livestream.library.rows import make_row
 from livestream.library.store import STORED
 from livestream.library.tree import (
@@ -301,4 +301,4 @@ class Uploader(Service):
 
 
 def _digest_and_info(kind: str, path: Path) -> tuple[str, Info]:
-    return sha256_of(path)[1], (mp4_info(path) if kind == VIDEO else wav_info(path))
+    return sha256_of(path)[1], read_info(kind, path)

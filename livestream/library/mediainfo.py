@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from livestream.library.bmff import boxes, child, descend, file_boxes
+from livestream.wire.kinds import VIDEO
 
 _U32 = struct.Struct(">I")
 # A moov larger than this is not one of ours (4 h at 120 fps needs about 10 MB).
@@ -195,3 +196,8 @@ def mp4_info(path: Path) -> Info:
     except (OSError, struct.error):
         return UNKNOWN
     return Info(None if duration is None else duration / track.timescale, samples)
+
+
+def read_info(kind: str, path: Path) -> Info:
+    """What the headers of a finished recording of ``kind`` say."""
+    return mp4_info(path) if kind == VIDEO else wav_info(path)

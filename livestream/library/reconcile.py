@@ -25,8 +25,8 @@ from twisted.logger import Logger
 
 from livestream.library import store
 from livestream.library.catalog import regular_file
-from livestream.library.mediainfo import UNKNOWN, mp4_info, wav_info
-from livestream.library.rows import make_row
+from livestream.library.mediainfo import read_info
+from livestream.library.rows import row_of
 from livestream.library.store import LOCAL
 from livestream.library.tree import POSTER_SUFFIX, POSTERS, MediaTree
 from livestream.wire.kinds import SUFFIXES, VIDEO, MediaKind
@@ -129,18 +129,11 @@ def _add_new(db: sqlite3.Connection, tree: MediaTree, after: str) -> str | None:
         "   AND r.location & ?) ORDER BY s.filename LIMIT ?",
         (after, POSTERS, LOCAL, ADD_BATCH),
     ).fetchall()
-    rows = []
-    for filename, kind in found:
-        name = filename[: -len(SUFFIXES[kind])]
-        st = regular_file(tree.final_path(kind, name))
-        if st is None:
-            continue
-        poster = regular_file(tree.poster_path(name)) if kind == VIDEO else None
-        rows.append(make_row(
-            kind, name, st.st_size, st.st_mtime, UNKNOWN, poster.st_size if poster else None,
-            LOCAL, described=False,
-        ))  # fmt: skip
-    store.upsert(db, rows, LOCAL)
+    rows = [
+        row_of(tree, kind, filename[: -len(SUFFIXES[kind])], headers=False)
+        for filename, kind in found
+    ]
+    store.upsert(db, [row for row in rows if row is not None], LOCAL)
     return found[-1][0] if len(found) == ADD_BATCH else None
 
 
@@ -151,7 +144,7 @@ def _describe(db: sqlite3.Connection, tree: MediaTree) -> bool:
     found = []
     for filename, kind in batch:
         path = tree.final_path(kind, filename[: -len(SUFFIXES[kind])])
-        info = mp4_info(path) if kind == VIDEO else wav_info(path)
+        info = read_info(kind, path)
         found.append((filename, info.duration, info.count))
     store.describe(db, found)
     return len(batch) == DESCRIBE_BATCH

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 from livestream.library.catalog import created_at, regular_file
-from livestream.library.mediainfo import Info, mp4_info, wav_info
+from livestream.library.mediainfo import UNKNOWN, Info, read_info
 from livestream.library.store import LOCAL, Row
 from livestream.library.tree import MediaTree, by_time
 from livestream.wire.kinds import SUFFIXES, VIDEO
 
 
-def row_of(tree: MediaTree, kind: str, name: str) -> Row | None:
-    """A local file's row, from one lstat and a read of its headers; None if it is not there
-    as a regular file."""
+def row_of(tree: MediaTree, kind: str, name: str, *, headers: bool = True) -> Row | None:
+    """A local file's row, from an lstat (and its poster's) and, with ``headers``, a read of
+    its headers; None if it is not there as a regular file."""
     path = tree.final_path(kind, name)
     st = regular_file(path)
     if st is None:
         return None
-    info = mp4_info(path) if kind == VIDEO else wav_info(path)
+    info = read_info(kind, path) if headers else UNKNOWN
     poster = regular_file(tree.poster_path(name)) if kind == VIDEO else None
     return make_row(
         kind, name, st.st_size, st.st_mtime, info, poster.st_size if poster else None, LOCAL,
-        described=True,
+        described=headers,
     )  # fmt: skip
 
 
