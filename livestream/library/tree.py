@@ -36,6 +36,16 @@ AAC_STREAM = ".audio.fmp4"
 OPUS_STREAM = ".opus.fmp4"
 POSTER_PART = ".poster.jpg"
 TEMP_SUFFIXES = (VIDEO_STREAM, VIDEO_PART, AUDIO_STREAM, AAC_STREAM, OPUS_STREAM, POSTER_PART)
+# An encoder that dies mid-session is replaced, and its successor writes a piece of its own:
+# ``<name>+<ms><suffix>``, where ``ms`` is where the piece starts on the session's timeline (the
+# first piece, from 0, is ``<name><suffix>``). The start in the name is what joins the pieces in
+# time, at publish or after a crash; ``+`` is outside the safe alphabet of names.
+PIECED = (VIDEO_STREAM, AAC_STREAM)
+PIECE_MARK = "+"
+_PIECE = re.compile(r"^(.+)\+([1-9][0-9]{0,11})$")
+# The list of pieces handed to ffmpeg's concat demuxer while they are joined: a dot-name,
+# never taken for a recording's file.
+JOIN_LIST = ".ffconcat"
 
 MAX_STEM_LENGTH = 64
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -53,6 +63,14 @@ def safe_stem(client_id: str) -> str:
 def is_recording_name(name: str) -> bool:
     """True for a ``<stem>_<epoch-ms>`` name this tree could have made."""
     return len(name) <= MAX_STEM_LENGTH + 21 and _NAME.fullmatch(name) is not None
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One encoder's part of a session's stream: where it starts on the timeline, its file."""
+
+    start_ms: int
+    path: Path
 
 
 @dataclass(frozen=True)
@@ -108,6 +126,31 @@ class MediaTree:
 
     def temp_path(self, name: str, suffix: str) -> Path:
         return self.dir(TEMP) / f"{name}{suffix}"
+
+    def piece_path(self, name: str, suffix: str, start_ms: int) -> Path:
+        """The file of the piece of ``name``'s stream ``suffix`` that starts at ``start_ms``."""
+        if start_ms <= 0:
+            return self.temp_path(name, suffix)
+        return self.dir(TEMP) / f"{name}{PIECE_MARK}{start_ms}{suffix}"
+
+    def pieces(self, name: str, suffix: str) -> list[Piece]:
+        """The pieces of ``name``'s stream ``suffix`` in ``temp/``, in timeline order."""
+        found = []
+        first = self.temp_path(name, suffix)
+        prefix = f"{name}{PIECE_MARK}"
+        with os.scandir(self.dir(TEMP)) as entries:
+            for entry in entries:
+                if entry.name.startswith(prefix) and entry.name.endswith(suffix):
+                    start = entry.name[len(prefix) : -len(suffix)]
+                    if start.isdigit() and entry.is_file(follow_symlinks=False):
+                        found.append(Piece(int(start), Path(entry.path)))
+                elif entry.name == first.name:
+                    found.append(Piece(0, first))
+        return sorted(found, key=lambda piece: piece.start_ms)
+
+    def join_list(self, name: str, suffix: str) -> Path:
+        """Where the concat list of ``name``'s pieces of ``suffix`` is written (a dot-name)."""
+        return self.dir(TEMP) / f".{name}{suffix}{JOIN_LIST}"
 
     def final_path(self, kind: str, name: str) -> Path:
         return self.dir(kind) / f"{name}{SUFFIXES[kind]}"
@@ -179,11 +222,15 @@ class MediaTree:
         for entry in sorted(os.scandir(self.dir(TEMP)), key=lambda e: e.name):
             suffix = next((s for s in TEMP_SUFFIXES if entry.name.endswith(s)), None)
             name = entry.name[: -len(suffix)] if suffix else ""
+            piece = _PIECE.fullmatch(name) if suffix in PIECED else None
+            if piece is not None:
+                name = piece.group(1)
             if suffix is None or not is_recording_name(name) or not entry.is_file():
                 if not entry.name.startswith("."):
                     strangers.append(Path(entry.path))
                 continue
-            groups.setdefault(name, {})[suffix] = Path(entry.path)
+            # A stream in pieces is under its suffix by one of them (``pieces`` has them all).
+            groups.setdefault(name, {}).setdefault(suffix, Path(entry.path))
         return [Leftover(name, paths) for name, paths in groups.items()], strangers
 
 
