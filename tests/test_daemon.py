@@ -43,7 +43,13 @@ from tests.support.media import (
 from tests.support.ports import refuses
 from tests.support.processes import children, kill, wait_gone
 from tests.support.waiting import sleep
-from tests.support.websocket import open_client, stream_without_close
+from tests.support.websocket import (
+    CLOSE_MSG,
+    connect_msg,
+    open_client,
+    stream_msg,
+    stream_without_close,
+)
 
 
 class StopTests(DaemonCase):
@@ -340,3 +346,121 @@ class StartupTests(unittest.TestCase):
         self.assertEqual(done.returncode, 0, out + done.stderr.decode())
         for option in ("--listen", "--media", "--fps", "--ffmpeg", "--preset"):
             self.assertIn(option, out)
+
+
+class EncoderFaultTests(DaemonCase):
+    """An encoder killed or stopped mid-session, as the OOM killer, a signal or a hang would do
+    it: a new one takes over in a piece of its own, the frames the dead one had not written are
+    handed to it again, and the pieces are joined by stream copy into one MP4."""
+
+    async def paced(self, client, frames, audio, at: int, fault) -> None:
+        """Send ``frames`` (and ``audio``) at FPS, calling ``fault`` before frame ``at``."""
+        for i, frame in enumerate(frames):
+            if i == at:
+                fault()
+            client.send(stream_msg("VIDEO", frame))
+            if audio:
+                client.send(stream_msg("AUDIO", audio[i]))
+            await sleep(1 / FPS)
+
+    async def connect(self, daemon, client_id: str):
+        client = await open_client(daemon.port)
+        client.send(connect_msg(client_id))
+        connected = await client.event("CONNECTED")
+        return client, connected["recording"]
+
+    def errors(self, client) -> list[str]:
+        return [e["code"] for e in client.events if e["eventType"] == "ERROR"]
+
+    async def test_encoders_killed_two_seconds_into_four_lose_nothing(self) -> None:
+        """--mux-audio, 60 frames and their sound over 4 s; at 2 s both encoders (the video's and
+        the audio track's) are SIGKILLed. The client is told twice that it may go on; the MP4 is
+        one file with every frame once and the sound of the whole session."""
+        daemon = self.daemon("--mux-audio")
+        await daemon.listening()
+        client, name = await self.connect(daemon, "phoenix")
+        frames, audio = jpeg_frames(60), audio_chunks(60, 7)
+        killed: list[int] = []
+
+        def kill_encoders() -> None:
+            killed.extend(children(daemon.pid))
+            for pid in killed:
+                kill(pid)
+
+        await self.paced(client, frames, audio, 30, kill_encoders)
+        self.assertEqual(len(killed), 2, "the video and the audio track each have an encoder")
+        client.send(CLOSE_MSG)
+        closed = await client.event("CLOSED", timeout=60)
+        self.assertEqual(self.errors(client), ["encoder_replaced"] * 2, daemon.output())
+        self.assertEqual(closed["recordings"], {"video": f"{name}.mp4", "audio": f"{name}.wav"})
+        self.assertEqual(self.listdir("video"), [f"{name}.mp4"])
+        facts = self.assert_video(f"{name}.mp4", at_least=55)
+        self.assertLessEqual(facts.frames, 60, "a frame was recorded twice")
+        self.assert_wav(f"{name}.wav", audio)
+        with av.open(os.fspath(self.media / "video" / f"{name}.mp4")) as container:
+            samples = sum(frame.samples for frame in container.decode(audio=0))
+        sent = len(b"".join(audio)) // 2
+        # Every sample once, give or take an AAC packet of priming per piece and the last one.
+        self.assertLess(abs(samples - sent), 3 * 1024, (samples, sent))
+        self.assertEqual(self.listdir("temp"), [])
+
+    async def test_stuck_encoder_is_killed_and_replaced(self) -> None:
+        """An encoder stopped (SIGSTOP) while frames keep coming fills its pipe; after
+        --encoder-timeout without a read it is killed and replaced, and the frames it held are
+        handed to its successor."""
+        daemon = self.daemon("--encoder-timeout", "2")
+        await daemon.listening()
+        client, name = await self.connect(daemon, "sleepy")
+        frames = jpeg_frames(60, "640x480", "mandelbrot")
+        stopped: list[int] = []
+
+        def stop_encoder() -> None:
+            stopped.extend(children(daemon.pid))
+            for pid in stopped:
+                os.kill(pid, signal.SIGSTOP)
+
+        self.addCleanup(lambda: [kill(pid) for pid in stopped])
+        await self.paced(client, frames[:10], [], 5, stop_encoder)
+        for frame in frames[10:]:
+            client.send(stream_msg("VIDEO", frame))
+        error = await client.event("ERROR", timeout=30)
+        self.assertEqual(error["code"], "encoder_replaced")
+        self.assertIn("read nothing for", daemon.output())
+        client.send(CLOSE_MSG)
+        closed = await client.event("CLOSED", timeout=60)
+        self.assertEqual(closed["recordings"]["video"], f"{name}.mp4")
+        facts = self.assert_video(f"{name}.mp4", at_least=55)
+        self.assertLessEqual(facts.frames, 60, "a frame was recorded twice")
+        self.assertEqual(self.listdir("temp"), [])
+
+    async def test_sigkill_recovers_a_video_in_pieces(self) -> None:
+        """An encoder replaced mid-session, then a SIGKILL of everything: the restart joins the
+        pieces the two encoders left into one MP4."""
+        daemon = self.daemon()
+        await daemon.listening()
+        client, name = await self.connect(daemon, "twice")
+        frames = jpeg_frames(45)
+        await self.paced(
+            client, frames, [], 15, lambda: [kill(pid) for pid in children(daemon.pid)]
+        )
+        await sleep(1.0)  # the new encoder writes its fragments meanwhile
+        encoders = children(daemon.pid)
+        os.kill(daemon.pid, signal.SIGSTOP)
+        for pid in encoders:
+            kill(pid)
+        kill(daemon.pid)
+        await ended(daemon, 30)
+        pieces = [f for f in self.listdir("temp") if f.endswith(".video.fmp4")]
+        self.assertEqual(len(pieces), 2, self.listdir("temp"))
+        self.assertIn(f"{name}.video.fmp4", pieces)
+        await client.closed.addTimeout(30, reactor)
+
+        daemon = self.daemon()
+        await daemon.listening()
+        deadline = reactor.seconds() + 30
+        while f"{name}.mp4" not in (await get_json(daemon.port, "/recordings"))["video"]:
+            self.assertLess(reactor.seconds(), deadline, self.listdir("temp"))
+            await sleep(0.1)
+        facts = self.assert_video(f"{name}.mp4", at_least=len(frames) - FPS)
+        self.assertLessEqual(facts.frames, len(frames))
+        self.assertEqual(self.listdir("temp"), [])

@@ -7,6 +7,7 @@ some status) through the fake transport, so the state machine is checked step by
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.python.failure import Failure
@@ -19,7 +20,9 @@ from livestream.library.tree import (
     VIDEO_STREAM,
     MediaTree,
 )
+from livestream.recording import mp4
 from livestream.recording.aac import SILENCE_BLOCK
+from livestream.recording.encoder import STALL_TIMEOUT
 from livestream.recording.video import EncoderSettings
 from livestream.sessions.errors import SessionError as ProtocolError
 from livestream.sessions.outcome import CLOSE, DISCONNECT, SHUTDOWN
@@ -86,6 +89,16 @@ class SessionTestCase(SynchronousTestCase):
             for kind, body in [(b"ftyp", b"isom"), (b"moof", b"...."), (b"mdat", b"frame")]
         )
         self.store.temp_path(self.session.name, suffix).write_bytes(boxes)
+
+    def fragmented(self, name: str, samples: int, partial: bool = False) -> None:
+        """What an encoder leaves: ``name`` (a temp suffix of the session, or a piece's file
+        name) as a fragmented MP4 with ``samples`` samples in one fragment, and with
+        ``partial`` a fragment cut short after it."""
+        path = self.store.dir("temp") / (
+            f"{self.session.name}{name}" if name.startswith(".") else name
+        )
+        whole = mp4.fragment(1, 0, [mp4.Sample(b"x", 1, True)] * samples)
+        path.write_bytes(b"\0\0\0\x0cftypisom" + whole + (whole[:-3] if partial else b""))
 
     def end(self, call: dict, error: Exception) -> None:
         call["transport"].exited = True
@@ -307,19 +320,102 @@ class VideoSessionTests(SessionTestCase):
         self.assertEqual(error.code, "session_closed")
         self.assertEqual(len(self.encoder()["transport"].written), 1)
 
-    def test_encoder_dies_mid_stream(self) -> None:
-        """If ffmpeg dies, the client is told once, later frames are dropped (not piped into a
-        dead process), and the session still ends normally."""
+    def test_encoder_dies_mid_stream_and_is_replaced(self) -> None:
+        """A dead encoder's file is cut back to what it holds (one frame here), a new one takes
+        over in a piece of its own that starts where that ends, the frames the dead one lost
+        are handed again, the client is told it may go on, and the publish joins the pieces."""
+        frames = jpeg_frames(5)
+        for frame in frames[:3]:
+            self.session.stream(MediaKind.VIDEO, frame)
+        first = self.encoder()
+        self.fragmented(VIDEO_STREAM, samples=1, partial=True)
+        self.end(first, ProcessTerminated(signal=9))
+        self.assertEqual([code for code, _ in self.errors], ["encoder_replaced"])
+        self.assertEqual(len(self.reactor.spawned), 2)
+        second = self.reactor.spawned[1]
+        piece = self.store.piece_path(self.session.name, VIDEO_STREAM, 66)  # 1 frame at 15 fps
+        self.assertEqual(second["args"][-1], str(piece))
+        self.assertEqual(second["transport"].written, list(frames[1:3]))
+        self.assertFalse(self.producer.paused)
+        for frame in frames[3:]:
+            self.session.stream(MediaKind.VIDEO, frame)
+        self.assertEqual(second["transport"].written, list(frames[1:]))
+        d = self.session.finish(CLOSE)
+        self.assertTrue(second["transport"].stdin_closed)
+        self.fragmented(piece.name, samples=4)
+        self.end(second, ProcessDone(0))
+        copy = self.reactor.spawned[2]["args"]
+        listing = Path(copy[copy.index("concat") + 4])
+        self.assertEqual(
+            listing.read_text().splitlines(),
+            [
+                "ffconcat version 1.0",
+                f"file '{self.store.temp_path(self.session.name, VIDEO_STREAM)}'",
+                "duration 0.066",
+                f"file '{piece}'",
+            ],
+        )
+        self.store.temp_path(self.session.name, VIDEO_PART).write_bytes(b"joined")
+        self.end(self.reactor.spawned[2], ProcessDone(0))
+        outcome = self.successResultOf(d)
+        self.assertEqual((outcome.frames, outcome.video), (5, f"{self.session.name}.mp4"))
+        self.assertEqual(outcome.result, "ok")
+        self.assertEqual(self.temp_files(), [])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_encoder_dying_again_and_again_is_given_up(self) -> None:
+        """Dying three times within a minute, the encoder is not replaced again: the client is
+        told, later frames are dropped, and what the pieces hold is published. Deaths further
+        apart are each replaced."""
         frame = jpeg_frames(1)[0]
-        self.session.stream(MediaKind.VIDEO, frame)
-        call = self.encoder()
-        self.end(call, ProcessTerminated(exitCode=1))
-        self.assertEqual([code for code, _ in self.errors], ["encoder_failed"])
-        self.session.stream(MediaKind.VIDEO, frame)
-        self.assertEqual(call["transport"].written, [frame])
-        outcome = self.successResultOf(self.session.finish(CLOSE))
-        self.assertEqual((outcome.frames, outcome.video), (1, None))
-        self.assertEqual([code for code, _ in self.errors], ["encoder_failed"])
+        for spacing, replaced in ((61.0, 3), (10.0, 2)):
+            self.reactor.spawned.clear()
+            self.errors.clear()
+            self.session = self.open("flaky", 1700000000100 + int(spacing))
+            self.session.stream(MediaKind.VIDEO, frame)
+            for _ in range(3):
+                self.end(self.reactor.spawned[-1], ProcessTerminated(exitCode=1))
+                self.reactor.advance(spacing)
+                self.session.stream(MediaKind.VIDEO, frame)
+            self.assertEqual(len(self.reactor.spawned), 1 + replaced)
+            codes = [code for code, _ in self.errors]
+            if replaced == 3:
+                self.assertEqual(codes, ["encoder_replaced"] * 3)
+                self.end(self.reactor.spawned[-1], ProcessDone(0))
+                continue
+            self.assertEqual(codes, ["encoder_replaced"] * 2 + ["encoder_failed"])
+            self.assertEqual(self.reactor.spawned[-1]["transport"].written, [frame] * 3)
+            outcome = self.successResultOf(self.session.finish(CLOSE))
+            self.assertEqual((outcome.frames, outcome.result), (3, "encoder_failed"))
+
+    def test_stuck_encoder_is_killed_and_replaced(self) -> None:
+        """An encoder whose stdin stays full, read not at all, is killed after STALL_TIMEOUT;
+        one that reads now and then is left alone however long the pipe is full in all."""
+        frames = jpeg_frames(2)
+        self.session.stream(MediaKind.VIDEO, frames[0])
+        first = self.encoder()
+        stdin = first["transport"].producer
+        for _ in range(3):
+            stdin.pauseProducing()
+            self.reactor.advance(STALL_TIMEOUT - 1)
+            stdin.resumeProducing()
+        stdin.pauseProducing()
+        self.session.stream(MediaKind.VIDEO, frames[1])
+        self.assertTrue(self.producer.paused)
+        self.reactor.advance(STALL_TIMEOUT - 0.1)
+        self.assertEqual(first["transport"].signals(), [])
+        self.reactor.advance(0.2)
+        self.assertEqual(first["transport"].signals(), ["KILL"])
+        self.end(first, ProcessTerminated(signal=9))
+        self.assertEqual([code for code, _ in self.errors], ["encoder_replaced"])
+        # Nothing of the dead one's reached its file: the new piece starts at 0, with both.
+        second = self.reactor.spawned[1]
+        self.assertEqual(second["args"][-1], first["args"][-1])
+        self.assertEqual(second["transport"].written, list(frames))
+        self.assertFalse(self.producer.paused)
+        d = self.session.finish(CLOSE)
+        self.end(second, ProcessDone(0))
+        self.assertEqual(self.successResultOf(d).video, None)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
     def test_hung_encoder_signalled(self) -> None:
@@ -429,29 +525,39 @@ class MuxSessionTests(SessionTestCase):
         self.assertEqual(self.temp_files(), [])
         self.assertEqual(self.errors, [])
 
-    def test_track_encoder_dies_video_published_without_sound(self) -> None:
-        frame, sounds = jpeg_frames(1)[0], [pcm(441, seed=i) for i in range(3)]
+    def test_track_encoder_dies_and_is_replaced(self) -> None:
+        """The audio track's encoder dies holding two AAC packets (one of them priming: 1024
+        samples of sound); the new one starts there, given the samples after them again, and
+        the publish joins the track's pieces under the video."""
+        frame, sounds = jpeg_frames(1)[0], [pcm(441, seed=i) for i in range(4)]
         self.session.stream(MediaKind.VIDEO, frame)
-        self.session.stream(MediaKind.AUDIO, sounds[0])
-        video, track = self.encoders()
-        self.encoder_writes_fragments(AAC_STREAM)
-        self.end(track, ProcessTerminated(exitCode=1))
-        self.assertEqual([code for code, _ in self.errors], ["encoder_failed"])
-        for sound in sounds[1:]:
+        for sound in sounds[:3]:
             self.session.stream(MediaKind.AUDIO, sound)
-        self.assertEqual(track["transport"].written, sounds[:1])
+        video, track = self.encoders()
+        self.fragmented(AAC_STREAM, samples=2)
+        self.end(track, ProcessTerminated(exitCode=1))
+        self.assertEqual([code for code, _ in self.errors], ["encoder_replaced"])
+        piece = self.store.piece_path(self.session.name, AAC_STREAM, 1024 * 1000 // 44100)
+        successor = self.reactor.spawned[2]
+        self.assertEqual(successor["args"][-1], str(piece))
+        self.session.stream(MediaKind.AUDIO, sounds[3])
+        self.assertEqual(b"".join(successor["transport"].written), b"".join(sounds)[1024 * 2 :])
         d = self.session.finish(CLOSE)
         self.encoder_writes_fragments()
+        self.fragmented(piece.name, samples=3)
         self.end(video, ProcessDone(0))
-        copy = self.reactor.spawned[2]["args"]
-        self.assertEqual(copy.count("-i"), 1)
-        self.store.temp_path(self.session.name, VIDEO_PART).write_bytes(b"video only")
-        self.end(self.reactor.spawned[2], ProcessDone(0))
+        self.end(successor, ProcessDone(0))
+        copy = self.reactor.spawned[3]["args"]
+        video_input = str(self.store.temp_path(self.session.name, VIDEO_STREAM))
+        self.assertEqual(copy[copy.index("-i") + 1], video_input)
+        self.assertIn("concat", copy)
+        self.assertIn("1:a", copy)
+        self.store.temp_path(self.session.name, VIDEO_PART).write_bytes(b"joined")
+        self.end(self.reactor.spawned[3], ProcessDone(0))
         outcome = self.successResultOf(d)
         name = self.session.name
         self.assertEqual((outcome.video, outcome.audio), (f"{name}.mp4", f"{name}.wav"))
         self.assertEqual(self.store.final_path(AUDIO, name).read_bytes()[44:], b"".join(sounds))
-        self.assertEqual([code for code, _ in self.errors], ["encoder_failed"])
         self.assertEqual(self.temp_files(), [])
 
     def test_audio_only_makes_no_mp4(self) -> None:

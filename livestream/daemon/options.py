@@ -14,6 +14,7 @@ from livestream.bucket.objectstore import Location, default_node, is_node_name, 
 from livestream.ops.retention import RetentionPolicy
 from livestream.ops.webhooks.settings import WebhookSettings
 from livestream.recording import ffmpeg
+from livestream.recording.encoder import STALL_TIMEOUT
 from livestream.recording.timing import FRAMES, TIMING_MODES
 from livestream.sessions.limits import Limits, MiB, parse_size
 
@@ -43,6 +44,7 @@ class Config:
     timing: str = FRAMES
     mux_audio: bool = False
     resume_grace: float = 30.0
+    encoder_timeout: float = STALL_TIMEOUT
 
 
 def _whole_number(value: str) -> int:
@@ -78,6 +80,9 @@ class Options(AccessOptions):
          "How frames become video: 'frames' (one output frame per received frame) or 'capture' "
          "(constant --fps, frames repeated or dropped by capture time; the video lasts as long "
          "as what was captured, with the audio's sample count as the clock)."],
+        ["encoder-timeout", None, STALL_TIMEOUT,
+         "Seconds an encoder may leave its input full without reading any of it before it is "
+         "taken for stuck, killed and replaced (the recording goes on in a new piece).", float],
         ["resume-grace", None, 30.0,
          "Seconds a session that asked for resume (CONNECT with resume: true) waits after its "
          "connection drops for the client to come back with its resume token (0: no resume).",
@@ -185,6 +190,10 @@ class Options(AccessOptions):
                      "handshake-timeout", "ping-timeout"):  # fmt: skip
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be more than 0")
+        if not 0 < self["encoder-timeout"] < self["idle-timeout"]:
+            # The socket of a session whose encoder is stuck is not read: past the idle
+            # timeout the session would be ended before the encoder is replaced.
+            raise usage.UsageError("--encoder-timeout must be more than 0 and under --idle-timeout")
         if self["resume-grace"] < 0:
             raise usage.UsageError("--resume-grace cannot be negative")
         if self["ping-interval"] < 0 or self["min-free-mb"] < 0:
@@ -272,4 +281,5 @@ class Options(AccessOptions):
             timing=self["timing"],
             mux_audio=bool(self["mux-audio"]),
             resume_grace=self["resume-grace"],
+            encoder_timeout=self["encoder-timeout"],
         )

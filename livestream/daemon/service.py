@@ -124,6 +124,7 @@ def _sessions(config: Config, reactor, tree: MediaTree, events: Events) -> Sessi
         preset=config.preset,
         timing=config.timing,
         mux_audio=config.mux_audio,
+        stall_timeout=config.encoder_timeout,
     )
     limits = config.limits
     return SessionRegistry(

@@ -131,6 +131,11 @@ class Metrics:
             "livestream_encoder_failures", "ffmpeg encoders that stopped before their input ended.",
             registry=r,
         )  # fmt: skip
+        self._encoder_replacements = Counter(
+            "livestream_encoder_replacements",
+            "Encoders that stopped or stuck mid-session and were replaced by a new one.",
+            registry=r,
+        )  # fmt: skip
         self._finalize_failures = Counter(
             "livestream_finalize_failures",
             "Sessions whose files could not be finished (left for recovery at the next start).",
@@ -162,8 +167,10 @@ class Metrics:
                         self._recordings.labels(kind).inc()
             case ErrorSent(code=code):
                 self._errors.labels(code).inc()
-            case EncoderFailed():
+            case EncoderFailed(replaced=replaced):
                 self._encoder_failures.inc()
+                if replaced:
+                    self._encoder_replacements.inc()
             case Recovered(files=files):
                 self._recoveries.inc()
                 for kind, published in files.items():

@@ -14,22 +14,21 @@ keeps. (Raw ADTS would survive a crash as well, but needs its own repair and tim
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
-from twisted.internet.defer import inlineCallbacks
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 
 from livestream.library.tree import AAC_STREAM, MediaTree
-from livestream.recording import ffmpeg
-from livestream.recording.feed import Feed
+from livestream.recording.encoder import STALL_TIMEOUT, ReplacingEncoder, Stream
 from livestream.recording.ffmpeg import FFmpegResult
 from livestream.wire.kinds import BLOCK_BYTES, CHANNELS, SAMPLE_RATE
 
 _log = Logger()
 
 BITRATE = "96k"
+# PCM samples per AAC packet.
+AAC_FRAME = 1024
 # Silence is written this much at a time as the encoder's stdin drains: a track whose sound
 # starts hours into the session never holds those hours of zeros in memory.
 SILENCE_BLOCK = bytes(SAMPLE_RATE * BLOCK_BYTES)
@@ -51,11 +50,12 @@ def encoder_args(out: str) -> list[str]:
 
 
 class AacRecorder:
-    """Owns one session's audio-track encoder, started by the first samples it is given.
+    """Owns one session's audio-track encoder, started by the first samples it is given, and
+    replaced if it dies or sticks (:mod:`.encoder`).
 
     ``producer`` is paused while the encoder's stdin is backed up, or while silence is owed to
-    it. If the encoder dies, the track is dropped (its file removed at :meth:`finish`),
-    ``on_failure`` is told, and later samples go nowhere: the video is published without sound,
+    it. ``on_failure`` is told of each early end; once the session's encoders are given up,
+    later samples go nowhere: the video is published with the sound the track's pieces hold,
     the WAV has every sample.
     """
 
@@ -66,69 +66,39 @@ class AacRecorder:
         tree: MediaTree,
         name: str,
         producer: IPushProducer,
-        on_failure: Callable[[FFmpegResult], None],
+        on_failure: Callable[[FFmpegResult, bool], None],
         grace: float = 30.0,
+        stall_timeout: float = STALL_TIMEOUT,
     ) -> None:
-        self._reactor = reactor
-        self._executable = executable
         self._tree = tree
         self._name = name
-        self._producer = producer
         self._on_failure = on_failure
-        self._grace = grace
-        # The encoder and the feed of its stdin, from the first samples on.
-        self._encoder: tuple[ffmpeg.FFmpegProcess, Feed] | None = None
-        self._ending = False
+        stream = Stream(
+            AAC_STREAM, f"{name} (audio track)", SAMPLE_RATE, encoder_args,
+            unit_bytes=BLOCK_BYTES, per_sample=AAC_FRAME, priming=1,
+        )  # fmt: skip
+        self._encoder = ReplacingEncoder(
+            reactor, executable, tree, name, stream, producer, on_failure, grace, stall_timeout
+        )
 
     def write(self, pcm: bytes, silence: int = 0) -> None:
         """Whole samples, after ``silence`` samples of silence (where the video began before
         the sound), in timeline order."""
-        if self._encoder is None:
-            self._encoder = self._start()
-        proc, feed = self._encoder
-        if proc.exited:
-            return
         blocks, rest = divmod(silence * BLOCK_BYTES, len(SILENCE_BLOCK))
-        feed.push(SILENCE_BLOCK, blocks)
-        feed.push(SILENCE_BLOCK[:rest])
-        feed.push(pcm)
+        self._encoder.push(SILENCE_BLOCK, blocks)
+        self._encoder.push(SILENCE_BLOCK[:rest])
+        self._encoder.push(pcm)
 
-    def _start(self) -> tuple[ffmpeg.FFmpegProcess, Feed]:
-        out = os.fspath(self._tree.temp_path(self._name, AAC_STREAM))
-        proc = ffmpeg.spawn(
-            self._reactor, self._executable, encoder_args(out), f"{self._name} (audio track)"
-        )
-        feed = Feed(proc, self._producer)
-        proc.ended.addCallback(self._ended_early)
-        return proc, feed
-
-    def _ended_early(self, result: FFmpegResult) -> FFmpegResult:
-        if not self._ending:
+    async def finish(self) -> None:
+        """End the input and wait for the encoder. A track whose last encoder failed at its
+        end is removed, so the video's publish finds none (one given up mid-stream keeps
+        what its pieces hold)."""
+        result = await self._encoder.end()
+        if result is not None and not result.ok:
             _log.error(
-                "audio track encoder for {name} stopped mid-stream (its MP4 goes without sound): "
-                "{why}",
+                "audio track encoder for {name} (its MP4 goes without sound): {why}",
                 name=self._name, why=result.describe(),
             )  # fmt: skip
-            self._on_failure(result)
-        return result
-
-    @inlineCallbacks
-    def finish(self):
-        """End the input and wait for the encoder; a track whose encoder failed is removed, so
-        the video's publish finds none. Fires with None."""
-        if self._encoder is None:
-            return None
-        proc, feed = self._encoder
-        reported = proc.exited
-        self._ending = True
-        yield feed.drained()
-        result = yield ffmpeg.end_input(self._reactor, proc, self._grace)
-        if not result.ok:
-            if not reported:
-                _log.error(
-                    "audio track encoder for {name} (its MP4 goes without sound): {why}",
-                    name=self._name, why=result.describe(),
-                )  # fmt: skip
-                self._on_failure(result)
-            self._tree.temp_path(self._name, AAC_STREAM).unlink(missing_ok=True)
-        return None
+            self._on_failure(result, False)
+            for piece in self._tree.pieces(self._name, AAC_STREAM):
+                piece.path.unlink(missing_ok=True)

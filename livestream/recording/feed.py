@@ -9,6 +9,7 @@ and the client's socket stays paused until the debt is paid, so nothing overtake
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IPushProducer
@@ -22,10 +23,19 @@ class Feed:
     """Sits between an encoder's stdin (which pauses and resumes it) and ``producer`` (the
     client's socket, or its share of it), which it pauses while anything is owed."""
 
-    def __init__(self, proc: FFmpegProcess, producer: IPushProducer, batch: int = 1) -> None:
+    def __init__(
+        self,
+        proc: FFmpegProcess,
+        producer: IPushProducer,
+        batch: int = 1,
+        on_full: Callable[[], None] | None = None,
+    ) -> None:
+        """``on_full`` is told each time the encoder's stdin fills, for a watchdog to see how
+        long it stays full (:attr:`full`)."""
         self._proc = proc
         self._producer = producer
         self._batch = batch
+        self._on_full = on_full
         self._queue: deque[tuple[bytes, int]] = deque()
         self._paused = False
         self._drained: Deferred[None] | None = None
@@ -69,9 +79,20 @@ class Feed:
             d, self._drained = self._drained, None
             d.callback(None)
 
+    @property
+    def full(self) -> bool:
+        """The encoder's stdin takes nothing more until it reads."""
+        return self._paused
+
+    @property
+    def owing(self) -> bool:
+        return bool(self._queue)
+
     def pauseProducing(self) -> None:
         self._paused = True
         self._producer.pauseProducing()
+        if self._on_full is not None:
+            self._on_full()
 
     def resumeProducing(self) -> None:
         self._paused = False

@@ -17,9 +17,16 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 
-from livestream.library.tree import AAC_STREAM, OPUS_STREAM, VIDEO_PART, VIDEO_STREAM, MediaTree
+from livestream.library.tree import (
+    AAC_STREAM,
+    OPUS_STREAM,
+    VIDEO_PART,
+    VIDEO_STREAM,
+    MediaTree,
+    Piece,
+)
 from livestream.recording import ffmpeg, fragments
-from livestream.recording.feed import Feed
+from livestream.recording.encoder import STALL_TIMEOUT, ReplacingEncoder, Stream
 from livestream.recording.ffmpeg import FFmpegResult
 from livestream.recording.poster import PosterPicker
 from livestream.wire.kinds import VIDEO
@@ -41,6 +48,8 @@ class EncoderSettings:
     timing: str = "frames"
     # Also encode the session's audio (AAC, by an encoder of its own) into the MP4.
     mux_audio: bool = False
+    # Seconds an encoder may leave its input full without reading before it is replaced.
+    stall_timeout: float = STALL_TIMEOUT
 
 
 # Repeats of a frame are written this many at a time as the encoder's stdin drains.
@@ -74,8 +83,9 @@ def encoder_args(settings: EncoderSettings, width: int, height: int, out: str) -
 
 
 class VideoRecorder:
-    """Owns one session's encoder. ``producer`` is paused while ffmpeg's stdin is backed up, or
-    while repeats of a frame are owed to it."""
+    """Owns one session's encoder (replaced if it dies or sticks: :mod:`.encoder`).
+    ``producer`` is paused while ffmpeg's stdin is backed up, or while repeats of a frame are
+    owed to it."""
 
     def __init__(
         self,
@@ -84,7 +94,7 @@ class VideoRecorder:
         tree: MediaTree,
         name: str,
         producer: IPushProducer,
-        on_failure: Callable[[FFmpegResult], None],
+        on_failure: Callable[[FFmpegResult, bool], None],
     ) -> None:
         self._reactor = reactor
         self._settings = settings
@@ -92,13 +102,16 @@ class VideoRecorder:
         self._name = name
         self._producer = producer
         self._on_failure = on_failure
-        # The encoder and the feed of its stdin, from the first frame on.
-        self._encoder: tuple[ffmpeg.FFmpegProcess, Feed] | None = None
-        self._ending = False
+        # The encoder, from the first frame on (its size is the recording's).
+        self._encoder: ReplacingEncoder | None = None
         self._poster = PosterPicker(settings.fps)
         self._last: bytes | None = None
         self.frames = 0
-        self.dropped = 0
+
+    @property
+    def dropped(self) -> int:
+        """Frames that never reached an encoder: after the session's encoders kept dying."""
+        return self._encoder.dropped if self._encoder is not None else 0
 
     def write(
         self, frame: bytes, size: tuple[int, int], repeat: int = 0, show: bool = True
@@ -108,18 +121,17 @@ class VideoRecorder:
 
         ``size`` is what :func:`livestream.wire.jpeg.frame_size` found when the session checked the
         frame: parsing its headers once per frame is enough."""
-        width, height = size
         if self._encoder is None:
-            self._encoder = self._start(width, height)
-        proc, feed = self._encoder
-        if proc.exited:
-            self.dropped += 1
+            self._encoder = self._start(*size)
+        encoder = self._encoder
+        if encoder.given_up:
+            encoder.push(frame)  # counted as dropped
             return
         self._poster.offer(frame)
         self.frames += 1
         self.repeat(repeat, self._last or frame)
         if show:
-            feed.push(frame)
+            encoder.push(frame)
         self._last = frame
 
     def repeat(self, count: int, frame: bytes | None = None) -> None:
@@ -129,44 +141,32 @@ class VideoRecorder:
         paused while any wait: a long gap filled with repeats costs no memory."""
         frame = frame or self._last
         if frame is not None and self._encoder is not None:
-            self._encoder[1].push(frame, count)
+            self._encoder.push(frame, count)
 
-    def _start(self, width: int, height: int) -> tuple[ffmpeg.FFmpegProcess, Feed]:
-        out = self._tree.temp_path(self._name, VIDEO_STREAM)
-        args = encoder_args(self._settings, width, height, os.fspath(out))
-        proc = ffmpeg.spawn(self._reactor, self._settings.ffmpeg, args, self._name)
-        feed = Feed(proc, self._producer, REPEAT_BATCH)
-        proc.ended.addCallback(self._ended_early)
+    def _start(self, width: int, height: int) -> ReplacingEncoder:
+        settings = self._settings
+        stream = Stream(
+            VIDEO_STREAM, self._name, settings.fps,
+            lambda out: encoder_args(settings, width, height, out), batch=REPEAT_BATCH,
+        )  # fmt: skip
         _log.info(
             "encoding {name}: {width}x{height} at {fps} fps",
-            name=self._name, width=width, height=height, fps=self._settings.fps,
+            name=self._name, width=width, height=height, fps=settings.fps,
         )  # fmt: skip
-        return proc, feed
+        return ReplacingEncoder(
+            self._reactor, settings.ffmpeg, self._tree, self._name, stream, self._producer,
+            self._on_failure, settings.grace, settings.stall_timeout,
+        )  # fmt: skip
 
-    def _ended_early(self, result: FFmpegResult) -> FFmpegResult:
-        if not self._ending:
-            _log.error(
-                "encoder for {name} stopped mid-stream: {why}",
-                name=self._name,
-                why=result.describe(),
-            )
-            self._on_failure(result)
-        return result
-
-    @inlineCallbacks
-    def end(self):
-        """End the input (frames still queued go first) and wait for the encoder."""
+    async def end(self) -> None:
+        """End the input (frames still queued go first) and wait for the encoder; an encoder
+        failing at its end is reported (one that died mid-stream was, when it did)."""
         if self._encoder is None:
-            return None
-        proc, feed = self._encoder
-        reported = proc.exited  # a mid-stream death was reported when it happened
-        self._ending = True
-        yield feed.drained()
-        result = yield ffmpeg.end_input(self._reactor, proc, self._settings.grace)
-        if not result.ok and not reported:
+            return
+        result = await self._encoder.end()
+        if result is not None and not result.ok:
             _log.error("encoder for {name}: {why}", name=self._name, why=result.describe())
-            self._on_failure(result)
-        return None
+            self._on_failure(result, False)
 
     @inlineCallbacks
     def publish(self, *, opus: bool = False):
@@ -174,7 +174,8 @@ class VideoRecorder:
         None. A session without a frame has no MP4; its AAC track, if any, is dropped. ``opus``:
         the sound is the client's Opus (see :func:`publish`)."""
         if self._encoder is None:
-            _unlink(self._tree.temp_path(self._name, AAC_STREAM))
+            for piece in self._tree.pieces(self._name, AAC_STREAM):
+                _unlink(piece.path)
             return None
         filename = yield publish(
             self._reactor, self._settings.ffmpeg, self._tree, self._name, opus=opus
@@ -184,50 +185,100 @@ class VideoRecorder:
         return filename
 
 
+class JoinFailed(Exception):
+    """The stream copy joining a video's pieces failed: they stay in ``temp/``, for the next
+    start's recovery to join (no one piece is the recording)."""
+
+
 def publish(
     reactor, executable: str, tree: MediaTree, name: str, *, opus: bool = False
 ) -> Deferred[str | None]:
     """Turn ``temp/<name>`` fragmented MP4 into ``video/<name>.mp4`` (faststart) by stream copy,
     with the ``--mux-audio`` track's fragmented MP4 as its sound when there is one: the AAC
     encoded beside the video, or (``opus``) the Opus the client sent, which is left in place for
-    its WAV.
+    its WAV. A stream in pieces (its encoder was replaced) is joined by the same copy, each
+    piece placed where its name says it starts (ffmpeg's concat demuxer).
 
     Shared by a session's end and by recovery after a crash. Fires with the published file name,
     or None when no frame was written; temp files of ``name`` (but the Opus) are gone either way.
     If the copy fails, the fragmented video itself (playable, only slower to start, without the
-    sound) is published instead.
+    sound) is published instead; a video in pieces fails with :class:`JoinFailed`.
     """
-    src = tree.temp_path(name, VIDEO_STREAM)
     part = tree.temp_path(name, VIDEO_PART)
-    track = tree.temp_path(name, OPUS_STREAM if opus else AAC_STREAM)
-    owned = () if opus else (track,)
-    kept = _trimmed(src, name, "video")
-    if not kept:
-        _unlink(src, part, *owned)
+    video = _kept_pieces(tree, name, VIDEO_STREAM, "video")
+    if opus:
+        track = [p for p in tree.pieces(name, OPUS_STREAM) if _trimmed(p.path, name, "opus")]
+        owned: list[Path] = []
+    else:
+        track = _kept_pieces(tree, name, AAC_STREAM, "audio track")
+        owned = [piece.path for piece in track]
+    if not video:
+        _unlink(part, *owned)
         return succeed(None)
-    inputs, maps = ["-i", os.fspath(src)], ["-map", "0:v"]
-    if _trimmed(track, name, "audio track"):
+    lists: list[Path] = []
+    inputs, maps = _input(tree, name, VIDEO_STREAM, video, lists), ["-map", "0:v"]
+    if track:
         # Both start at 0 of the session's timeline (the AAC's silence placed it), or the Opus
         # says where it starts (its first fragment's decode time): -copyts keeps that start
         # instead of moving each input to 0, so the copy plays them in sync.
-        inputs = [*(["-copyts"] if opus else []), *inputs, "-i", os.fspath(track)]
+        copyts = ["-copyts"] if opus else []
+        sound = OPUS_STREAM if opus else AAC_STREAM
+        inputs = [*copyts, *inputs, *_input(tree, name, sound, track, lists)]
         maps += ["-map", "1:a"]
     args = [*inputs, *maps, "-c", "copy", "-movflags", "+faststart", "-f", "mp4", os.fspath(part)]
     d = ffmpeg.run(reactor, executable, args, f"{name} (faststart)")
+    sources = [piece.path for piece in video]
 
     def published(result: FFmpegResult) -> str:
+        _unlink(*lists)
         if result.ok and part.exists():
             filename = tree.publish(part, VIDEO, name)
-            _unlink(src, *owned)
+            _unlink(*sources, *owned)
             return filename
+        _unlink(part)
+        if len(video) > 1:
+            raise JoinFailed(f"joining the {len(video)} pieces of {name}: {result.describe()}")
         _log.error(
             "faststart copy of {name} failed, publishing its fragmented MP4 as it is: {why}",
             name=name, why=result.describe(),
         )  # fmt: skip
-        _unlink(part, *owned)
-        return tree.publish(src, VIDEO, name)
+        _unlink(*owned)
+        return tree.publish(sources[0], VIDEO, name)
 
     return d.addCallback(published)
+
+
+def _kept_pieces(tree: MediaTree, name: str, suffix: str, what: str) -> list[Piece]:
+    """The pieces of a stream, each cut back to its last whole fragment; those without one are
+    removed."""
+    kept = []
+    for piece in tree.pieces(name, suffix):
+        if _trimmed(piece.path, name, what):
+            kept.append(piece)
+        else:
+            _unlink(piece.path)
+    return kept
+
+
+def _input(
+    tree: MediaTree, name: str, suffix: str, pieces: list[Piece], lists: list[Path]
+) -> list[str]:
+    """ffmpeg's input options for a stream: its one file, or a concat list of its pieces with
+    each one's duration up to where the next starts, so a gap the replacement left (what the
+    dead encoder held and no one could hand again) stays a gap and the tracks stay in sync."""
+    first = pieces[0]
+    if len(pieces) == 1 and first.start_ms == 0:
+        return ["-i", os.fspath(first.path)]
+    script = ["ffconcat version 1.0"]
+    for piece, following in zip(pieces, [*pieces[1:], None], strict=True):
+        script.append(f"file '{os.fspath(piece.path)}'")
+        if following is not None:
+            script.append(f"duration {(following.start_ms - piece.start_ms) / 1000:.3f}")
+    listing = tree.join_list(name, suffix)
+    listing.write_text("\n".join(script) + "\n")
+    lists.append(listing)
+    offset = ["-itsoffset", f"{first.start_ms / 1000:.3f}"] if first.start_ms else []
+    return [*offset, "-f", "concat", "-safe", "0", "-i", os.fspath(listing)]
 
 
 def _trimmed(path: Path, name: str, what: str) -> int:

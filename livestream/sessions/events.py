@@ -42,8 +42,12 @@ class SessionEnded:
 
 @dataclass(frozen=True)
 class EncoderFailed:
+    """An encoder of a session stopped before its input ended; ``replaced``: a new one took
+    over (livestream.recording.encoder), else the session's stream goes on without one."""
+
     name: str
     result: FFmpegResult
+    replaced: bool = False
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from livestream.library.tree import (
     AAC_STREAM,
     AUDIO_STREAM,
     OPUS_STREAM,
+    PIECED,
     POSTER_PART,
     VIDEO_PART,
     VIDEO_STREAM,
@@ -80,15 +81,19 @@ class Recovery(Service):
         if POSTER_PART in paths:
             paths[POSTER_PART].unlink()
         opus = OPUS_STREAM in paths
+        for suffix in PIECED:
+            # A join the crash cut short is made again from the pieces.
+            self._tree.join_list(name, suffix).unlink(missing_ok=True)
         if VIDEO_STREAM in paths:
             if self._tree.final_path(VIDEO, name).exists():
-                for suffix in (VIDEO_STREAM, VIDEO_PART, AAC_STREAM):
-                    self._tree.temp_path(name, suffix).unlink(missing_ok=True)
+                self._tree.temp_path(name, VIDEO_PART).unlink(missing_ok=True)
+                self._drop_pieces(name, VIDEO_STREAM, AAC_STREAM)
             else:
-                # The --mux-audio track, if any, is muxed in by the same publish.
-                for suffix in (VIDEO_STREAM, AAC_STREAM):
-                    if suffix in paths:
-                        await self._settled(paths[suffix])
+                # The --mux-audio track, if any, is muxed in by the same publish; a stream in
+                # pieces (its encoder was replaced) is joined by it.
+                for suffix in PIECED:
+                    for piece in self._tree.pieces(name, suffix):
+                        await self._settled(piece.path)
                 found[VIDEO] = await video.publish(
                     self._reactor, self._ffmpeg, self._tree, name, opus=opus and self._mux_audio
                 )
@@ -99,9 +104,8 @@ class Recovery(Service):
                     path=paths[VIDEO_PART],
                 )
                 paths[VIDEO_PART].unlink()
-            if AAC_STREAM in paths:
-                # An audio track without a video makes no MP4: the WAV holds the sound.
-                paths[AAC_STREAM].unlink()
+            # An audio track without a video makes no MP4: the WAV holds the sound.
+            self._drop_pieces(name, AAC_STREAM)
         if opus:
             # The WAV is made from the Opus (a WAV beside it is a decode the crash cut short).
             if not self._tree.final_path(AUDIO, name).exists():
@@ -121,6 +125,11 @@ class Recovery(Service):
         )  # fmt: skip
         if any(found.values()):
             self._events.emit(Recovered(name, found))
+
+    def _drop_pieces(self, name: str, *suffixes: str) -> None:
+        for suffix in suffixes:
+            for piece in self._tree.pieces(name, suffix):
+                piece.path.unlink(missing_ok=True)
 
     async def _settled(self, path: Path) -> None:
         """Wait while an encoder orphaned by the crash may still be finishing this file.

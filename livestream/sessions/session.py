@@ -167,7 +167,7 @@ class Session:
         if settings.mux_audio and self._opus is None:
             self._track = AacRecorder(
                 self._reactor, settings.ffmpeg, self._tree, self.name, self._socket.hold(),
-                self._track_failed, grace=settings.grace,
+                self._track_failed, settings.grace, settings.stall_timeout,
             )  # fmt: skip
         self._timeline = timeline(settings.timing, settings.fps)
         self._clock = EncodedClock(self._timeline, settings.fps)
@@ -510,19 +510,34 @@ class Session:
             d.callback(None)
         return d
 
-    def _encoder_failed(self, result: FFmpegResult) -> None:
+    def _encoder_failed(self, result: FFmpegResult, replaced: bool) -> None:
+        self._events.emit(EncoderFailed(self.name, result, replaced))
+        if replaced:
+            self._report_error(
+                "encoder_replaced",
+                "the video encoder stopped and a new one took over; the recording goes on",
+            )
+            return
         self._encoder_broke = True
-        self._events.emit(EncoderFailed(self.name, result))
-        self._report_error(
-            "encoder_failed", "the video encoder stopped; frames received before it are kept"
-        )
-
-    def _track_failed(self, result: FFmpegResult) -> None:
-        self._encoder_broke = True
-        self._events.emit(EncoderFailed(self.name, result))
         self._report_error(
             "encoder_failed",
-            "the audio track's encoder stopped; the video goes on without sound, the WAV has all",
+            "the video encoder stopped (again); frames received before it are kept, later "
+            "ones are not recorded",
+        )
+
+    def _track_failed(self, result: FFmpegResult, replaced: bool) -> None:
+        self._events.emit(EncoderFailed(self.name, result, replaced))
+        if replaced:
+            self._report_error(
+                "encoder_replaced",
+                "the audio track's encoder stopped and a new one took over; the recording goes on",
+            )
+            return
+        self._encoder_broke = True
+        self._report_error(
+            "encoder_failed",
+            "the audio track's encoder stopped (again); the rest of the video goes without "
+            "sound, the WAV has all",
         )
 
     async def _finish_video(self) -> str | None:
@@ -536,8 +551,10 @@ class Session:
             return await video.publish(self._reactor, self._settings.ffmpeg, opus=copy_opus)
         video.repeat(self._timeline.end())
         # The encoders end side by side; the publish takes both files.
-        track = self._track.finish() if self._track is not None else None
-        await gatherResults([video.end(), *([track] if track else [])], consumeErrors=True)
+        ends = [ensureDeferred(video.end())]
+        if self._track is not None:
+            ends.append(ensureDeferred(self._track.finish()))
+        await gatherResults(ends, consumeErrors=True)
         return await video.publish(opus=copy_opus)
 
     def _audio_bytes(self, wav: str | None) -> int:
