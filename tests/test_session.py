@@ -22,7 +22,7 @@ from livestream.library.tree import (
 )
 from livestream.recording import mp4
 from livestream.recording.aac import SILENCE_BLOCK
-from livestream.recording.encoder import STALL_TIMEOUT
+from livestream.recording.encoder import RING_MIN_BYTES, RING_SECONDS, STALL_TIMEOUT
 from livestream.recording.video import EncoderSettings
 from livestream.sessions.errors import SessionError as ProtocolError
 from livestream.sessions.outcome import CLOSE, DISCONNECT, SHUTDOWN
@@ -362,6 +362,23 @@ class VideoSessionTests(SessionTestCase):
         self.assertEqual(outcome.result, "ok")
         self.assertEqual(self.temp_files(), [])
         self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_what_the_ring_no_longer_holds_is_a_gap(self) -> None:
+        """The ring keeps the last RING_SECONDS of frames (and RING_MIN_BYTES): of 40 frames
+        handed to an encoder that wrote none, the last ones go to its successor, whose piece
+        starts after the others, so those lost leave a gap instead of moving every later frame
+        (and the sound) earlier."""
+        frames = jpeg_frames(40)
+        for frame in frames:
+            self.session.stream(MediaKind.VIDEO, frame)
+        self.end(self.encoder(), ProcessTerminated(exitCode=1))
+        successor = self.reactor.spawned[1]
+        kept = len(successor["transport"].written)
+        self.assertTrue(RING_SECONDS * 15 <= kept < 40, kept)
+        self.assertGreaterEqual(sum(map(len, frames[-kept:])), RING_MIN_BYTES)
+        self.assertEqual(successor["transport"].written, list(frames[-kept:]))
+        piece = self.store.piece_path(self.session.name, VIDEO_STREAM, (40 - kept) * 1000 // 15)
+        self.assertEqual(successor["args"][-1], str(piece))
 
     def test_encoder_dying_again_and_again_is_given_up(self) -> None:
         """Dying three times within a minute, the encoder is not replaced again: the client is

@@ -8,6 +8,7 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 from livestream.library.tree import (
+    AAC_STREAM,
     AUDIO_STREAM,
     MAX_STEM_LENGTH,
     POSTERS,
@@ -265,6 +266,29 @@ class LeftoverTests(StoreTestCase):
                 "a.video_5": {VIDEO_PART: d},
             },
         )
+
+    def test_pieces(self) -> None:
+        """A stream whose encoder was replaced is in pieces named for where each starts: they
+        belong to their session, are listed in timeline order, and only the streams that have
+        encoders (the video and the AAC track) have pieces."""
+        first = self.temp("cam_1.video.fmp4")
+        later = self.temp("cam_1+12000.video.fmp4")
+        early = self.temp("cam_1+2333.video.fmp4")
+        track = self.temp("cam_1+700.audio.fmp4")
+        lone = self.temp("mic_2+900.audio.fmp4")  # its first piece had nothing: removed
+        strays = [self.temp("cam_1+9.audio.wav"), self.temp("cam_1+0.video.fmp4")]
+        strays.append(self.temp("cam_1+x.video.fmp4"))
+        leftovers, strangers = self.store.leftovers()
+        self.assertEqual(sorted(strangers), sorted(strays))
+        found = {left.name: left.paths for left in leftovers}
+        self.assertEqual(found["mic_2"], {AAC_STREAM: lone})
+        self.assertEqual(sorted(found["cam_1"]), sorted([VIDEO_STREAM, AAC_STREAM]))
+        pieces = self.store.pieces("cam_1", VIDEO_STREAM)
+        self.assertEqual([(p.start_ms, p.path) for p in pieces],
+                         [(0, first), (2333, early), (12000, later)])  # fmt: skip
+        self.assertEqual([p.path for p in self.store.pieces("cam_1", AAC_STREAM)], [track])
+        self.assertEqual(self.store.piece_path("cam_1", VIDEO_STREAM, 2333), early)
+        self.assertEqual(self.store.piece_path("cam_1", VIDEO_STREAM, 0), first)
 
     def test_strangers(self) -> None:
         """Files this store did not make are reported (left alone), never recovered as a

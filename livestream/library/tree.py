@@ -42,7 +42,9 @@ TEMP_SUFFIXES = (VIDEO_STREAM, VIDEO_PART, AUDIO_STREAM, AAC_STREAM, OPUS_STREAM
 # time, at publish or after a crash; ``+`` is outside the safe alphabet of names.
 PIECED = (VIDEO_STREAM, AAC_STREAM)
 PIECE_MARK = "+"
-_PIECE = re.compile(r"^(.+)\+([1-9][0-9]{0,11})$")
+_START = "[1-9][0-9]{0,11}"
+_PIECE = re.compile(rf"^(.+)\+({_START})$")
+_PIECE_START = re.compile(_START)
 # The list of pieces handed to ffmpeg's concat demuxer while they are joined: a dot-name,
 # never taken for a recording's file.
 JOIN_LIST = ".ffconcat"
@@ -142,7 +144,7 @@ class MediaTree:
             for entry in entries:
                 if entry.name.startswith(prefix) and entry.name.endswith(suffix):
                     start = entry.name[len(prefix) : -len(suffix)]
-                    if start.isdigit() and entry.is_file(follow_symlinks=False):
+                    if _PIECE_START.fullmatch(start) and entry.is_file(follow_symlinks=False):
                         found.append(Piece(int(start), Path(entry.path)))
                 elif entry.name == first.name:
                     found.append(Piece(0, first))

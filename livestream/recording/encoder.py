@@ -11,8 +11,8 @@ too. So when one ends early:
 - a new ffmpeg starts on a new piece, ``<name>+<ms><suffix>`` (:meth:`MediaTree.piece_path`),
   whose name says where on the session's timeline it starts;
 - the last units (frames, PCM samples) handed to the dead one but not in its file are handed
-  again to the new one from a ring of the most recent ones (about two seconds: more than a pipe
-  and a fragment hold), so what was in flight is not lost either; whatever the ring no longer
+  again to the new one from a ring of the most recent ones (a second or 256 KiB, whichever is
+  more: more than a pipe and a fragment hold), so what was in flight is not lost either; whatever the ring no longer
   holds is a gap the piece's start leaves, so the pieces stay in time with the other track;
 - the client's socket waits meanwhile, so nothing overtakes the replayed units.
 
@@ -53,9 +53,11 @@ DEATHS_ALLOWED = 3
 DEATHS_WINDOW = 60.0
 # Seconds an encoder's stdin may stay full, not read at all, before it is taken for stuck.
 STALL_TIMEOUT = 10.0
-# What is kept to be handed again to a successor: the units of the last RING_SECONDS, in at
-# most RING_BYTES (a pipe holds 64 KiB; a fragment 0.2 s).
-RING_SECONDS = 2.0
+# What is kept to be handed again to a successor: at least the units of the last RING_SECONDS
+# and at least RING_MIN_BYTES of them, at most RING_BYTES. What an encoder holds unwritten is
+# its pipe (64 KiB), a few frames inside it and the fragment it is making (0.2 s).
+RING_SECONDS = 1.0
+RING_MIN_BYTES = 256 << 10
 RING_BYTES = 4 << 20
 
 
@@ -123,14 +125,8 @@ class ReplacingEncoder:
         self._ending = False
         self.given_up = False
         self.replacements = 0
-        # Units handed after the encoder was given up, and units a replacement could not
-        # hand again (older than the ring).
+        # Units handed after the encoder was given up.
         self.dropped = 0
-        self.lost = 0
-
-    @property
-    def started(self) -> bool:
-        return self._proc is not None
 
     def push(self, chunk: bytes, count: int = 1) -> None:
         """Hand ``chunk`` ``count`` times to the encoder (started by the first chunk)."""
@@ -154,18 +150,20 @@ class ReplacingEncoder:
         return 1 if size is None else len(chunk) // size
 
     def _remember(self, chunk: bytes, count: int) -> None:
-        """Keep the chunk in the ring, dropping the oldest beyond its limits (the newest stays,
-        however large)."""
+        """Keep the chunk in the ring, dropping the oldest while the rest is enough, or too much
+        (the newest stays, however large). A repeat costs one reference, whatever its count."""
         self._ring.append((chunk, count))
         self._ring_units += self._units(chunk) * count
         self._ring_bytes += len(chunk)
-        while len(self._ring) > 1 and (
-            self._ring_units - self._units(self._ring[0][0]) * self._ring[0][1] >= self._ring_limit
-            or self._ring_bytes > RING_BYTES
-        ):
-            old, old_count = self._ring.popleft()
-            self._ring_units -= self._units(old) * old_count
-            self._ring_bytes -= len(old)
+        while len(self._ring) > 1:
+            old, old_count = self._ring[0]
+            units = self._ring_units - self._units(old) * old_count
+            size = self._ring_bytes - len(old)
+            enough = units >= self._ring_limit and size >= RING_MIN_BYTES
+            if not enough and self._ring_bytes <= RING_BYTES:
+                break
+            self._ring.popleft()
+            self._ring_units, self._ring_bytes = units, size
 
     def _tail(self, ring: list[tuple[bytes, int]], units: int) -> list[tuple[bytes, int]]:
         """The chunks of the last ``units`` units of ``ring`` (all of it if it holds fewer)."""
@@ -273,7 +271,6 @@ class ReplacingEncoder:
             replay = self._tail(ring, handed - kept)
             replayed = sum(self._units(chunk) * count for chunk, count in replay)
             gap = handed - kept - replayed
-            self.lost += gap
             self._start += kept + gap
             self._handed += replayed
             self.replacements += 1
