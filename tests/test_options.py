@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 
@@ -134,7 +135,7 @@ class OperationsOptionsTests(SynchronousTestCase):
 
     def test_webhooks_need_a_secret_file(self) -> None:
         secret = Path(self.mktemp())
-        secret.write_bytes(b"s" * 32 + b"\n")
+        secret.write_bytes(b"whsec_" + base64.b64encode(b"s" * 32) + b"\n")
         config = parse("--webhook", "https://a.example/h", "--webhook", "http://b:81/",
                        "--webhook-secret-file", str(secret)).config()  # fmt: skip
         self.assertEqual(config.webhooks.urls, ("https://a.example/h", "http://b:81/"))
@@ -142,9 +143,27 @@ class OperationsOptionsTests(SynchronousTestCase):
         self.assertNotIn("sss", repr(config))
         self.assertIn("--webhook-secret-file", self.refused("--webhook", "http://a/"))
         self.assertIn("not an http", self.refused("--webhook", "ftp://a/"))
-        secret.write_bytes(b"short")
-        short = self.refused("--webhook", "http://a/", "--webhook-secret-file", str(secret))
-        self.assertIn("at least 32", short)
+
+    def test_the_webhook_secret_is_a_standard_webhooks_one(self) -> None:
+        """``whsec_`` and the key in base64 (padding optional), as a receiver's library reads
+        it; a key of raw text, as the file once held, or a short key stops the start."""
+        secret = Path(self.mktemp())
+
+        def key(content: bytes) -> bytes | str:
+            secret.write_bytes(content)
+            argv = ("--webhook", "http://a/", "--webhook-secret-file", str(secret))
+            try:
+                return parse(*argv).config().webhooks.secret
+            except SystemExit as e:
+                return str(e.code)
+
+        raw = bytes(range(33))
+        self.assertEqual(key(b"whsec_" + base64.b64encode(raw)), raw)
+        self.assertEqual(key(b"whsec_" + base64.b64encode(raw).rstrip(b"=")), raw)
+        self.assertIn("does not start with whsec_", key(base64.b64encode(raw)))
+        self.assertIn("does not start with whsec_", key(b"s" * 32))
+        self.assertIn("no base64", key(b"whsec_not base64, this"))
+        self.assertIn("at least 32", key(b"whsec_" + base64.b64encode(b"s" * 31)))
 
     def test_in_help(self) -> None:
         text = str(Options())

@@ -9,10 +9,10 @@ from urllib.parse import urlsplit
 from twisted.python import usage
 
 from livestream.auth.access import OPEN, Access, AccessOptions
-from livestream.auth.tokens import KeyFileError, read_secret
+from livestream.auth.tokens import KeyFileError
 from livestream.bucket.objectstore import Location, default_node, is_node_name, parse_location
 from livestream.ops.retention import RetentionPolicy
-from livestream.ops.webhooks.settings import WebhookSettings
+from livestream.ops.webhooks.settings import WebhookSettings, read_signing_key
 from livestream.recording import ffmpeg
 from livestream.recording.encoder import STALL_TIMEOUT
 from livestream.recording.timing import FRAMES, TIMING_MODES
@@ -130,8 +130,8 @@ class Options(AccessOptions):
          "half of it live ones are finished (0: no check).", _whole_number],
         # Webhooks: a signed POST per recording event (see README, Webhooks).
         ["webhook-secret-file", None, None,
-         "File holding the HMAC-SHA256 key that signs webhook requests (at least 32 bytes); "
-         "needed with --webhook."],
+         "File holding the secret that signs webhook requests, as Standard Webhooks write it: "
+         "whsec_ and the HMAC-SHA256 key (at least 32 bytes) in base64; needed with --webhook."],
         # Retention: which finished recordings are deleted, oldest first (all off by default).
         ["retain-days", None, 0,
          "Delete finished recordings older than this many days (0: keep any age).", float],
@@ -215,7 +215,7 @@ class Options(AccessOptions):
         if not self["webhook-secret-file"]:
             raise usage.UsageError("--webhook needs --webhook-secret-file to sign its requests")
         try:
-            secret = read_secret(self["webhook-secret-file"])
+            secret = read_signing_key(self["webhook-secret-file"])
         except KeyFileError as e:
             raise usage.UsageError(str(e)) from None
         return WebhookSettings(tuple(self["webhook"]), secret)

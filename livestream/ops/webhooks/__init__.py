@@ -5,7 +5,8 @@ Every event is written to ``media/webhooks/`` (one JSON file per event and URL, 
 rename) before it is sent, and removed once the receiver answers 2xx; anything else is retried
 with capped exponential backoff until the event is ``max_age`` old. Files left when the daemon
 stops are sent when it starts again, so delivery is at least once: receivers deduplicate by the
-event id. Hashing the recordings and writing the queue happen in a thread; the reactor only posts.
+event id, the ``webhook-id`` of every attempt. Hashing the recordings and writing the queue
+happen in a thread; the reactor only posts.
 
 One job per module: ``settings`` (what the options give), ``payload`` (a session event turned
 into the JSON body), ``spool`` (the queue on disk), ``signing`` (the request's headers and
