@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,14 @@ class MediaTree:
         if any(self.final_path(kind, name).exists() for kind in MediaKind):
             return True
         return any(self.temp_path(name, suffix).exists() for suffix in TEMP_SUFFIXES)
+
+    def probe(self) -> None:
+        """Make and remove one empty file in ``temp/``: that a session could start here now.
+        Raises the OSError that says why not (ENOENT: the tree is gone; EROFS; EIO). The
+        dot-name is skipped by recovery and listings if the daemon dies in between."""
+        fd, path = tempfile.mkstemp(prefix=".probe-", dir=self.dir(TEMP))
+        os.close(fd)
+        os.unlink(path)
 
     def free_bytes(self) -> int:
         """Space left for recordings (what an unprivileged writer may use)."""

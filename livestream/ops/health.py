@@ -14,12 +14,10 @@ probe: recording goes on to the local disk and the uploads wait, so the status i
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from typing import Protocol
 
-from livestream.library.tree import TEMP, MediaTree
+from livestream.library.tree import MediaTree
 
 OK = "ok"
 DEGRADED = "degraded"
@@ -103,14 +101,8 @@ class Health:
         return shutil.which(self._ffmpeg) is not None
 
     def _media_writable(self) -> bool:
-        # A dot-name: recovery and listings skip it if the daemon dies between the two calls.
         try:
-            fd, path = tempfile.mkstemp(prefix=".healthz-", dir=self._tree.dir(TEMP))
-        except OSError:
-            return False
-        os.close(fd)
-        try:
-            os.unlink(path)
+            self._tree.probe()
         except OSError:
             return False
         return True
