@@ -64,7 +64,8 @@ class StorageFailureTests(TestCase):
     async def test_write_error_ends_the_session_with_what_came_before(self) -> None:
         """EIO on a write of the WAV ends that session with ``storage_failed`` (not
         ``storage_full``), both files published with what came before; /healthz is degraded
-        from then until another session publishes its files."""
+        from then until another session publishes its files. The EIO is injected where the
+        recorder writes (:class:`FailingWrites`): no real device can be made to fail here."""
         media = Path(self.mktemp()).absolute()
         service, port = await start_server(self, media)
         frames, audio = jpeg_frames(10), [pcm(4410, seed=i) for i in range(6)]
