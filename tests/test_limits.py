@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
+from tests.support.disks import small_disk
 from tests.support.http import get_json
 from tests.support.media import jpeg_frames, pcm, video_facts, wav_facts
 from tests.support.server import start_server
@@ -167,23 +167,8 @@ class DiskTests(TestCase):
 
     timeout = 90
 
-    def small_disk(self, mib: int) -> Path:
-        path = Path(self.mktemp()).absolute()
-        path.mkdir(parents=True)
-        if os.geteuid() != 0:
-            raise SkipTest("mounting a small tmpfs needs root")
-        done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={mib}m", "tmpfs", os.fspath(path)],
-            capture_output=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise SkipTest(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-        self.addCleanup(subprocess.run, ["umount", "-l", os.fspath(path)], check=False)
-        return path / "media"
-
     async def test_new_sessions_refused_below_the_reserve(self) -> None:
-        media = self.small_disk(8)
+        media = small_disk(self, 8)
         _, port = await start_server(self, media, min_free_bytes=16 << 20)
         client = await open_client(port)
         client.send(connect_msg("late"))
@@ -192,7 +177,7 @@ class DiskTests(TestCase):
         self.assertEqual(code, 1013)
 
     async def test_disk_filling_up_finishes_sessions_and_the_daemon_goes_on(self) -> None:
-        media = self.small_disk(24)
+        media = small_disk(self, 24)
         _, port = await start_server(self, media, min_free_bytes=12 << 20)
         client = await open_client(port)
         client.send(connect_msg("filler"))
@@ -219,7 +204,7 @@ class DiskTests(TestCase):
 
     async def test_out_of_space_mid_write_keeps_what_was_written(self) -> None:
         """With no reserve at all, a real ENOSPC ends the session with a valid WAV."""
-        media = self.small_disk(3)
+        media = small_disk(self, 3)
         _, port = await start_server(self, media)
         client = await open_client(port)
         client.send(connect_msg("overflow"))

@@ -6,6 +6,7 @@ some status) through the fake transport, so the state machine is checked step by
 
 from __future__ import annotations
 
+import errno
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,9 +26,10 @@ from livestream.recording.aac import SILENCE_BLOCK
 from livestream.recording.encoder import RING_MIN_BYTES, RING_SECONDS, STALL_TIMEOUT
 from livestream.recording.video import EncoderSettings
 from livestream.sessions.errors import SessionError as ProtocolError
-from livestream.sessions.outcome import CLOSE, DISCONNECT, SHUTDOWN
+from livestream.sessions.outcome import CLOSE, DISCONNECT, SHUTDOWN, STORAGE
 from livestream.sessions.session import Session, SessionLimits
 from livestream.wire.kinds import AUDIO, VIDEO, MediaKind
+from tests.support.disks import FailingWrites
 from tests.support.fakes import ProcessReactor
 from tests.support.media import jpeg_frames, pcm
 
@@ -181,6 +183,24 @@ class AudioSessionTests(SessionTestCase):
         self.session.stream(MediaKind.AUDIO, pcm(10))
         self.assertEqual([code for code, _ in self.errors][:1], ["storage_full"])
         self.assertTrue(self.session.ending)
+
+    def test_storage_failure_is_not_a_full_disk(self) -> None:
+        """Any other error of a write (EIO here, injected where the WAV is written: no device
+        fails on demand) ends the session with ``storage_failed`` naming the error but not the
+        path, and what was written before is published."""
+        chunks = [pcm(10, seed=i) for i in range(3)]
+        for chunk in chunks[:2]:
+            self.session.stream(MediaKind.AUDIO, chunk)
+        self.session._audio._file = FailingWrites(self.session._audio._file, errno.EIO)
+        self.session.stream(MediaKind.AUDIO, chunks[2])
+        [(code, message)] = self.errors
+        self.assertEqual(code, "storage_failed")
+        self.assertIn("EIO", message)
+        self.assertNotIn(self.store.root.name, message)
+        outcome = self.successResultOf(self.session.finished())
+        self.assertEqual((outcome.reason, outcome.failed), (STORAGE, False))
+        wav = self.store.final_path(AUDIO, self.session.name).read_bytes()
+        self.assertEqual(wav[44:], b"".join(chunks[:2]))
 
     def test_size_limit_finishes_with_what_fit(self) -> None:
         """A session that reaches its byte limit is finished, keeping what came before."""

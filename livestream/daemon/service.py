@@ -190,7 +190,7 @@ def _site(
     watch = bucket.watch if bucket is not None else None
     metrics = Metrics(events, lambda: registry.sessions, webhooks, watch, stalls, index)
     factory = RecordingFactory(reactor, registry, limits, config.access)
-    health = Health(tree, config.ffmpeg, limits.min_free_bytes, watch, index)
+    health = Health(tree, config.ffmpeg, limits.min_free_bytes, watch, index, registry.storage)
     page = Page(lambda: registry.sessions, config.access, config.fps, config.resume_grace)
     return make_site(
         tree, factory, page, config.access, limits.handshake_timeout, index=index,

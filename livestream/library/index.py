@@ -359,7 +359,29 @@ class RecordingIndex(Service):
         is applied (and, if ``held``, what reads are held for has happened: the work that holds
         them reads with ``held=False``)."""
         await self._opened_and_settled(held)
-        return await deferToThreadPool(self._reactor, self._readers, self._in_reader, task)
+        return await self._reading(task)
+
+    async def _reading(self, task: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return await deferToThreadPool(self._reactor, self._readers, self._in_reader, task)
+        except sqlite3.OperationalError:
+            if self._target != self.path or self.path.exists():
+                raise
+        # The index's file is gone (its media tree removed under the daemon): a reader cannot
+        # open it again, but the writer's connection still holds it, so reads go there until
+        # the next start, which finds no index and rebuilds it from the tree.
+        _log.warn("recordings index: {path} is gone; read through the writer", path=self.path)
+        return await self._in_writer_thread(self._in_writer_read, task)
+
+    def _in_writer_read(self, task: Callable[[sqlite3.Connection], T]) -> T:
+        db = self._db
+        if db is None:
+            raise IndexUnavailable("the recordings index is closed")
+        db.execute("BEGIN")
+        try:
+            return task(db)
+        finally:
+            db.execute("COMMIT")
 
     def hold_reads(self, until: Deferred[None], limit: float) -> None:
         """Reads wait until ``until`` fires, or ``limit`` seconds have passed."""
@@ -431,7 +453,7 @@ class RecordingIndex(Service):
             rows = rows[: query.limit]
             return Page(rows, total, query.cursor_after(rows[-1]) if more else None)
 
-        found = await deferToThreadPool(self._reactor, self._readers, self._in_reader, task)
+        found = await self._reading(task)
         if key[1] == self.generation:
             if len(self._counts) >= COUNTS_KEPT or any(g != key[1] for _, g in self._counts):
                 self._counts.clear()
@@ -445,13 +467,13 @@ class RecordingIndex(Service):
     def seed_listing(self) -> Deferred[Path | bytes]:
         """The seed's ``GET /recordings`` document as of every write asked for so far: in a
         file, the last one made while nothing changed, or a new one made in a reader; or, if
-        no file can be written (a full disk), the document itself."""
+        no file can be written (a full disk, the tree gone), the document itself."""
         return ensureDeferred(self._seed_listing())
 
     async def _seed_listing(self) -> Path | bytes:
         try:
             return await self._listing_file()
-        except OSError as e:
+        except (OSError, sqlite3.OperationalError) as e:
             _log.warn("recordings index: cannot write the listing ({error}); answered from memory",
                       error=str(e))  # fmt: skip
             return await self.read(seed_document)
@@ -459,15 +481,15 @@ class RecordingIndex(Service):
     async def _listing_file(self) -> Path:
         await self._opened_and_settled()
         while True:
-            if self._listing is not None and self._listing[0] == self.generation:
-                return self._listing[1]
+            listing = self._listing
+            if listing is not None and listing[0] == self.generation and listing[1].exists():
+                return listing[1]
             if self._building is None:
                 generation = self.generation
                 target = self.path.parent / f"listing-{generation}.json"
-                self._building = deferToThreadPool(
-                    self._reactor, self._readers, self._in_reader,
-                    partial(write_seed_listing, target=target),
-                )  # fmt: skip
+                self._building = ensureDeferred(
+                    self._reading(partial(write_seed_listing, target=target))
+                )
                 try:
                     made = await self._building
                 finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,14 @@ class MediaTree:
             return True
         return any(self.temp_path(name, suffix).exists() for suffix in TEMP_SUFFIXES)
 
+    def probe(self) -> None:
+        """Make and remove one empty file in ``temp/``: that a session could start here now.
+        Raises the OSError that says why not (ENOENT: the tree is gone; EROFS; EIO). The
+        dot-name is skipped by recovery and listings if the daemon dies in between."""
+        fd, path = tempfile.mkstemp(prefix=".probe-", dir=self.dir(TEMP))
+        os.close(fd)
+        os.unlink(path)
+
     def free_bytes(self) -> int:
         """Space left for recordings (what an unprivileged writer may use)."""
         st = os.statvfs(self.root)
@@ -136,11 +145,16 @@ class MediaTree:
         return self.dir(TEMP) / f"{name}{PIECE_MARK}{start_ms}{suffix}"
 
     def pieces(self, name: str, suffix: str) -> list[Piece]:
-        """The pieces of ``name``'s stream ``suffix`` in ``temp/``, in timeline order."""
+        """The pieces of ``name``'s stream ``suffix`` in ``temp/``, in timeline order (none
+        when ``temp/`` itself is gone)."""
         found = []
         first = self.temp_path(name, suffix)
         prefix = f"{name}{PIECE_MARK}"
-        with os.scandir(self.dir(TEMP)) as entries:
+        try:
+            entries = os.scandir(self.dir(TEMP))
+        except FileNotFoundError:
+            return []
+        with entries:
             for entry in entries:
                 if entry.name.startswith(prefix) and entry.name.endswith(suffix):
                     start = entry.name[len(prefix) : -len(suffix)]

@@ -6,7 +6,9 @@ writable by making and removing one empty file in ``temp/``, and free space is o
 
 The recordings index says its state (``opening``, ``reconciling``, ``rebuilding``, ``ready``)
 and how many recordings it holds; one that could not be kept on disk (held in memory) makes the
-status ``degraded``. With a bucket, its figures are added: whether it answered the last
+status ``degraded``. So does a write of a session that failed for a reason other than a full disk
+(EIO, EROFS, the tree gone: ``storage``, with the errno's name and since when), until a session
+publishes its files again. With a bucket, its figures are added: whether it answered the last
 background check, and the uploads owed and failed. A bucket out of reach does not fail the
 probe: recording goes on to the local disk and the uploads wait, so the status is ``degraded``
 (still 200) rather than ``fail``.
@@ -14,12 +16,11 @@ probe: recording goes on to the local disk and the uploads wait, so the status i
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from typing import Protocol
 
-from livestream.library.tree import TEMP, MediaTree
+from livestream.library.catalog import iso_utc
+from livestream.library.tree import MediaTree
 
 OK = "ok"
 DEGRADED = "degraded"
@@ -37,6 +38,20 @@ class StoreFigures(Protocol):
     def backlog(self) -> int: ...
 
 
+class Fault(Protocol):
+    @property
+    def error(self) -> str: ...
+    @property
+    def since(self) -> float: ...
+
+
+class StorageFigures(Protocol):
+    """Whether the sessions' writes to the media tree are failing (``sessions.storage``)."""
+
+    @property
+    def fault(self) -> Fault | None: ...
+
+
 class IndexFigures(Protocol):
     """What the recordings index says of itself (``library.index``)."""
 
@@ -47,7 +62,8 @@ class IndexFigures(Protocol):
 
 class Health:
     """``ffmpeg`` is the encoder the daemon was started with; ``min_free_bytes`` the reserve
-    below which new sessions are refused (0: no reserve)."""
+    below which new sessions are refused (0: no reserve); ``storage`` whether the sessions'
+    writes are failing (the registry's)."""
 
     def __init__(
         self,
@@ -56,8 +72,10 @@ class Health:
         min_free_bytes: int = 0,
         objects: StoreFigures | None = None,
         index: IndexFigures | None = None,
+        storage: StorageFigures | None = None,
     ) -> None:
         self._tree = tree
+        self._storage = storage
         self._index = index
         self._ffmpeg = ffmpeg
         self._min_free = min_free_bytes
@@ -77,6 +95,16 @@ class Health:
                 "in_memory": index.in_memory,
             }
             degraded = index.in_memory
+        if self._storage is not None:
+            # A write that failed (EIO, EROFS): worth a look while it lasts. The probe above
+            # says whether new files can be made at all (if not, the status is fail).
+            fault = self._storage.fault
+            checks["storage"] = (
+                {"failing": False}
+                if fault is None
+                else {"failing": True, "error": fault.error, "since": iso_utc(fault.since)}
+            )
+            degraded = degraded or fault is not None
         if not ok:
             return FAIL, checks
         objects = self._objects
@@ -103,14 +131,8 @@ class Health:
         return shutil.which(self._ffmpeg) is not None
 
     def _media_writable(self) -> bool:
-        # A dot-name: recovery and listings skip it if the daemon dies between the two calls.
         try:
-            fd, path = tempfile.mkstemp(prefix=".healthz-", dir=self._tree.dir(TEMP))
-        except OSError:
-            return False
-        os.close(fd)
-        try:
-            os.unlink(path)
+            self._tree.probe()
         except OSError:
             return False
         return True

@@ -31,6 +31,7 @@ from livestream.sessions.events import (
     Recovered,
     SessionEnded,
     SessionStarted,
+    StorageFailed,
 )
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
@@ -141,6 +142,12 @@ class Metrics:
             "Sessions whose files could not be finished (left for recovery at the next start).",
             registry=r,
         )  # fmt: skip
+        self._storage_errors = Counter(
+            "livestream_storage_errors",
+            "Writes to the media tree that failed other than for a full disk, by errno name "
+            "(EIO, EROFS, ENOENT: the tree is gone); each ended a session or refused a CONNECT.",
+            ["error"], registry=r,
+        )  # fmt: skip
         self._recoveries = Counter(
             "livestream_recoveries", "Interrupted recordings published by recovery at start.",
             registry=r,
@@ -171,6 +178,8 @@ class Metrics:
                 self._encoder_failures.inc()
                 if replaced:
                     self._encoder_replacements.inc()
+            case StorageFailed(error=error):
+                self._storage_errors.labels(error).inc()
             case Recovered(files=files):
                 self._recoveries.inc()
                 for kind, published in files.items():

@@ -51,6 +51,16 @@ class EncoderFailed:
 
 
 @dataclass(frozen=True)
+class StorageFailed:
+    """Writing to the media tree failed other than for a full disk (``error``: the errno name,
+    ``EIO``, ``EROFS``, ``ENOENT``): a write of the session ``name`` (or the registry's check of
+    the tree under it), or the check of the tree before a new session (``name`` None)."""
+
+    name: str | None
+    error: str
+
+
+@dataclass(frozen=True)
 class ErrorSent:
     """An ``ERROR`` reply went to a client (refusals included)."""
 
@@ -66,7 +76,7 @@ class Recovered:
     files: dict[str, str | None] = field(default_factory=dict)
 
 
-Event = SessionStarted | SessionEnded | EncoderFailed | ErrorSent | Recovered
+Event = SessionStarted | SessionEnded | EncoderFailed | StorageFailed | ErrorSent | Recovered
 Observer = Callable[[Event], None]
 
 

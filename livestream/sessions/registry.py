@@ -14,16 +14,17 @@ from livestream.auth.tokens import Grant
 from livestream.library.tree import MediaTree
 from livestream.recording.video import EncoderSettings
 from livestream.sessions.errors import SessionError
-from livestream.sessions.events import Events, SessionStarted
-from livestream.sessions.outcome import SHUTDOWN
+from livestream.sessions.events import Event, Events, SessionEnded, SessionStarted, StorageFailed
+from livestream.sessions.outcome import SHUTDOWN, STORAGE
 from livestream.sessions.session import SEED_MEDIA, ErrorSink, Media, Session, SessionLimits
+from livestream.sessions.storage import StorageState, describe, error_name, is_full
 
 _log = Logger()
 
 # After its recordings are finished, how long a client may take to complete the close handshake
 # before the daemon stops anyway.
 CLOSE_WAIT = 5.0
-# How often free space is checked while sessions record.
+# How often the media tree is checked while sessions record: a file can be made, space is free.
 DISK_CHECK_INTERVAL = 2.0
 
 
@@ -53,13 +54,15 @@ class SessionRegistry(Service):
         self._min_free = min_free_bytes
         self.events = events if events is not None else Events()
         self._live: set[Session] = set()
+        # Whether writes to the media tree fail (not for a full disk), for /healthz.
+        self.storage = StorageState(reactor)
+        self.events.subscribe(self._heard)
         self._disk_watch = LoopingCall(self._check_disk)
         self._disk_watch.clock = reactor
 
     def startService(self) -> None:
         super().startService()
-        if self._min_free:
-            self._disk_watch.start(DISK_CHECK_INTERVAL, now=False)
+        self._disk_watch.start(DISK_CHECK_INTERVAL, now=False)
 
     @property
     def sessions(self) -> tuple[Session, ...]:
@@ -86,11 +89,7 @@ class SessionRegistry(Service):
                 "too_many_sessions",
                 "the server records as many sessions as it may; try again later",
             )
-        if self._min_free and self._tree.free_bytes() < self._min_free:
-            _log.warn("refusing a session: less than {mib} MiB free", mib=self._min_free >> 20)
-            raise SessionError(
-                "insufficient_storage", "the server is low on storage; try again later"
-            )
+        self._admit()
         name = self._tree.reserve(client_id, int(self._reactor.seconds() * 1000))
         session = Session(
             self._reactor, self._settings, self._tree, client_id, name, peer, producer,
@@ -116,6 +115,45 @@ class SessionRegistry(Service):
         )  # fmt: skip
         return session
 
+    def _admit(self) -> None:
+        """Refuse a session the media tree cannot take now: one where no file can be made (the
+        tree gone, read-only, failing: ``storage_failed``, an answer rather than a traceback),
+        or with less free space than the reserve (``insufficient_storage``)."""
+        try:
+            self._tree.probe()
+            low = bool(self._min_free) and self._tree.free_bytes() < self._min_free
+        except OSError as e:
+            if not is_full(e):
+                self.events.emit(StorageFailed(None, error_name(e)))
+                _log.warn("refusing a session: the media tree cannot be written ({error})",
+                          error=describe(e))  # fmt: skip
+                raise SessionError(
+                    "storage_failed",
+                    f"the server's storage failed ({describe(e)}); try again later",
+                ) from None
+            low = True
+        if low:
+            _log.warn("refusing a session: the disk is full or has less than the {mib} MiB "
+                      "reserve free", mib=self._min_free >> 20)  # fmt: skip
+            raise SessionError(
+                "insufficient_storage", "the server is low on storage; try again later"
+            )
+
+    def _heard(self, event: Event) -> None:
+        """Keep :attr:`storage`: a failed write marks the fault; a session that published its
+        files with nothing failing (storage did not end it, no encoder stopped: an encoder's
+        writes may have failed too) clears it."""
+        if isinstance(event, StorageFailed):
+            self.storage.failed(event.error)
+        elif isinstance(event, SessionEnded):
+            outcome = event.outcome
+            if (
+                (outcome.video or outcome.audio)
+                and not (outcome.failed or outcome.encoder_failed)
+                and outcome.reason != STORAGE
+            ):
+                self.storage.recovered()
+
     def resume(self, token: str, client_id: str) -> Session:
         """The live session of ``token`` (and ``client_id``), for a client coming back."""
         session = self._resumable.get(token)
@@ -128,17 +166,29 @@ class SessionRegistry(Service):
         return session
 
     def _check_disk(self) -> None:
-        """Below half the reserve, finish live sessions before the disk fills under them: the
-        faststart copy at the end needs room too."""
-        if not self._live:
+        """While sessions record, the tree must take a new file: one removed under them (or a
+        mount gone) lets their open files be written on, into files no one will find, and one
+        turned read-only cannot take their published files; they end now. Below half the
+        reserve, finish them before the disk fills under them: the faststart copy at the end
+        needs room too."""
+        live = [s for s in self._live if not s.ending]
+        if not live:
             return
-        free = self._tree.free_bytes()
-        if free < self._min_free // 2:
+        try:
+            self._tree.probe()
+            free = self._tree.free_bytes() if self._min_free else None
+        except OSError as e:
+            _log.error("the media tree cannot be written ({error}): finishing {count} sessions",
+                       error=describe(e), count=len(live))  # fmt: skip
+            for session in live:
+                session.storage_error(e)
+            return
+        if free is not None and free < self._min_free // 2:
             _log.error(
                 "{free} MiB free, under half the {mib} MiB reserve: finishing {count} sessions",
-                free=free >> 20, mib=self._min_free >> 20, count=len(self._live),
+                free=free >> 20, mib=self._min_free >> 20, count=len(live),
             )  # fmt: skip
-            for session in list(self._live):
+            for session in live:
                 session.storage_full()
 
     def stopService(self) -> Deferred[None]:

@@ -25,8 +25,9 @@ from livestream.recording.passthrough import GAP, RESUME, NeedKeyframe, Passthro
 from livestream.recording.timing import EncodedClock, timeline
 from livestream.recording.video import EncoderSettings, VideoRecorder
 from livestream.sessions.errors import SessionError
-from livestream.sessions.events import EncoderFailed, Events, SessionEnded
+from livestream.sessions.events import EncoderFailed, Events, SessionEnded, StorageFailed
 from livestream.sessions.outcome import DISCONNECT, IDLE, LIMIT, STORAGE, Outcome
+from livestream.sessions.storage import error_name, failure_message, is_full
 from livestream.wire import h264, jpeg, opus
 from livestream.wire.h264 import InvalidH264
 from livestream.wire.jpeg import NotAJPEG
@@ -261,7 +262,7 @@ class Session:
             raise SessionError("invalid_jpeg", str(e)) from None
         except OSError as e:
             _log.error("writing {name} failed: {error}", name=self.name, error=e)
-            self.storage_full()
+            self.storage_error(e)
             return
         self._accepted(Piece(kind, chunk), seq)
 
@@ -294,7 +295,7 @@ class Session:
                 piece = Piece(kind, chunk, timestamp)
         except OSError as e:
             _log.error("writing {name} failed: {error}", name=self.name, error=e)
-            self.storage_full()
+            self.storage_error(e)
             return
         self._accepted(piece, seq)
 
@@ -427,6 +428,17 @@ class Session:
         if self._track is not None:
             # Silence first where the video began before the sound: both tracks start at 0.
             self._track.write(written, silence=lead)
+
+    def storage_error(self, error: OSError) -> None:
+        """Writing to the media tree failed: a full disk (ENOSPC, EDQUOT) is :meth:`storage_full`;
+        any other error (EIO, EROFS, the tree gone) ends the session with ``storage_failed``,
+        naming the kind of error and not the path, and keeps what reached the disk."""
+        if is_full(error):
+            self.storage_full()
+        elif self._reason is None:
+            self._events.emit(StorageFailed(self.name, error_name(error)))
+            self._report_error("storage_failed", failure_message(error))
+            self.finish(STORAGE)
 
     def storage_full(self) -> None:
         """The disk is (nearly) full: keep what was written, tell the client, stop."""

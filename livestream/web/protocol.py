@@ -43,7 +43,7 @@ CLOSE_CODES = {
     SHUTDOWN: (SERVICE_RESTART, "server restarting"),
     LIMIT: (POLICY_VIOLATION, "session limit reached"),
     IDLE: (POLICY_VIOLATION, "idle for too long"),
-    STORAGE: (INTERNAL_ERROR, "server out of storage"),
+    STORAGE: (INTERNAL_ERROR, "server storage full or failing"),
 }
 
 

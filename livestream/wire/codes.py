@@ -30,6 +30,9 @@ CLOSE_AFTER = {
     "shutting_down": SERVICE_RESTART,
     "too_many_sessions": TRY_AGAIN_LATER,
     "insufficient_storage": TRY_AGAIN_LATER,
+    # A CONNECT while no file can be made in the media tree (gone, read-only, failing): a fault
+    # of the server, not a passing shortage; mid-session it ends the session (CLOSED, then 1011).
+    "storage_failed": INTERNAL_ERROR,
 }
 
 
