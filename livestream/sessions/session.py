@@ -523,34 +523,31 @@ class Session:
         return d
 
     def _encoder_failed(self, result: FFmpegResult, replaced: bool) -> None:
-        self._events.emit(EncoderFailed(self.name, result, replaced))
-        if replaced:
-            self._report_error(
-                "encoder_replaced",
-                "the video encoder stopped and a new one took over; the recording goes on",
-            )
-            return
-        self._encoder_broke = True
-        self._report_error(
-            "encoder_failed",
-            "the video encoder stopped (again); frames received before it are kept, later "
-            "ones are not recorded",
-        )
+        self._an_encoder_failed(
+            result, replaced, "the video encoder",
+            "frames received before it are kept, later ones are not recorded",
+        )  # fmt: skip
 
     def _track_failed(self, result: FFmpegResult, replaced: bool) -> None:
+        self._an_encoder_failed(
+            result, replaced, "the audio track's encoder",
+            "the rest of the video goes without sound, the WAV has all",
+        )  # fmt: skip
+
+    def _an_encoder_failed(
+        self, result: FFmpegResult, replaced: bool, which: str, given_up: str
+    ) -> None:
+        """Told by a recorder of each early end of its encoder: the client may go on after
+        ``encoder_replaced``; after ``encoder_failed`` that stream is no longer recorded."""
         self._events.emit(EncoderFailed(self.name, result, replaced))
         if replaced:
             self._report_error(
                 "encoder_replaced",
-                "the audio track's encoder stopped and a new one took over; the recording goes on",
+                f"{which} stopped and a new one took over; the recording goes on",
             )
             return
         self._encoder_broke = True
-        self._report_error(
-            "encoder_failed",
-            "the audio track's encoder stopped (again); the rest of the video goes without "
-            "sound, the WAV has all",
-        )
+        self._report_error("encoder_failed", f"{which} stopped (again); {given_up}")
 
     async def _finish_video(self) -> str | None:
         """End the video's encoder (or file) and the AAC track's, and publish the MP4."""
