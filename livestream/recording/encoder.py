@@ -12,8 +12,9 @@ too. So when one ends early:
   whose name says where on the session's timeline it starts;
 - the last units (frames, PCM samples) handed to the dead one but not in its file are handed
   again to the new one from a ring of the most recent ones (a second or 256 KiB, whichever is
-  more: more than a pipe and a fragment hold), so what was in flight is not lost either; whatever the ring no longer
-  holds is a gap the piece's start leaves, so the pieces stay in time with the other track;
+  more: more than a pipe and a fragment hold), so what was in flight is not lost either;
+  whatever the ring no longer holds is a gap the piece's start leaves, so the pieces stay in
+  time with the other track;
 - the client's socket waits meanwhile, so nothing overtakes the replayed units.
 
 A session whose encoders keep dying (:data:`DEATHS_ALLOWED` in :data:`DEATHS_WINDOW`) stops
