@@ -366,6 +366,7 @@ class WebSocket:
         self.close_code: int | None = None
         self.bytes_sent = 0
         self._close_sent = False
+        self._eof_sent = False
         self._task = asyncio.create_task(self._read_loop())
 
     @classmethod
@@ -404,10 +405,20 @@ class WebSocket:
         """This end's port: the daemon names the connection's peer ``tcp4:127.0.0.1:<it>``."""
         return int(self._writer.get_extra_info("sockname")[1])
 
-    async def vanish(self) -> None:
-        """Close TCP after what was sent (a FIN), with neither CLOSE nor a close handshake, as
-        a client whose process died does: the server reads everything sent, then the end."""
+    async def vanish(self, timeout: float = 15.0) -> None:
+        """End the connection after what was sent with a FIN, with neither CLOSE nor a close
+        handshake, as a client whose process exited does: the server reads everything sent,
+        then the end. A half-close, then the server's own close awaited (at most ``timeout``):
+        closing at once with a reply unread would send an RST instead (Linux), which drops
+        whatever the kernel had not delivered yet."""
         self._close_sent = True
+        if self._writer.can_write_eof():
+            self._eof_sent = True
+            self._writer.write_eof()
+            try:
+                await asyncio.wait_for(self.closed.wait(), timeout)
+            except TimeoutError:
+                pass
         self._writer.close()
         await self._stop_reading()
 
@@ -451,7 +462,7 @@ class WebSocket:
                 if opcode == OP_CLOSE:
                     self._closed_by_server(payload)
                     return
-                if opcode == OP_PING:
+                if opcode == OP_PING and not self._eof_sent:
                     self._writer.write(ws_frame(OP_PONG, payload))
                 elif opcode in (OP_TEXT, OP_BINARY, OP_CONT):
                     parts.append(payload)
