@@ -306,7 +306,7 @@ class Lifetime:
     t_listening: float | None = None
     t_end: float | None = None
     ended: str = ""  # "killed", "killed with its encoders", "exit N", "signal X"
-    rss: list[tuple[float, int]] = field(default_factory=list)
+    rss: list[tuple[float, int, int]] = field(default_factory=list)  # (t, bytes, live sessions)
     cpu_s: float = 0.0  # the daemon's own CPU, at the last sample
     children_cpu_s: float = 0.0  # of the children it reaped (encoders, faststart copies)
 
@@ -564,6 +564,8 @@ class Judged:
     frames_kept: int
     samples_sent: int  # at 44.1 kHz (Opus: what its packets decode to)
     samples_kept: int
+    ref_frames: int  # the bound's reference (sent, accepted, observed) before its allowance
+    ref_samples: int
     min_frames: int
     min_samples: int
     violations: list[Violation]
@@ -602,6 +604,7 @@ class Soak:
         self.kept: set[str] = set()  # names left on disk for their violations
         self.violations: list[Violation] = []
         self.fault_active: str | None = None
+        self.live_count = 0  # the daemon's live sessions, as last seen
         self.clips: Clips | None = None
         self.pool: ProcessPoolExecutor | None = None
         self.final: dict[str, object] = {}
@@ -731,7 +734,7 @@ class Soak:
         rss = rss_bytes(life.pid)
         stat = run.read_stat(life.pid)
         if rss and stat is not None:
-            life.rss.append((self.now(), rss))
+            life.rss.append((self.now(), rss, self.live_count))
             life.cpu_s, life.children_cpu_s = stat.cpu, stat.reaped
 
     def _start_daemon(self) -> None:
@@ -882,6 +885,7 @@ class Soak:
             return 0
         sessions = doc.get("sessions", []) if isinstance(doc, dict) else []
         live = {str(x["recording"]) for x in sessions}
+        self.live_count = len(live)
         temp = self._temp_names()
         now = self.now()
         ready = [
@@ -1014,6 +1018,7 @@ class Soak:
             frames, audio = r.safe[VIDEO], r.safe[AUDIO]
             bad("unexpected end", f"{r.end} with no fault to explain it ({r.plan.label})")
         bound = BOUNDS[ended_by] if ended_by else None
+        ref_frames, ref_samples = frames, wav_samples(audio)
         min_frames = frames - (getattr(bound, codec_frames) if bound else 0)
         min_samples = wav_samples(audio) - (getattr(bound, audio_samples) if bound else 0)
         if opus:
@@ -1055,8 +1060,8 @@ class Soak:
                 continue
             bad("error", f"ERROR {code} at {t:.1f} s, no fault to explain it ({r.plan.label})")
         return Judged(
-            r, faults, klass, x, x.frames, samples_sent, x.samples, min_frames, min_samples,
-            violations,
+            r, faults, klass, x, x.frames, samples_sent, x.samples, ref_frames, ref_samples,
+            min_frames, min_samples, violations,
         )  # fmt: skip
 
     def _observed(self, r: SessionRecord) -> tuple[int, int]:
@@ -1244,11 +1249,11 @@ class Soak:
         violation."""
         out = []
         for life in self.daemon.lifetimes:
-            samples = [(t, rss) for t, rss in life.rss if t >= life.t_start + MEMORY_WARMUP]
+            samples = [(t, rss) for t, rss, _ in life.rss if t >= life.t_start + MEMORY_WARMUP]
             figures = LifetimeFigures(
                 life.generation, life.pid, life.ended or "running",
                 round((life.t_end or self.now()) - life.t_start, 1),
-                round(max((x for _, x in life.rss), default=0) / MB, 1),
+                round(max((x for _, x, _ in life.rss), default=0) / MB, 1),
                 round(life.cpu_s, 1), round(life.children_cpu_s, 1),
             )  # fmt: skip
             span = samples[-1][0] - samples[0][0] if len(samples) > 1 else 0.0
@@ -1266,7 +1271,7 @@ class Soak:
 
     def rss_at(self) -> list[tuple[str, float | None]]:
         """RSS (MB) at the run's start, quarters and end: the sample nearest each moment."""
-        every = [(t, rss) for life in self.daemon.lifetimes for t, rss in life.rss]
+        every = [(t, rss) for life in self.daemon.lifetimes for t, rss, _ in life.rss]
         out: list[tuple[str, float | None]] = []
         end = max((t for t, _ in every), default=self.settings.duration)
         for label, at in (("start", 0.0), ("25%", end / 4), ("50%", end / 2),
@@ -1286,6 +1291,8 @@ class Soak:
                 frames_kept=sum(j.frames_kept for j in js),
                 frames_lost=sum(max(0, j.record.frames_sent - j.frames_kept) for j in js),
                 max_frames_lost=max((j.record.frames_sent - j.frames_kept for j in js), default=0),
+                max_frames_under_ref=max((j.ref_frames - j.frames_kept for j in js), default=0),
+                max_samples_under_ref=max((j.ref_samples - j.samples_kept for j in js), default=0),
                 samples_sent=sum(j.samples_sent for j in js),
                 samples_kept=sum(j.samples_kept for j in js),
                 samples_lost=sum(max(0, j.samples_sent - j.samples_kept) for j in js),
@@ -1323,6 +1330,10 @@ class Row:
     frames_kept: int
     frames_lost: int
     max_frames_lost: int
+    # The most one session kept under the reference of its bound (what was sent, accepted or
+    # observed): what the bound's allowance is measured against.
+    max_frames_under_ref: int
+    max_samples_under_ref: int
     samples_sent: int
     samples_kept: int
     samples_lost: int
@@ -1386,15 +1397,17 @@ def table(r: Report) -> str:
         + ", ".join(f"{k} {v}" for k, v in sorted(r.ends.items())),
         "",
         "| fault | sessions | frames sent | kept | lost (most in one) | samples sent | kept "
-        "| lost | may lose per fault: frames (H.264), samples (Opus) | violating |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| lost | most under the reference: frames, samples | may lose per fault: frames "
+        "(H.264), samples (Opus) | violating |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for klass, row in r.rows.items():
         b = BOUNDS[klass]
         lines.append(
             f"| {klass} | {row.sessions} | {row.frames_sent} | {row.frames_kept} | "
             f"{row.frames_lost} ({row.max_frames_lost}) | {row.samples_sent} | "
-            f"{row.samples_kept} | {row.samples_lost} | of {b.reference}: {b.jpeg_frames} "
+            f"{row.samples_kept} | {row.samples_lost} | {row.max_frames_under_ref}, "
+            f"{row.max_samples_under_ref} | of {b.reference}: {b.jpeg_frames} "
             f"({b.h264_frames}), {b.pcm_samples} ({b.opus_samples}) | {row.violating} |"
         )
     injected = ", ".join(f"{k} {v}" for k, v in sorted(r.injected.items())) or "none"
@@ -1437,8 +1450,12 @@ def soak(settings: Settings) -> Report:
     workdir = keep if keep is not None else Path(tempfile.mkdtemp(prefix="soak-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        report = asyncio.run(Soak(settings, workdir.absolute()).run())
+        soak = Soak(settings, workdir.absolute())
+        report = asyncio.run(soak.run())
         (workdir / "report.json").write_text(json.dumps(asdict(report), indent=1, default=str))
+        for life in soak.daemon.lifetimes:
+            soak.log("rss.jsonl", {"generation": life.generation, "pid": life.pid,
+                                   "samples": life.rss})  # fmt: skip
         return report
     finally:
         if keep is None:
