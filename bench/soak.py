@@ -10,7 +10,8 @@ the harness, at random times drawn from ``--seed`` and one fault at a time:
     SIGKILLs one live video encoder (an ffmpeg child of the daemon reading ``pipe:0`` into
     ``temp/<name>.video.fmp4``: its command line names the session it serves);
 ``encoder_stop``
-    SIGSTOPs one for 4 to 10 s, then SIGCONTs it;
+    SIGSTOPs one for 4 to 16 s (past the daemon's ``--encoder-timeout`` of 10 s, a daemon that
+    replaces stuck encoders takes it for stuck), then SIGCONTs it;
 ``disk_fill``
     fills the media tree's file system (a tmpfs of its own) to a quarter of the daemon's
     free-space floor (``--min-free-mb``: below half of it the daemon finishes live sessions with
@@ -84,7 +85,7 @@ from bench.soakclient import (
     Clips,
     SessionRecord,
 )
-from livestream.library.tree import TEMP_SUFFIXES
+from livestream.library.tree import TEMP_SUFFIXES, VIDEO_STREAM
 from livestream.web.protocol import RECEIVE_BUFFER
 from livestream.wire.kinds import BLOCK_BYTES
 
@@ -166,7 +167,9 @@ RSS_INTERVAL = 2.0
 
 # The faults' rates (per minute of the fault window) and lengths.
 FAULT_RATES = {ENCODER_KILL: 2.0, ENCODER_STOP: 1.0, DISK_FILL: 1.0, DAEMON_KILL: 1.0}
-STOP_SECONDS = (4.0, 10.0)
+# A stop as long as the daemon's --encoder-timeout (10 s by default) gets the encoder taken for
+# stuck and replaced; a shorter one is only a stall the encoder recovers from.
+STOP_SECONDS = (4.0, 16.0)
 FILL_SECONDS = (3.0, 6.0)
 RESTART_DELAY = (0.5, 2.0)
 # No fault in the first FAULT_START s, nor in the last FAULT_QUIET s (sessions end cleanly and
@@ -183,6 +186,8 @@ EXPLAINED_BY = {
     "insufficient_storage": {DISK_FILL},
     # Chunks in flight when the disk watch ended the session.
     "session_closed": {DISK_FILL},
+    # A dead or stuck encoder replaced (the recording goes on), or given up on.
+    "encoder_replaced": {ENCODER_KILL, ENCODER_STOP},
     "encoder_failed": {ENCODER_KILL, ENCODER_STOP},
     # The daemon that had the session was killed; or the disk watch finished the session while
     # its client was away (cut, coming back).
@@ -414,7 +419,8 @@ class Daemon:
 
     def encoders(self) -> list[tuple[int, str]]:
         """(pid, recording name) of every live video encoder: ffmpeg reading its stdin into
-        ``temp/<name>.video.fmp4``."""
+        ``temp/<name>.video.fmp4`` (or, replacing one that died, a piece of its own,
+        ``temp/<name>+<ms>.video.fmp4``)."""
         if self.proc is None or self.proc.poll() is not None:
             return []
         found = []
@@ -427,8 +433,8 @@ class Daemon:
             if state in ("Z", "X"):
                 continue  # dead, not yet reaped
             out = os.fsdecode(args[-2]) if len(args) >= 2 else ""
-            if b"pipe:0" in args and out.endswith(".video.fmp4"):
-                found.append((kid, Path(out).name[: -len(".video.fmp4")]))
+            if b"pipe:0" in args and out.endswith(VIDEO_STREAM):
+                found.append((kid, recording_of(Path(out).name[: -len(VIDEO_STREAM)])))
         return sorted(found)
 
     def session_ends(self) -> dict[tuple[str, str], int]:
@@ -458,6 +464,20 @@ class Daemon:
         except OSError:
             return ""
         return " | ".join(text.splitlines()[-lines:])
+
+
+def replaces_encoders() -> bool:
+    """Whether the daemon of this checkout replaces a dead or stuck encoder (it then has
+    ``--encoder-timeout``); until it does, an encoder fault costs the rest of the video."""
+    from livestream.daemon.options import Options
+
+    return any(option[0] == "encoder-timeout" for option in Options.optParameters)
+
+
+def recording_of(stem: str) -> str:
+    """The recording a file of ``temp/`` belongs to: an encoder that replaced a dead one
+    writes a piece named ``<name>+<ms>`` (README, Where files go); names have no ``+``."""
+    return stem.split("+", 1)[0]
 
 
 def rss_bytes(pid: int) -> int:
@@ -915,7 +935,7 @@ class Soak:
         for entry in entries:
             for suffix in TEMP_SUFFIXES:
                 if entry.endswith(suffix):
-                    names.add(entry[: -len(suffix)])
+                    names.add(recording_of(entry[: -len(suffix)]))
         return names
 
     async def _delete(self, record: SessionRecord) -> None:
@@ -1255,6 +1275,7 @@ class Soak:
                 round((life.t_end or self.now()) - life.t_start, 1),
                 round(max((x for _, x, _ in life.rss), default=0) / MB, 1),
                 round(life.cpu_s, 1), round(life.children_cpu_s, 1),
+                sum(1 for r in self.sessions if r.generation == life.generation),
             )  # fmt: skip
             span = samples[-1][0] - samples[0][0] if len(samples) > 1 else 0.0
             if span >= MEMORY_MIN_SPAN - MEMORY_WARMUP:
@@ -1302,6 +1323,8 @@ class Soak:
         return Report(
             settings={**asdict(self.settings), "faults": sorted(self.kinds),
                       "keep": str(self.settings.keep) if self.settings.keep else None},
+            faults=sorted(self.kinds),
+            replaces_encoders=replaces_encoders(),
             media="tmpfs" if self.tmpfs else "plain directory",
             seconds=round(self.now(), 1),
             sessions=len(self.sessions),
@@ -1349,6 +1372,7 @@ class LifetimeFigures:
     peak_mb: float
     cpu_s: float
     children_cpu_s: float
+    sessions: int  # opened on it
     early_mb: float | None = None
     late_mb: float | None = None
 
@@ -1356,6 +1380,8 @@ class LifetimeFigures:
 @dataclass
 class Report:
     settings: dict[str, object]
+    faults: list[str]  # those that ran
+    replaces_encoders: bool
     media: str
     seconds: float
     sessions: int
@@ -1392,7 +1418,8 @@ def table(r: Report) -> str:
     s = r.settings
     lines = [
         f"soak: {s['duration']:g} s, {s['clients']} clients, seed {s['seed']}, media on a "
-        f"{r.media}, faults: {', '.join(map(str, s['faults']))}; ran {r.seconds} s",  # type: ignore[call-overload]
+        f"{r.media}, faults: {', '.join(r.faults)}; ran {r.seconds} s; the daemon "
+        f"{'replaces' if r.replaces_encoders else 'does not replace'} dead encoders",
         f"sessions {r.sessions} (judged {r.judged}), ended: "
         + ", ".join(f"{k} {v}" for k, v in sorted(r.ends.items())),
         "",
@@ -1428,8 +1455,9 @@ def table(r: Report) -> str:
             if life.early_mb is not None
             else "too short to judge"
         )
-        lines.append(f"  lifetime {life.generation} (pid {life.pid}): {life.seconds} s, peak "
-                     f"{life.peak_mb} MB, {judged}; {life.ended}")  # fmt: skip
+        lines.append(f"  lifetime {life.generation} (pid {life.pid}): {life.seconds} s, "
+                     f"{life.sessions} sessions, peak {life.peak_mb} MB, {judged}; "
+                     f"{life.ended}")  # fmt: skip
     by = Counter(v.fault or v.what for v in r.violations)
     lines.append(f"violations: {len(r.violations)}" + (f" {dict(by)}" if by else ""))
     for v in r.violations[:40]:

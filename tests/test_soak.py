@@ -20,10 +20,10 @@ from bench import soak
 DURATION = 60.0
 CLIENTS = 5
 SEED = 14
-# The daemon does not yet replace a dead or stuck encoder (the encoder work of issue 14's
-# sibling): until it does, the video after an encoder is killed is lost, and those violations
-# are reported as a skip. True once it lands: then they fail.
-ENCODERS_REPLACED = False
+# Until the daemon replaces a dead or stuck encoder (it then has --encoder-timeout), the video
+# after an encoder is killed is lost: those violations are reported as a skip. Once it does,
+# they fail.
+ENCODERS_REPLACED = soak.replaces_encoders()
 ENCODER_FAULTS = (soak.ENCODER_KILL, soak.ENCODER_STOP)
 
 _runs: dict[str, soak.Report] = {}
