@@ -28,6 +28,10 @@ A package, so that its modules import each other and ``livestream`` without edit
 ``library``
     a library of N hard-linked recordings (issue 13): start and index, pages, filters, the full
     listing, and a live session's CLOSE-to-ready beside clients fetching that listing.
+``soak``
+    the soak (issue 14): clients of every kind for a set time while encoders are killed and
+    stopped, the disk filled and the daemon killed; every frame and sample accounted for
+    against the bounds of each fault, the daemon's memory watched. ``soakclient`` its clients.
 
 Not part of the installed project: bench/ is run from a checkout, never imported by livestream.
 """

@@ -366,6 +366,7 @@ class WebSocket:
         self.close_code: int | None = None
         self.bytes_sent = 0
         self._close_sent = False
+        self._eof_sent = False
         self._task = asyncio.create_task(self._read_loop())
 
     @classmethod
@@ -399,6 +400,45 @@ class WebSocket:
         self.bytes_sent += len(frame)
         await self._writer.drain()
 
+    @property
+    def local_port(self) -> int:
+        """This end's port: the daemon names the connection's peer ``tcp4:127.0.0.1:<it>``."""
+        return int(self._writer.get_extra_info("sockname")[1])
+
+    async def vanish(self, timeout: float = 15.0) -> None:
+        """End the connection after what was sent with a FIN, with neither CLOSE nor a close
+        handshake, as a client whose process exited does: the server reads everything sent,
+        then the end. A half-close, then the server's own close awaited (at most ``timeout``):
+        closing at once with a reply unread would send an RST instead (Linux), which drops
+        whatever the kernel had not delivered yet."""
+        self._close_sent = True
+        if self._writer.can_write_eof():
+            self._eof_sent = True
+            self._writer.write_eof()
+            try:
+                await asyncio.wait_for(self.closed.wait(), timeout)
+            except TimeoutError:
+                pass
+        self._writer.close()
+        await self._stop_reading()
+
+    async def cut(self) -> None:
+        """Reset the connection at once (SO_LINGER 0: an RST), discarding whatever the kernel
+        had not sent yet, as a link that breaks does."""
+        self._close_sent = True
+        sock = self._writer.get_extra_info("socket")
+        try:
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass  # already closed (by the server): nothing left to reset
+        self._writer.transport.abort()
+        await self._stop_reading()
+
+    async def _stop_reading(self) -> None:
+        self._task.cancel()
+        await asyncio.wait({self._task}, timeout=1.0)
+
     async def close(self, timeout: float = 5.0) -> None:
         """Close handshake from our side if the server has not started one, then drop TCP."""
         try:
@@ -422,7 +462,7 @@ class WebSocket:
                 if opcode == OP_CLOSE:
                     self._closed_by_server(payload)
                     return
-                if opcode == OP_PING:
+                if opcode == OP_PING and not self._eof_sent:
                     self._writer.write(ws_frame(OP_PONG, payload))
                 elif opcode in (OP_TEXT, OP_BINARY, OP_CONT):
                     parts.append(payload)
@@ -509,8 +549,10 @@ async def http_request(
     headers: dict[str, str] | None = None,
     timeout: float = 5.0,
     keep_body: bool = True,
+    method: str = "GET",
 ) -> HttpAnswer:
-    """GET over HTTP/1.0, so neither server uses chunked encoding and the body ends at EOF.
+    """GET (or ``method``, without a body) over HTTP/1.0, so neither server uses chunked
+    encoding and the body ends at EOF.
 
     Any status is returned, not raised, so a caller can time a 304 or read a 400's reason;
     ``keep_body=False`` counts the body's bytes and drops them, for a client that fetches a
@@ -519,7 +561,8 @@ async def http_request(
     async with asyncio.timeout(timeout):
         reader, writer = await asyncio.open_connection(HOST, port, limit=1 << 20)
         try:
-            writer.write(f"GET {path} HTTP/1.0\r\nHost: {HOST}:{port}\r\n{extra}\r\n".encode())
+            request = f"{method} {path} HTTP/1.0\r\nHost: {HOST}:{port}\r\n{extra}\r\n"
+            writer.write(request.encode())
             await writer.drain()
             try:
                 head = await reader.readuntil(b"\r\n\r\n")
