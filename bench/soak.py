@@ -10,8 +10,8 @@ the harness, at random times drawn from ``--seed`` and one fault at a time:
     SIGKILLs one live video encoder (an ffmpeg child of the daemon reading ``pipe:0`` into
     ``temp/<name>.video.fmp4``: its command line names the session it serves);
 ``encoder_stop``
-    SIGSTOPs one for 4 to 16 s (past the daemon's ``--encoder-timeout`` of 10 s, a daemon that
-    replaces stuck encoders takes it for stuck), then SIGCONTs it;
+    SIGSTOPs one for 4 to 16 s (past the daemon's ``--encoder-timeout`` of 10 s it is taken for
+    stuck and replaced), then SIGCONTs it;
 ``disk_fill``
     fills the media tree's file system (a tmpfs of its own) to a quarter of the daemon's
     free-space floor (``--min-free-mb``: below half of it the daemon finishes live sessions with
@@ -467,14 +467,6 @@ class Daemon:
         except OSError:
             return ""
         return " | ".join(text.splitlines()[-lines:])
-
-
-def replaces_encoders() -> bool:
-    """Whether the daemon of this checkout replaces a dead or stuck encoder (it then has
-    ``--encoder-timeout``); until it does, an encoder fault costs the rest of the video."""
-    from livestream.daemon.options import Options
-
-    return any(option[0] == "encoder-timeout" for option in Options.optParameters)
 
 
 def recording_of(stem: str) -> str:
@@ -1327,7 +1319,6 @@ class Soak:
             settings={**asdict(self.settings), "faults": sorted(self.kinds),
                       "keep": str(self.settings.keep) if self.settings.keep else None},
             faults=sorted(self.kinds),
-            replaces_encoders=replaces_encoders(),
             media="tmpfs" if self.tmpfs else "plain directory",
             seconds=round(self.now(), 1),
             sessions=len(self.sessions),
@@ -1384,7 +1375,6 @@ class LifetimeFigures:
 class Report:
     settings: dict[str, object]
     faults: list[str]  # those that ran
-    replaces_encoders: bool
     media: str
     seconds: float
     sessions: int
@@ -1421,8 +1411,7 @@ def table(r: Report) -> str:
     s = r.settings
     lines = [
         f"soak: {s['duration']:g} s, {s['clients']} clients, seed {s['seed']}, media on a "
-        f"{r.media}, faults: {', '.join(r.faults)}; ran {r.seconds} s; the daemon "
-        f"{'replaces' if r.replaces_encoders else 'does not replace'} dead encoders",
+        f"{r.media}, faults: {', '.join(r.faults)}; ran {r.seconds} s",
         f"sessions {r.sessions} (judged {r.judged}), ended: "
         + ", ".join(f"{k} {v}" for k, v in sorted(r.ends.items())),
         "",

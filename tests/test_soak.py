@@ -13,17 +13,13 @@ one thing that needs root); the test says so in its output, it does not skip.
 from __future__ import annotations
 
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from bench import soak
 
 DURATION = 60.0
 CLIENTS = 5
 SEED = 14
-# Until the daemon replaces a dead or stuck encoder (it then has --encoder-timeout), the video
-# after an encoder is killed is lost: those violations are reported as a skip. Once it does,
-# they fail.
-ENCODERS_REPLACED = soak.replaces_encoders()
 ENCODER_FAULTS = (soak.ENCODER_KILL, soak.ENCODER_STOP)
 
 _runs: dict[str, soak.Report] = {}
@@ -60,7 +56,4 @@ class SoakTests(TestCase):
         report = await short_form()
         found = report.violations_of(ENCODER_FAULTS)
         details = "\n".join(f"{v.what}: {v.detail}" for v in found)
-        if found and not ENCODERS_REPLACED:
-            raise SkipTest(f"{len(found)} encoder-fault violations, expected until the daemon "
-                           f"replaces dead encoders:\n{details}")  # fmt: skip
         self.assertEqual(found, [], details)
