@@ -111,6 +111,9 @@ ENCODER_FAULT_FRAMES = 5
 # most about the last second is lost)", the WAV every byte received; an H.264 session loses at
 # most the frame it held, an Opus one at most its last 0.2 s.
 DAEMON_KILL_SECONDS = 1.0
+# And what the encoder's pipe held when it was killed with the daemon: an unpaced sender keeps
+# it full (64 KiB: 15 of the soak's 4.3 KB JPEGs), a paced one nearly empty.
+PIPE_BYTES = 64 << 10
 OPUS_KILL_SECONDS = 0.2
 # An Opus session's WAV is decoded after the session (pre-skip dropped, resampled to 44.1 kHz):
 # it is counted to within one packet (bench.load's rule).
@@ -936,8 +939,8 @@ class Soak:
     async def _delete(self, record: SessionRecord) -> None:
         """Delete the session's recordings through the API (so the index forgets them too);
         a 404 for a file that exists is retried for 20 s (the index may be a moment behind,
-        the daemon restarting),
-        then is a violation: a recording that is not listed."""
+        the daemon restarting), then is a violation: a recording that is not listed. A file
+        gone meanwhile was deleted by a request whose answer a daemon kill cut off."""
         assert record.name is not None
         for kind, suffix in ((VIDEO, ".mp4"), (AUDIO, ".wav")):
             path = self.disk.media / kind / f"{record.name}{suffix}"
@@ -954,6 +957,10 @@ class Soak:
                 except (OSError, TimeoutError, load.WebSocketError):
                     status = 0
                 if status == 204 or time.monotonic() > deadline:
+                    break
+                if not path.exists():
+                    # Deleted by a request whose answer went with a killed daemon.
+                    status = 204
                     break
                 await asyncio.sleep(0.5)
             if status == 204:
@@ -1035,6 +1042,8 @@ class Soak:
         bound = BOUNDS[ended_by] if ended_by else None
         ref_frames, ref_samples = frames, wav_samples(audio)
         min_frames = frames - (getattr(bound, codec_frames) if bound else 0)
+        if ended_by == DAEMON_KILL and r.plan.codec == JPEG and not r.plan.paced:
+            min_frames -= PIPE_BYTES // min(len(jpeg) for jpeg in self.clips.jpegs)
         min_samples = wav_samples(audio) - (getattr(bound, audio_samples) if bound else 0)
         if opus:
             min_samples -= OPUS_SLACK
