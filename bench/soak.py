@@ -160,14 +160,17 @@ BOUNDS: dict[str, Bound] = {
                        "WAV every byte received; H.264 the frame held, Opus its last 0.2 s"),
 }  # fmt: skip
 
-# Memory: per daemon lifetime of at least MEMORY_MIN_SPAN s, the median RSS of the last quarter
-# of the samples after MEMORY_WARMUP against that of the first. The warm-up is what a lifetime
-# takes to fill its caches at 20 clients (measured: 2 MB in the first half-minute here; with the
-# encoder replacement's per-session ring, 16 MB over about a minute, then flat). What moves it
+# Memory: per daemon lifetime with MEMORY_SPAN s of samples after its warm-up, the median RSS
+# of the last quarter of those samples against that of the first. The warm-up is what a
+# lifetime takes to reach the high-water mark of its sessions' buffers and caches, which grows
+# with the sessions live at once: measured, about a minute at 20 clients (16 MB, then flat) and
+# two at 40 (71 -> 136 MB by 110 s, 143 at 190 s, 139 from 270 s to the end of a 370 s
+# lifetime): MEMORY_WARMUP_PER_CLIENT s a client, at least MEMORY_WARMUP_MIN. What moves it
 # legitimately after that: up to 0.3 MB a live session (README) for 40 clients, 12 MB, and the
 # index's SQLite caches taking in its file (4.2 MB in these runs). More is a leak.
-MEMORY_WARMUP = 30.0
-MEMORY_MIN_SPAN = 45.0
+MEMORY_WARMUP_PER_CLIENT = 4.0
+MEMORY_WARMUP_MIN = 30.0
+MEMORY_SPAN = 15.0
 MEMORY_GROWTH_MB = 16.0
 RSS_INTERVAL = 2.0
 
@@ -1272,8 +1275,9 @@ class Soak:
         samples after the warm-up), judged when long enough; a growth past MEMORY_GROWTH_MB is a
         violation."""
         out = []
+        warmup = max(MEMORY_WARMUP_MIN, MEMORY_WARMUP_PER_CLIENT * self.settings.clients)
         for life in self.daemon.lifetimes:
-            samples = [(t, rss) for t, rss, _ in life.rss if t >= life.t_start + MEMORY_WARMUP]
+            samples = [(t, rss) for t, rss, _ in life.rss if t >= life.t_start + warmup]
             figures = LifetimeFigures(
                 life.generation, life.pid, life.ended or "running",
                 round((life.t_end or self.now()) - life.t_start, 1),
@@ -1282,7 +1286,7 @@ class Soak:
                 sum(1 for r in self.sessions if r.generation == life.generation),
             )  # fmt: skip
             span = samples[-1][0] - samples[0][0] if len(samples) > 1 else 0.0
-            if span >= MEMORY_MIN_SPAN - MEMORY_WARMUP:
+            if span >= MEMORY_SPAN:
                 q = max(1, len(samples) // 4)
                 early = statistics.median(x for _, x in samples[:q]) / MB
                 late = statistics.median(x for _, x in samples[-q:]) / MB
