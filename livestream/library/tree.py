@@ -164,6 +164,12 @@ class MediaTree:
                     found.append(Piece(0, first))
         return sorted(found, key=lambda piece: piece.start_ms)
 
+    def drop_pieces(self, name: str, *suffixes: str) -> None:
+        """Remove every piece of ``name``'s streams ``suffixes``."""
+        for suffix in suffixes:
+            for piece in self.pieces(name, suffix):
+                piece.path.unlink(missing_ok=True)
+
     def join_list(self, name: str, suffix: str) -> Path:
         """Where the concat list of ``name``'s pieces of ``suffix`` is written (a dot-name)."""
         return self.dir(TEMP) / f".{name}{suffix}{JOIN_LIST}"

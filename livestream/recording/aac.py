@@ -100,5 +100,4 @@ class AacRecorder:
                 name=self._name, why=result.describe(),
             )  # fmt: skip
             self._on_failure(result, False)
-            for piece in self._tree.pieces(self._name, AAC_STREAM):
-                piece.path.unlink(missing_ok=True)
+            self._tree.drop_pieces(self._name, AAC_STREAM)

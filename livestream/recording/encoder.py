@@ -22,8 +22,8 @@ replacing them: later units are dropped and what the pieces hold is kept. The pi
 by stream copy (:func:`livestream.recording.video.publish`), after a crash too.
 
 Stuck: an encoder whose stdin stays full for :data:`STALL_TIMEOUT` (no read at all) is killed
-and replaced the same way. The slowest legitimate wait measured (``python -m bench.stall``) is
-far below it.
+and replaced the same way. The slowest legitimate wait measured (``python -m bench.encoder_wait``)
+is far below it.
 """
 
 from __future__ import annotations

@@ -174,8 +174,7 @@ class VideoRecorder:
         None. A session without a frame has no MP4; its AAC track, if any, is dropped. ``opus``:
         the sound is the client's Opus (see :func:`publish`)."""
         if self._encoder is None:
-            for piece in self._tree.pieces(self._name, AAC_STREAM):
-                _unlink(piece.path)
+            self._tree.drop_pieces(self._name, AAC_STREAM)
             return None
         filename = yield publish(
             self._reactor, self._settings.ffmpeg, self._tree, self._name, opus=opus

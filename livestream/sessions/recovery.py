@@ -87,7 +87,7 @@ class Recovery(Service):
         if VIDEO_STREAM in paths:
             if self._tree.final_path(VIDEO, name).exists():
                 self._tree.temp_path(name, VIDEO_PART).unlink(missing_ok=True)
-                self._drop_pieces(name, VIDEO_STREAM, AAC_STREAM)
+                self._tree.drop_pieces(name, VIDEO_STREAM, AAC_STREAM)
             else:
                 # The --mux-audio track, if any, is muxed in by the same publish; a stream in
                 # pieces (its encoder was replaced) is joined by it.
@@ -105,7 +105,7 @@ class Recovery(Service):
                 )
                 paths[VIDEO_PART].unlink()
             # An audio track without a video makes no MP4: the WAV holds the sound.
-            self._drop_pieces(name, AAC_STREAM)
+            self._tree.drop_pieces(name, AAC_STREAM)
         if opus:
             # The WAV is made from the Opus (a WAV beside it is a decode the crash cut short).
             if not self._tree.final_path(AUDIO, name).exists():
@@ -125,11 +125,6 @@ class Recovery(Service):
         )  # fmt: skip
         if any(found.values()):
             self._events.emit(Recovered(name, found))
-
-    def _drop_pieces(self, name: str, *suffixes: str) -> None:
-        for suffix in suffixes:
-            for piece in self._tree.pieces(name, suffix):
-                piece.path.unlink(missing_ok=True)
 
     async def _settled(self, path: Path) -> None:
         """Wait while an encoder orphaned by the crash may still be finishing this file.
