@@ -15,6 +15,10 @@ A package, so that its modules import each other and ``livestream`` without edit
 ``presets``
     x264 presets through the daemon's own encoder arguments: CPU per recorded minute, bitrate,
     SSIM and how many real-time 640x480 streams the cores can encode.
+``keyframes``
+    the keyframe interval (issue 15): bitrate, encoder CPU and SSIM of GOPs from 0.5 s to
+    x264's default through the same encoder arguments, and the keyframes and fragments of the
+    encoder's fragmented MP4.
 ``encoded``
     the encoded media clients of the H.264/Opus extension send: encoded once by the daemon's
     ffmpeg, cut into access units and Opus packets, cached in a temp dir per run.

@@ -35,11 +35,14 @@ CANDIDATES = [
 ]
 
 
-def make_frames(exe: str, directory: Path, count: int, size: str, source: str) -> list[Path]:
-    """Camera-like JPEGs: a moving test picture with sensor noise, at webcam JPEG quality."""
+def make_frames(
+    exe: str, directory: Path, count: int, size: str, source: str, *, fps: int = FPS
+) -> list[Path]:
+    """Camera-like JPEGs: a moving test picture with sensor noise, at webcam JPEG quality, as
+    ``fps`` frames a second of it (the motion from one frame to the next)."""
     subprocess.run(
         [exe, "-hide_banner", "-loglevel", "error", "-f", "lavfi",
-         "-i", f"{source}=size={size}:rate={FPS}", "-vf", "noise=alls=6:allf=t",
+         "-i", f"{source}=size={size}:rate={fps}", "-vf", "noise=alls=6:allf=t",
          "-frames:v", str(count), "-q:v", "4", os.fspath(directory / "f_%05d.jpg")],
         check=True,
     )  # fmt: skip
@@ -69,10 +72,11 @@ def frames_size(exe: str, frame: Path) -> str:
     return f"{width}x{height}"
 
 
-def ssim(exe: str, out: Path, frames_dir: Path) -> float:
-    """Mean SSIM of the recording against the JPEGs it was made from."""
+def ssim(exe: str, out: Path, frames_dir: Path, *, fps: int = FPS) -> float:
+    """Mean SSIM of the recording against the JPEGs it was made from (at ``fps``, the rate the
+    recording was encoded at, so that frame *i* meets JPEG *i*)."""
     done = subprocess.run(
-        [exe, "-hide_banner", "-nostats", "-i", os.fspath(out), "-framerate", str(FPS),
+        [exe, "-hide_banner", "-nostats", "-i", os.fspath(out), "-framerate", str(fps),
          "-i", os.fspath(frames_dir / "f_%05d.jpg"),
          "-lavfi", "[1:v]scale=out_range=tv,format=yuv420p[ref];[0:v][ref]ssim", "-f", "null", "-"],
         capture_output=True, text=True, check=True,
