@@ -27,6 +27,7 @@ from livestream.bucket.sync import BucketSync
 from livestream.bucket.uploader import Uploader
 from livestream.bucket.watch import StoreWatch
 from livestream.daemon.options import Config, Options
+from livestream.hls.streams import HlsSettings, LiveStreams
 from livestream.library.index import RecordingIndex
 from livestream.library.tree import MediaTree
 from livestream.ops import notify
@@ -35,7 +36,7 @@ from livestream.ops.metrics import Metrics
 from livestream.ops.retention import Retention
 from livestream.ops.stall import StallMonitor
 from livestream.ops.webhooks.service import Webhooks
-from livestream.recording.video import EncoderSettings
+from livestream.recording.video import KEYFRAME_SECONDS, EncoderSettings
 from livestream.sessions.events import Events
 from livestream.sessions.indexing import indexer
 from livestream.sessions.recovery import Recovery
@@ -192,11 +193,15 @@ def _site(
     factory = RecordingFactory(reactor, registry, limits, config.access)
     health = Health(tree, config.ffmpeg, limits.min_free_bytes, watch, index, registry.storage)
     page = Page(lambda: registry.sessions, config.access, config.fps, config.resume_grace)
+    live = LiveStreams(
+        reactor, lambda: registry.sessions, HlsSettings(config.fps, config.fps * KEYFRAME_SECONDS)
+    )
     return make_site(
         tree, factory, page, config.access, limits.handshake_timeout, index=index,
         registry=registry,
         health=health, metrics=metrics, library=bucket.library if bucket is not None else None,
         objects=bucket.objects if bucket is not None else None, presign=config.presign,
+        live=live,
     )  # fmt: skip
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 
-from livestream.library.tree import AAC_STREAM, MediaTree
+from livestream.library.tree import AAC_STREAM, MediaTree, Piece
 from livestream.recording.encoder import STALL_TIMEOUT, ReplacingEncoder, Stream
 from livestream.recording.ffmpeg import FFmpegResult
 from livestream.wire.kinds import BLOCK_BYTES, CHANNELS, SAMPLE_RATE
@@ -80,6 +80,11 @@ class AacRecorder:
         self._encoder = ReplacingEncoder(
             reactor, executable, tree, name, stream, producer, on_failure, grace, stall_timeout
         )
+
+    @property
+    def piece(self) -> Piece | None:
+        """The encoder's piece being written now, from the first samples on."""
+        return self._encoder.piece
 
     def write(self, pcm: bytes, silence: int = 0) -> None:
         """Whole samples, after ``silence`` samples of silence (where the video began before

@@ -41,7 +41,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from livestream.library.tree import MediaTree
+from livestream.library.tree import MediaTree, Piece
 from livestream.recording import ffmpeg, fragments
 from livestream.recording.feed import Feed
 from livestream.recording.ffmpeg import FFmpegProcess, FFmpegResult
@@ -185,6 +185,13 @@ class ReplacingEncoder:
             units = 0
         tail.reverse()
         return tail
+
+    @property
+    def piece(self) -> Piece | None:
+        """The piece being written now (for live viewing), once an encoder runs."""
+        if self._proc is None:
+            return None
+        return Piece(self._start * 1000 // self._stream.rate, self._path())
 
     def _path(self) -> Path:
         return self._tree.piece_path(

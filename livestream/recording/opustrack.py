@@ -17,7 +17,7 @@ import os
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
-from livestream.library.tree import AUDIO_STREAM, OPUS_STREAM, MediaTree
+from livestream.library.tree import AUDIO_STREAM, OPUS_STREAM, MediaTree, Piece
 from livestream.recording import ffmpeg, fragments, mp4
 from livestream.recording.audio import HEADER_SIZE, write_all
 from livestream.recording.ffmpeg import FFmpegResult
@@ -95,6 +95,13 @@ class OpusRecorder:
     @property
     def started(self) -> bool:
         return self._file is not None
+
+    @property
+    def piece(self) -> Piece | None:
+        """The file being written, once the first packet came (one piece, from 0)."""
+        if self._file is None:
+            return None
+        return Piece(0, self._tree.temp_path(self._name, OPUS_STREAM))
 
 
 def decode_wav(reactor, executable: str, tree: MediaTree, name: str) -> Deferred[str | None]:

@@ -17,7 +17,7 @@ import os
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from livestream.library.tree import POSTER_PART, VIDEO_STREAM, MediaTree
+from livestream.library.tree import POSTER_PART, VIDEO_STREAM, MediaTree, Piece
 from livestream.recording import ffmpeg, mp4, video
 from livestream.recording.audio import write_all
 from livestream.recording.ffmpeg import FFmpegResult
@@ -31,6 +31,8 @@ START = "start"
 RESUME = "resume"
 GAP = "gap"
 VIEWER = "viewer"
+# A live HLS segment is about to reach its target duration without one.
+HLS = "hls"
 # The poster is the last keyframe at or before this far into the recording (or the first).
 POSTER_AT = 1.0
 
@@ -61,6 +63,13 @@ class PassthroughVideo:
         self._poster: bytes | None = None
         self._sets: tuple[bytes, ...] = ()
         self._torn = False
+
+    @property
+    def piece(self) -> Piece | None:
+        """The file being written, once the first keyframe came (one piece, from 0)."""
+        if self._file is None:
+            return None
+        return Piece(0, self._tree.temp_path(self._name, VIDEO_STREAM))
 
     def broken(self) -> None:
         """A frame was refused or skipped: the ones after it wait for a keyframe."""

@@ -14,6 +14,7 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
 
 from livestream.auth.tokens import Grant
+from livestream.library import tree
 from livestream.library.tree import OPUS_STREAM, MediaTree
 from livestream.recording import opustrack
 from livestream.recording.aac import AacRecorder
@@ -177,6 +178,8 @@ class Session:
         """What the session has accepted, and how much more it may: counted in bytes and
         sequence numbers, bounded in size and (by a timer) in duration."""
         self.bytes = 0
+        # When the first chunk was accepted: the wall-clock time of the timeline's 0.
+        self.first_chunk_at: float | None = None
         self._max_bytes = limits.max_bytes
         self._time_up = self._reactor.callLater(limits.max_seconds, self._limit, "duration")
         # The last sequence number accepted per source (-1: none yet).
@@ -191,6 +194,9 @@ class Session:
         self._encoder_broke = False
         self._outcome: Outcome | None = None
         self._waiting: list[Deferred[Outcome]] = []
+        # The recorders have written their last (the publish comes next), and who waits for it.
+        self._media_done = False
+        self._media_waiting: list[Deferred[None]] = []
         self._gone: Deferred[None] = Deferred()
 
     def _init_resume(self) -> None:
@@ -215,6 +221,39 @@ class Session:
         if isinstance(self._video, PassthroughVideo) and self._video.params is not None:
             return self._video.params.codec
         return None
+
+    def live_files(self) -> tuple[tree.Piece | None, tree.Piece | None]:
+        """The files being written now, for watching live: the video's fragmented MP4, and
+        the sound's (the AAC track's, or the client's Opus as it came), each once started."""
+        audio = self._track.piece if self._track is not None else None
+        if self._opus is not None:
+            audio = self._opus.piece
+        return self._video.piece, audio
+
+    @property
+    def live_sound(self) -> bool:
+        """Whether sound came that is written as it comes to a fragmented MP4 (and so can be
+        watched live): the AAC track's (--mux-audio), or the client's Opus."""
+        if self._opus is not None:
+            return self._opus.started
+        return self._track is not None and self._audio.bytes > 0
+
+    def media_ended(self) -> Deferred[None]:
+        """Fires once the recorders have written their last (before the publish)."""
+        d: Deferred[None] = Deferred()
+        if self._media_done:
+            d.callback(None)
+        else:
+            self._media_waiting.append(d)
+        return d
+
+    def _media_ended(self) -> None:
+        if self._media_done:
+            return
+        self._media_done = True
+        waiting, self._media_waiting = self._media_waiting, []
+        for d in waiting:
+            d.callback(None)
 
     def request_keyframe(self, reason: str) -> None:
         """Ask the client of an H.264 session for a keyframe, at most once a second for the
@@ -300,6 +339,8 @@ class Session:
         self._accepted(piece, seq)
 
     def _accepted(self, piece: Piece, seq: int) -> None:
+        if self.first_chunk_at is None:
+            self.first_chunk_at = self._reactor.seconds()
         self.bytes += len(piece.data)
         self._last_seq[piece.kind] = seq
         for watch in tuple(self.watchers):
@@ -557,6 +598,7 @@ class Session:
             video.end(self._clock.end())
             if self._track is not None:
                 await self._track.finish()
+            self._media_ended()
             return await video.publish(self._reactor, self._settings.ffmpeg, opus=copy_opus)
         video.repeat(self._timeline.end())
         # The encoders end side by side; the publish takes both files.
@@ -564,6 +606,7 @@ class Session:
         if self._track is not None:
             ends.append(ensureDeferred(self._track.finish()))
         await gatherResults(ends, consumeErrors=True)
+        self._media_ended()
         return await video.publish(opus=copy_opus)
 
     def _audio_bytes(self, wav: str | None) -> int:
@@ -595,6 +638,7 @@ class Session:
         except Exception:
             failed = True
             _log.failure("finishing video of {name} failed", name=self.name)
+        self._media_ended()
         if wav is not None:
             try:
                 audio = await wav

@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from livestream.auth.access import OPEN, Access
 from livestream.auth.tokens import DELETE, METRICS, READ
 from livestream.bucket.objectstore import ObjectStore
+from livestream.hls.streams import LiveStreams
 from livestream.library import query as queries
 from livestream.library.catalog import entry, full_entry, iso_utc
 from livestream.library.index import RecordingIndex
@@ -31,6 +32,7 @@ from livestream.ops.metrics import Metrics
 from livestream.sessions.registry import SessionRegistry
 from livestream.web.answers import error_answer, json_answer, no_such_recording
 from livestream.web.guard import requires
+from livestream.web.hls import LiveHls, cross_origin, preflight
 from livestream.web.mediafile import MediaFile
 from livestream.web.objectfile import ObjectFile
 from livestream.web.page import Page, wants_html
@@ -82,6 +84,7 @@ class WebApp:
         library: Library | None = None,
         objects: ObjectStore | None = None,
         presign: int = 0,
+        live: LiveStreams | None = None,
     ) -> None:
         """``index`` answers every listing; ``library`` finds and deletes (default: the media
         tree);
@@ -98,6 +101,7 @@ class WebApp:
         self._objects = objects
         self._presign = presign
         self._metrics = metrics
+        self._hls = LiveHls(live) if live is not None else None
 
     @app.handle_errors(NotFound)
     @_error_handler
@@ -162,6 +166,30 @@ class WebApp:
     @requires(READ)
     def live(self, request: Request, name: str) -> IResource | bytes:
         return self._page.live(request)
+
+    @app.route("/live/<name>/<filename>", methods=["GET", "HEAD"])
+    @cross_origin
+    @requires(READ)
+    async def live_playlist(self, request: Request, name: str, filename: str) -> bytes:
+        """A live session's HLS playlists (:mod:`livestream.web.hls`)."""
+        if self._hls is None:
+            return error_answer(request, 404, "not_found", "no live HLS here")
+        return await self._hls.playlist(request, name, filename)
+
+    @app.route("/live/<name>/<track>/<filename>", methods=["GET", "HEAD"])
+    @cross_origin
+    @requires(READ)
+    async def live_media(self, request: Request, name: str, track: str, filename: str) -> bytes:
+        """A live session's init segments, parts and segments."""
+        if self._hls is None:
+            return error_answer(request, 404, "not_found", "no live HLS here")
+        return await self._hls.media(request, name, track, filename)
+
+    @app.route("/live/<name>/<filename>", methods=["OPTIONS"])
+    @app.route("/live/<name>/<track>/<filename>", methods=["OPTIONS"])
+    @cross_origin
+    def live_preflight(self, request: Request, **_: str) -> bytes:
+        return preflight(request)
 
     @app.route("/recordings", methods=["GET"])
     @requires(READ)

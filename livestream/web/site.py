@@ -13,6 +13,7 @@ from twisted.web.server import Site
 
 from livestream.auth.access import OPEN, Access
 from livestream.bucket.objectstore import ObjectStore
+from livestream.hls.streams import LiveStreams
 from livestream.library.index import RecordingIndex
 from livestream.library.local import Library
 from livestream.library.tree import MediaTree
@@ -41,11 +42,12 @@ def make_site(
     library: Library | None = None,
     objects: ObjectStore | None = None,
     presign: int = 0,
+    live: LiveStreams | None = None,
 ) -> Site:
     """``index`` answers the listings; ``registry`` is where ``/api/sessions`` finds live
     sessions (none without one); ``health`` what ``/healthz`` checks (by default the media
     tree and an ``ffmpeg`` on PATH); ``library``, ``objects`` and ``presign`` as for
-    :class:`WebApp`."""
+    :class:`WebApp`; ``live`` the sessions' HLS streams (none without)."""
     app = WebApp(
         tree,
         WebSocketResource(factory),
@@ -58,6 +60,7 @@ def make_site(
         library=library,
         objects=objects,
         presign=presign,
+        live=live,
     )
     # Plain HTTP/1.1 (a WebSocket upgrade needs no HTTP/2) with a deadline on request headers.
     site = HeaderDeadlineSite(
