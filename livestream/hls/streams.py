@@ -36,8 +36,11 @@ AAC_PART = math.ceil(FRAGMENT_SECONDS * 44100 / 1024) * 1024 / 44100
 # Opus as it came: fragments of 0.2 s and one packet more, packets of 20 ms mostly (60 at most
 # of those the page and the CLI send).
 OPUS_PART = 0.25
-# Passthrough video: fragments of one frame, grouped into parts of at most this long.
+# Passthrough video: fragments of one frame, grouped into parts of at most this long; the
+# client chooses its keyframes (the page sends one every 2 s), and is asked for one when a
+# segment would outgrow the target without.
 ENCODED_PART = 0.2
+ENCODED_TARGET = 2
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class LiveStream:
         self.encoded = session.media.video is Codec.H264
         target = max(1, math.ceil(settings.gop / settings.fps - 1e-9))
         if self.encoded:
+            target = ENCODED_TARGET
             video_part = ENCODED_PART
         else:
             frames = math.ceil(FRAGMENT_SECONDS * settings.fps - 1e-9)
