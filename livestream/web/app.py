@@ -32,7 +32,7 @@ from livestream.ops.metrics import Metrics
 from livestream.sessions.registry import SessionRegistry
 from livestream.web.answers import error_answer, json_answer, no_such_recording
 from livestream.web.guard import requires
-from livestream.web.hls import LiveHls, cross_origin, preflight
+from livestream.web.hls import LiveHls, cross_origin, live_playlist, preflight
 from livestream.web.mediafile import MediaFile
 from livestream.web.objectfile import ObjectFile
 from livestream.web.page import Page, wants_html
@@ -298,7 +298,8 @@ class WebApp:
         return json_answer(request, 200, {"sessions": [
             {"id": s.client_id, "recording": s.name, "frames": s.frames, "bytes": s.bytes,
              "since": iso_utc(s.started), "peer": s.peer, "video": s.media.video,
-             "audio": s.media.audio, "codec": s.video_codec}
+             "audio": s.media.audio, "codec": s.video_codec,
+             "playlist": live_playlist(s.name)}
             for s in sorted(live, key=lambda s: (s.started, s.name))
         ]})  # fmt: skip
 

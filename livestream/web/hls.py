@@ -43,6 +43,11 @@ _MEDIA_FILE = re.compile(r"^(init|p|s)(0|[1-9][0-9]{0,9})\.(mp4|m4s)$")
 _NUMBER = re.compile(r"^(0|[1-9][0-9]{0,9})$")
 
 
+def live_playlist(name: str) -> str:
+    """The path of a live session's playlist, as CONNECTED and /api/sessions name it."""
+    return f"/live/{name}/index.m3u8"
+
+
 class CrossOrigin(Protocol):
     _access: Access
 

@@ -25,6 +25,7 @@ from livestream.sessions.limits import Limits
 from livestream.sessions.outcome import CLOSE, IDLE, LIMIT, SHUTDOWN, STORAGE, Outcome
 from livestream.sessions.registry import SessionRegistry
 from livestream.sessions.session import Media, Session
+from livestream.web.hls import live_playlist
 from livestream.wire import messages
 from livestream.wire.codes import (
     INTERNAL_ERROR,
@@ -234,7 +235,8 @@ class RecordingProtocol(WebSocketServerProtocol):
         """Reply CONNECTED for ``session``, just opened or resumed as this one's session."""
         session.finished().addCallback(self._finished)
         reply: dict[str, object] = {
-            "eventType": "CONNECTED", "id": client_id, "recording": session.name
+            "eventType": "CONNECTED", "id": client_id, "recording": session.name,
+            "playlist": live_playlist(session.name),
         }  # fmt: skip
         if session.resume_token is not None:
             reply["resumeToken"] = session.resume_token
