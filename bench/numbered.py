@@ -41,6 +41,23 @@ def jpeg_frames(ffmpeg: str, count: int, start: int = 0) -> list[bytes]:
         return [p.read_bytes() for p in sorted(Path(tmp).iterdir())]
 
 
+def h264_access_units(ffmpeg: str, count: int, gop: int, fps: int = 15) -> list[bytes]:
+    """Frames ``0`` to ``count - 1`` as H.264 access units (Annex B, an access unit delimiter
+    first, SPS and PPS with each keyframe), a keyframe every ``gop`` frames, no B-frames: what
+    a WebCodecs or libx264 client sends."""
+    raw = b"".join(gray_frame(n) for n in range(count))
+    data = subprocess.run(
+        [ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "gray",
+         "-s", f"{WIDTH}x{HEIGHT}", "-r", str(fps), "-i", "pipe:0", "-c:v", "libx264",
+         "-profile:v", "baseline", "-pix_fmt", "yuv420p", "-preset", "ultrafast",
+         "-tune", "zerolatency", "-g", str(gop), "-bsf:v", "h264_metadata=aud=insert",
+         "-f", "h264", "pipe:1"],
+        input=raw, capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    delimiter = b"\x00\x00\x00\x01\x09"
+    return [delimiter + unit for unit in data.split(delimiter)[1:]]
+
+
 def read_number(gray: bytes, width: int, height: int) -> int:
     """The number a decoded gray (or Y plane) picture shows, read at its middle row."""
     row = (height // 2) * width
@@ -52,12 +69,21 @@ def read_number(gray: bytes, width: int, height: int) -> int:
 
 
 def decoded_numbers(ffmpeg: str, source: str, *args: str, timeout: float = 120) -> list[int]:
-    """The number of every frame ffmpeg decodes from ``source`` (a file or URL), in order."""
+    """The number of every frame ffmpeg decodes from ``source`` (a file or URL, read with the
+    input options ``args``), in order: each decoded frame once, none repeated or dropped."""
     out = subprocess.run(
         [ffmpeg, "-hide_banner", "-loglevel", "error", *args, "-i", source, "-map", "0:v:0",
-         "-f", "rawvideo", "-pix_fmt", "gray", "-s", f"{WIDTH}x{HEIGHT}", "pipe:1"],
-        capture_output=True, check=True, timeout=timeout,
-    ).stdout  # fmt: skip
+         "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "gray",
+         "-s", f"{WIDTH}x{HEIGHT}", "pipe:1"],
+        capture_output=True, timeout=timeout,
+    )  # fmt: skip
+    if out.returncode:
+        raise RuntimeError(f"ffmpeg failed ({out.returncode}): {out.stderr.decode()[-800:]}")
+    return numbers(out.stdout)
+
+
+def numbers(out: bytes) -> list[int]:
+    """The numbers of pictures decoded as 8-bit gray at :data:`WIDTH` x :data:`HEIGHT`."""
     size = WIDTH * HEIGHT
     return [read_number(out[i : i + size], WIDTH, HEIGHT) for i in range(0, len(out), size)]
 

@@ -58,6 +58,12 @@ class LiveTrack:
         self.version = 0
 
     @property
+    def playable(self) -> bool:
+        """A whole segment is listed (or the track ended): what a player that knows nothing of
+        parts (ffmpeg's HLS demuxer) needs to start, so the first playlist waits for it."""
+        return self.segmenter is not None and self.segmenter.has(0, None)
+
+    @property
     def ended(self) -> bool:
         return self.segmenter is not None and self.segmenter.ended
 

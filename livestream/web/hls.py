@@ -36,7 +36,7 @@ INIT_TYPE = "video/mp4"
 MEDIA_TYPE = "video/iso.segment"
 # A blocking request waits at most this many target durations (RFC 8216bis §6.2.5.2).
 WAIT_TARGETS = 3
-# Before the first part: how long a playlist waits for one.
+# Before the first segment is whole: how long a playlist waits for it.
 FIRST_WAIT = 6.0
 TRACKS = ("video", "audio")
 _MEDIA_FILE = re.compile(r"^(init|p|s)(0|[1-9][0-9]{0,9})\.(mp4|m4s)$")
@@ -166,7 +166,7 @@ class LiveHls:
         except BadRequest as e:
             return error_answer(request, 400, "bad_query", str(e))
         track = stream.video if track_name == "video" else stream.audio
-        if not await self._wait(track, lambda: track.segmenter is not None, FIRST_WAIT):
+        if not await self._wait(track, lambda: track.playable or track.broken, FIRST_WAIT):
             return _unavailable(request, "the session has no media of that kind yet")
         segmenter = track.segmenter
         assert segmenter is not None
@@ -193,7 +193,7 @@ class LiveHls:
         def ready() -> bool:
             if stream.ended:
                 return True
-            return video.info is not None and (not session.live_sound or audio.info is not None)
+            return video.playable and (not session.live_sound or audio.playable)
 
         if not await self._wait(video, ready, FIRST_WAIT) and video.info is None:
             return _unavailable(request, "the session has no video yet")
