@@ -28,6 +28,7 @@ from livestream.auth.access import Access
 from livestream.auth.tokens import Verifier, mint
 from tests.support.http import get, raw
 from tests.support.media import ffmpeg_exe, opus_packets, pcm
+from tests.support.metrics import scrape
 from tests.support.processes import children, kill
 from tests.support.server import start_server
 from tests.support.websocket import CLOSE_MSG, Client, connect_msg, open_client
@@ -236,6 +237,13 @@ class LowLatencyTests(HlsTestCase):
         self.assertEqual((await segment.content()).count(b"moof"), 5)
         init = await get(port, f"/live/{name}/video/init0.mp4")
         self.assertEqual((await init.content())[4:8], b"ftyp")
+        samples = await scrape(port)
+        answered = {k: samples[("livestream_hls_responses_total", (("kind", k),))]
+                    for k in ("playlist", "part", "segment", "init")}  # fmt: skip
+        self.assertEqual(answered, {"playlist": 3, "part": 2, "segment": 1, "init": 1})
+        self.assertEqual(samples[("livestream_hls_streams", ())], 1)
+        self.assertEqual(samples[("livestream_hls_waiting_requests", ())], 0)
+        self.assertGreater(samples[("livestream_hls_bytes_served_total", ())], len(data) * 2)
 
     async def test_what_is_refused(self) -> None:
         port = await self.serve()
@@ -285,6 +293,7 @@ class LowLatencyTests(HlsTestCase):
         self.assertEqual(response.headers.getRawHeaders("retry-after"), ["1"])
         self.assertEqual(json.loads(body)["error"], "not_ready")
         self.assertTrue(2.9 < waited < 4.5, waited)
+        self.assertEqual((await scrape(port))[("livestream_hls_wait_timeouts_total", ())], 1)
 
     async def test_the_end_then_the_recording(self) -> None:
         """ENDLIST once the session ended; the multivariant URL then points to the recording,

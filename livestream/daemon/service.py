@@ -195,7 +195,7 @@ def _site(
     health and metrics."""
     limits = config.limits
     watch = bucket.watch if bucket is not None else None
-    metrics = Metrics(events, lambda: registry.sessions, webhooks, watch, stalls, index)
+    metrics = Metrics(events, lambda: registry.sessions, webhooks, watch, stalls, index, live)
     factory = RecordingFactory(reactor, registry, limits, config.access)
     health = Health(tree, config.ffmpeg, limits.min_free_bytes, watch, index, registry.storage)
     page = Page(lambda: registry.sessions, config.access, config.fps, config.resume_grace)

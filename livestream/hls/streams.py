@@ -162,6 +162,10 @@ class LiveStreams(Service):
         self._sessions = sessions
         self.settings = settings
         self._streams: dict[str, LiveStream] = {}
+        # What was answered, for the metrics: by kind (playlist, init, part, segment).
+        self.answered: dict[str, int] = {}
+        self.bytes_served = 0
+        self.timeouts = 0
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -179,6 +183,10 @@ class LiveStreams(Service):
             )
         stream.asked()
         return stream
+
+    def served(self, kind: str, size: int) -> None:
+        self.answered[kind] = self.answered.get(kind, 0) + 1
+        self.bytes_served += size
 
     def _forget(self, name: str) -> None:
         self._streams.pop(name, None)

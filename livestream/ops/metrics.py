@@ -86,6 +86,17 @@ class LibraryStats(Protocol):
     totals: dict[tuple[str, int], tuple[int, int]]
 
 
+class HlsStats(Protocol):
+    """What live HLS serves (``hls.streams``), read at each scrape."""
+
+    answered: dict[str, int]
+    bytes_served: int
+    timeouts: int
+
+    def __len__(self) -> int: ...
+    def waiting(self) -> int: ...
+
+
 class Metrics:
     """Counts what the hub reports; ``live`` gives the sessions recording now, ``uploads`` the
     figures of the bucket (with ``--store s3://``), ``stalls`` the event loop's lateness."""
@@ -98,8 +109,10 @@ class Metrics:
         uploads: UploadStats | None = None,
         stalls: StallStats | None = None,
         library: LibraryStats | None = None,
+        hls: HlsStats | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._hls = hls
         self._library = library
         self._live = live
         self._webhooks = webhooks
@@ -205,6 +218,7 @@ class Metrics:
         yield from self._sample_uploads()
         yield from self._sample_stalls()
         yield from self._sample_library()
+        yield from self._sample_hls()
         hooks = self._webhooks
         if hooks is None:
             return
@@ -224,6 +238,35 @@ class Metrics:
         yield GaugeMetricFamily(
             "livestream_webhook_queue", "Webhook events waiting for delivery (kept on disk).",
             hooks.pending,
+        )  # fmt: skip
+
+    def _sample_hls(self) -> Iterator[Metric]:
+        hls = self._hls
+        if hls is None:
+            return
+        yield GaugeMetricFamily(
+            "livestream_hls_streams", "Live sessions watched over HLS now (asked for lately).",
+            len(hls),
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "livestream_hls_waiting_requests",
+            "Blocking playlist reloads and preload-hint parts held now.", hls.waiting(),
+        )  # fmt: skip
+        answered = CounterMetricFamily(
+            "livestream_hls_responses", "Live HLS answers sent with their media, by kind.",
+            labels=["kind"],
+        )  # fmt: skip
+        for kind, count in sorted(hls.answered.items()):
+            answered.add_metric([kind], count)
+        yield answered
+        yield CounterMetricFamily(
+            "livestream_hls_bytes_served", "Bytes of live HLS playlists and media sent.",
+            hls.bytes_served,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "livestream_hls_wait_timeouts",
+            "Blocking requests answered 503: what they waited for did not come in time, or too "
+            "many waited.", hls.timeouts,
         )  # fmt: skip
 
     def _sample_stalls(self) -> Iterator[Metric]:

@@ -40,6 +40,7 @@ WAIT_TARGETS = 3
 FIRST_WAIT = 6.0
 TRACKS = ("video", "audio")
 _MEDIA_FILE = re.compile(r"^(init|p|s)(0|[1-9][0-9]{0,9})\.(mp4|m4s)$")
+_KINDS = {"init": "init", "p": "part", "s": "segment"}
 _NUMBER = re.compile(r"^(0|[1-9][0-9]{0,9})$")
 
 
@@ -115,21 +116,22 @@ def _no_stream(request: Request) -> bytes:
     return error_answer(request, 404, "not_found", "no live session of that name")
 
 
-def _unavailable(request: Request, message: str) -> bytes:
-    request.setHeader("retry-after", "1")
-    return error_answer(request, 503, "not_ready", message)
-
-
-def _answer(request: Request, body: bytes, content_type: str, cache: str) -> bytes:
-    """With its length: a part is written whole, never chunked."""
-    request.setHeader("content-type", content_type)
-    request.setHeader("cache-control", cache)
-    request.setHeader("content-length", str(len(body)))
-    return body
-
-
 class LiveHls:
     """Answers the live routes from the streams players asked for."""
+
+    def _answer(self, request: Request, kind: str, body: bytes, content_type: str) -> bytes:
+        """With its length: a part is written whole, never chunked. A playlist changes with
+        every part; what it names never does."""
+        request.setHeader("content-type", content_type)
+        request.setHeader("cache-control", "no-cache" if kind == "playlist" else "max-age=60")
+        request.setHeader("content-length", str(len(body)))
+        self._streams.served(kind, len(body))
+        return body
+
+    def _unavailable(self, request: Request, message: str) -> bytes:
+        self._streams.timeouts += 1
+        request.setHeader("retry-after", "1")
+        return error_answer(request, 503, "not_ready", message)
 
     def __init__(self, streams: LiveStreams) -> None:
         self._streams = streams
@@ -167,7 +169,7 @@ class LiveHls:
             return error_answer(request, 400, "bad_query", str(e))
         track = stream.video if track_name == "video" else stream.audio
         if not await self._wait(track, lambda: track.playable or track.broken, FIRST_WAIT):
-            return _unavailable(request, "the session has no media of that kind yet")
+            return self._unavailable(request, "the session has no media of that kind yet")
         segmenter = track.segmenter
         assert segmenter is not None
         if msn is not None:
@@ -177,13 +179,13 @@ class LiveHls:
                 )
             timeout = WAIT_TARGETS * segmenter.target
             if not await self._wait(track, lambda: segmenter.has(msn, part), timeout):
-                return _unavailable(request, "the part asked for did not come in time")
-        if track.broken and segmenter.segments == ():
+                return self._unavailable(request, "the part asked for did not come in time")
+        if track.broken and not segmenter.segments:
             return _no_stream(request)
         text = playlist.media(
             segmenter, track_name, _query(request), stream.origin, ended=track.ended
         )
-        return _answer(request, text.encode("ascii"), PLAYLIST_TYPE, "no-cache")
+        return self._answer(request, "playlist", text.encode("ascii"), PLAYLIST_TYPE)
 
     async def _multivariant(self, request: Request, stream: LiveStream) -> bytes:
         if stream.published is not None:
@@ -196,14 +198,14 @@ class LiveHls:
             return video.playable and (not session.live_sound or audio.playable)
 
         if not await self._wait(video, ready, FIRST_WAIT) and video.info is None:
-            return _unavailable(request, "the session has no video yet")
+            return self._unavailable(request, "the session has no video yet")
         if video.info is None and audio.info is None:
             return _no_stream(request)
         bandwidth = max(
             playlist.peak_bandwidth(t.segmenter) for t in stream.tracks if t.segmenter is not None
         )
         text = playlist.multivariant(video.info, audio.info, bandwidth, _query(request))
-        return _answer(request, text.encode("ascii"), PLAYLIST_TYPE, "no-cache")
+        return self._answer(request, "playlist", text.encode("ascii"), PLAYLIST_TYPE)
 
     async def media(self, request: Request, name: str, track_name: str, filename: str) -> bytes:
         found = self._find(request, name)
@@ -219,21 +221,23 @@ class LiveHls:
         data: bytes | None
         if kind == "init":
             data = track.init_bytes(number)
-            content_type = INIT_TYPE
         elif kind == "s":
             data = track.segment_bytes(number)
-            content_type = MEDIA_TYPE
         else:
             if track.segmenter is not None and number == track.segmenter.next_part:
                 # The preload hint's part: wait for it.
                 timeout = WAIT_TARGETS * track.segmenter.target
-                await self._wait(track, lambda: track.ended or track.part_bytes(number) is not None,
-                                 timeout)  # fmt: skip
+
+                def whole() -> bool:
+                    return track.ended or track.part_bytes(number) is not None
+
+                if not await self._wait(track, whole, timeout):
+                    return self._unavailable(request, "the part asked for did not come in time")
             data = track.part_bytes(number)
-            content_type = MEDIA_TYPE
         if data is None:
             return error_answer(request, 404, "not_found", "not in the live window")
-        return _answer(request, data, content_type, "max-age=60")
+        content_type = INIT_TYPE if kind == "init" else MEDIA_TYPE
+        return self._answer(request, _KINDS[kind], data, content_type)
 
     async def _wait(self, track: LiveTrack, ready: Callable[[], bool], timeout: float) -> bool:
         try:
