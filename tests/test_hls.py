@@ -13,6 +13,7 @@ import base64
 import json
 import os
 import re
+import socket
 import struct
 import time
 from pathlib import Path
@@ -24,10 +25,11 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from bench import numbered
+from bench.presets import make_frames
 from livestream.auth.access import Access
 from livestream.auth.tokens import Verifier, mint
 from tests.support.http import get, raw
-from tests.support.media import ffmpeg_exe, opus_packets, pcm
+from tests.support.media import ffmpeg_exe, opus_packets, pcm, video_facts
 from tests.support.metrics import scrape
 from tests.support.processes import children, kill
 from tests.support.server import start_server
@@ -73,12 +75,19 @@ class Publisher:
 
 
 async def jpeg_publisher(
-    port: int, count: int, *, sound: bool = False, close: bool = True, path: str = "/"
+    port: int,
+    count: int,
+    *,
+    sound: bool = False,
+    close: bool = True,
+    path: str = "/",
+    frames: tuple[bytes, ...] | None = None,
 ) -> Publisher:
+    """Numbered frames, unless ``frames`` are given."""
     client = await open_client(port, path)
     client.send(connect_msg("camera"))
     name = (await client.event("CONNECTED"))["recording"]
-    frames = numbered.jpeg_frames(ffmpeg_exe(), count)
+    frames = frames or tuple(numbered.jpeg_frames(ffmpeg_exe(), count))
     messages = [
         [b"\x01" + frame] + ([b"\x02" + pcm(44100 // FPS, seed=i)] if sound else [])
         for i, frame in enumerate(frames)
@@ -350,6 +359,43 @@ class LowLatencyTests(HlsTestCase):
         self.assertGreaterEqual(len(durations), 2)
         self.assertTrue(all(d < 2.5 for d in durations), durations)
         self.assertNotIn("#EXT-X-INDEPENDENT-SEGMENTS", playlist)
+
+
+class SlowPlayerTests(HlsTestCase):
+    async def test_a_player_that_stops_reading(self) -> None:
+        """A player that asks for a hundred segments on one connection and reads none: it is
+        answered only as its connection takes the bytes (one answer at a time, a buffer's worth
+        of it), and the recording and another player go on as if it were not there."""
+        port = await self.serve()
+        # Camera-like frames (noise): segments of a few hundred KB, too big for a hundred of
+        # them to hide in the kernel's socket buffers.
+        where = Path(self.mktemp())
+        where.mkdir()
+        made = make_frames(ffmpeg_exe(), where, 6 * FPS, "640x480", "testsrc2")
+        frames = tuple(p.read_bytes() for p in made)
+        publisher = self.started(await jpeg_publisher(port, 6 * FPS, frames=frames))
+        name = publisher.name
+        await self.playlist(port, name)
+        segment = len(await (await get(port, f"/live/{name}/video/s0.m4s")).content())
+        stalled = socket.socket()
+        self.addCleanup(stalled.close)
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", port))
+        ask = f"GET /live/{name}/video/s0.m4s HTTP/1.1\r\nHost: x\r\n\r\n"
+        stalled.sendall(ask.encode() * 100)
+        await deferLater(reactor, 2.0, lambda: None)
+        samples = await scrape(port)
+        answered = samples[("livestream_hls_responses_total", (("kind", "segment"),))] - 1
+        # What the kernel may hold for it (its send buffer, at most), and one buffer of ours.
+        wmem = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+        self.assertLessEqual((answered - 1) * segment, wmem, (answered, segment))
+        self.assertLess(answered, 100)
+        played = await play(port, name)
+        # Not numbered frames: counted (from its joining to the end).
+        self.assertGreaterEqual(len(played), 4 * FPS, "the other player played on")
+        closed = await publisher.client.event("CLOSED")
+        facts = video_facts(self.media / "video" / closed["recordings"]["video"])
+        self.assertEqual(facts.frames, 6 * FPS)
 
 
 class AccessTests(HlsTestCase):

@@ -179,7 +179,9 @@ class WebApp:
     @app.route("/live/<name>/<track>/<filename>", methods=["GET", "HEAD"])
     @cross_origin
     @requires(READ)
-    async def live_media(self, request: Request, name: str, track: str, filename: str) -> bytes:
+    async def live_media(
+        self, request: Request, name: str, track: str, filename: str
+    ) -> bytes | IResource:
         """A live session's init segments, parts and segments."""
         if self._hls is None:
             return error_answer(request, 404, "not_found", "no live HLS here")

@@ -16,13 +16,16 @@ every URI of the playlists it gets carries that query on (the access log blanks 
 from __future__ import annotations
 
 import functools
+import io
 import re
 from collections.abc import Callable
 from typing import Protocol, cast
 from urllib.parse import quote
 
 from twisted.internet.defer import CancelledError
-from twisted.web.server import Request
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.static import NoRangeStaticProducer
 
 from livestream.auth.access import Access
 from livestream.hls import playlist
@@ -116,16 +119,41 @@ def _no_stream(request: Request) -> bytes:
     return error_answer(request, 404, "not_found", "no live session of that name")
 
 
+class _Body(Resource):
+    """A body written as the connection takes it (a pull producer), not handed to it whole: a
+    player that stops reading, or pipelines hundreds of requests it never reads, holds one
+    buffer's worth of one answer, since its connection reads no next request until this one is
+    finished. The bytes themselves are the track's, shared with every other player."""
+
+    isLeaf = True
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__()
+        self._data = data
+
+    def render_GET(self, request: Request) -> bytes | int:
+        if request.method == b"HEAD":
+            return b""
+        NoRangeStaticProducer(request, io.BytesIO(self._data)).start()
+        return NOT_DONE_YET
+
+    render_HEAD = render_GET
+
+
 class LiveHls:
     """Answers the live routes from the streams players asked for."""
 
-    def _answer(self, request: Request, kind: str, body: bytes, content_type: str) -> bytes:
+    def _answer(self, request: Request, kind: str, body: bytes, content_type: str) -> None:
         """With its length: a part is written whole, never chunked. A playlist changes with
         every part; what it names never does."""
         request.setHeader("content-type", content_type)
         request.setHeader("cache-control", "no-cache" if kind == "playlist" else "max-age=60")
         request.setHeader("content-length", str(len(body)))
         self._streams.served(kind, len(body))
+
+    def _playlist(self, request: Request, text: str) -> bytes:
+        body = text.encode("ascii")
+        self._answer(request, "playlist", body, PLAYLIST_TYPE)
         return body
 
     def _unavailable(self, request: Request, message: str) -> bytes:
@@ -185,7 +213,7 @@ class LiveHls:
         text = playlist.media(
             segmenter, track_name, _query(request), stream.origin, ended=track.ended
         )
-        return self._answer(request, "playlist", text.encode("ascii"), PLAYLIST_TYPE)
+        return self._playlist(request, text)
 
     async def _multivariant(self, request: Request, stream: LiveStream) -> bytes:
         if stream.published is not None:
@@ -205,9 +233,11 @@ class LiveHls:
             playlist.peak_bandwidth(t.segmenter) for t in stream.tracks if t.segmenter is not None
         )
         text = playlist.multivariant(video.info, audio.info, bandwidth, _query(request))
-        return self._answer(request, "playlist", text.encode("ascii"), PLAYLIST_TYPE)
+        return self._playlist(request, text)
 
-    async def media(self, request: Request, name: str, track_name: str, filename: str) -> bytes:
+    async def media(
+        self, request: Request, name: str, track_name: str, filename: str
+    ) -> bytes | IResource:
         found = self._find(request, name)
         if isinstance(found, bytes):
             return found
@@ -237,7 +267,8 @@ class LiveHls:
         if data is None:
             return error_answer(request, 404, "not_found", "not in the live window")
         content_type = INIT_TYPE if kind == "init" else MEDIA_TYPE
-        return self._answer(request, _KINDS[kind], data, content_type)
+        self._answer(request, _KINDS[kind], data, content_type)
+        return _Body(data)
 
     async def _wait(self, track: LiveTrack, ready: Callable[[], bool], timeout: float) -> bool:
         try:
