@@ -105,14 +105,13 @@ class Segmenter:
         """The number the next part will have: the preload hint's."""
         return self._next_part
 
-    def add(self, chunk: Chunk, init: int) -> list[Part]:
-        """Place one chunk; the parts it completes (for the waiters) come back."""
+    def add(self, chunk: Chunk, init: int) -> None:
+        """Place one chunk (``init`` numbers the init segment it needs)."""
         if self.ended:
             raise ValueError("a chunk after the end")
-        done: list[Part] = []
         segment = self.current
         if segment is not None and self._starts_segment(segment, chunk, init):
-            done += self._close_segment(segment)
+            self._close_segment(segment)
             segment = None
         if segment is None:
             segment = Segment(self._next_msn, init, chunk.start)
@@ -122,7 +121,7 @@ class Segmenter:
                 self.all_independent = False
         part = segment.parts[-1] if segment.parts and not segment.parts[-1].complete else None
         if part is not None and part.duration + chunk.duration > self._part_ticks:
-            done += self._close_part(part)
+            part.complete = True
             part = None
         if part is None:
             part = Part(self._next_part, segment.msn, len(segment.parts))
@@ -135,9 +134,8 @@ class Segmenter:
         # A part that the next chunk of this length would overflow is complete now: it is
         # served without waiting for that chunk.
         if part.duration + chunk.duration > self._part_ticks:
-            done += self._close_part(part)
+            part.complete = True
         self._trim()
-        return done
 
     def _starts_segment(self, segment: Segment, chunk: Chunk, init: int) -> bool:
         """Whether ``chunk`` begins a new segment after ``segment`` (one being made)."""
@@ -152,22 +150,18 @@ class Segmenter:
         # Sound can be cut anywhere: at the fragment nearest the target.
         return segment.duration + chunk.duration / 2 > self._target_ticks
 
-    def end(self) -> list[Part]:
+    def end(self) -> None:
         """The track ended: its last part and segment are complete."""
         self.ended = True
         segment = self.current
-        return self._close_segment(segment) if segment is not None else []
+        if segment is not None:
+            self._close_segment(segment)
 
-    def _close_part(self, part: Part) -> list[Part]:
-        if part.complete:
-            return []
-        part.complete = True
-        return [part]
-
-    def _close_segment(self, segment: Segment) -> list[Part]:
-        done = self._close_part(segment.parts[-1]) if segment.parts else []
+    @staticmethod
+    def _close_segment(segment: Segment) -> None:
+        if segment.parts:
+            segment.parts[-1].complete = True
         segment.complete = True
-        return done
 
     def _trim(self) -> None:
         while len(self.segments) > WINDOW:

@@ -47,15 +47,12 @@ class LiveTrack:
         # The files read, with where each piece starts on the timeline (ms).
         self._tails: list[tuple[FileTail, int]] = []
         self.inits: list[bytes] = []
-        self._init = 0
         self.info: fmp4.TrackInfo | None = None
         self.segmenter: Segmenter | None = None
         self.waiters = Waiters(reactor, MAX_WAITING)
         self._parts: dict[int, bytes] = {}
         self._segments: dict[int, bytes] = {}
         self.broken = False
-        # Bumped whenever the playlist's text would change.
-        self.version = 0
 
     @property
     def playable(self) -> bool:
@@ -79,7 +76,6 @@ class LiveTrack:
             self.broken = True
             changed = True
         if changed:
-            self.version += 1
             self.waiters.wake()
 
     def end(self) -> None:
@@ -88,7 +84,6 @@ class LiveTrack:
         if self.segmenter is not None and not self.segmenter.ended:
             self.segmenter.end()
         self.broken = self.broken or self.segmenter is None
-        self.version += 1
         self.waiters.wake()
 
     def _read(self) -> bool:
@@ -118,11 +113,11 @@ class LiveTrack:
             raise fmp4.BadFragment("a piece with another timescale")
         if not self.inits or self.inits[-1] != tail.init:
             self.inits.append(tail.init)
-        self._init = len(self.inits) - 1
+        init = len(self.inits) - 1
         shift = start_ms * self.info.timescale // 1000
         assert self.segmenter is not None
         for fragment in fragments:
-            self.segmenter.add(self._chunk(source, fragment, shift), self._init)
+            self.segmenter.add(self._chunk(source, fragment, shift), init)
         self._forget()
         return True
 
