@@ -1159,26 +1159,64 @@ def _latencies(polls: list[dict[str, Any]], sender: Sender, warmup: float) -> di
 # Command line
 
 
+def _dash(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def _span(low: object, high: object) -> str:
+    return "-" if low is None else f"{low}-{high}"
+
+
+def _loads(x: dict[str, Any]) -> str:
+    """The 1-minute load average at the start and the end."""
+    ends = [x.get(k) for k in ("load_avg_start", "load_avg_end")]
+    return "-".join(str(v[0]) if v else "?" for v in ends)
+
+
 def markdown(lines: Sequence[dict[str, Any]]) -> str:
-    rows = [
-        "| players | daemon CPU s/s | vs 1 | serving vs 1 | encoder CPU s/s | RSS MB start / max "
-        "/ end | MB/s served | requests/s | parts per player | part latency p50 / p99 s | "
-        "errors | players' CPU s/s | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for x in lines:
-        if x["step"] not in ("players", "stalled"):
-            continue
+    """The cost lines as one table, the browser lines as another."""
+    cost_lines = [x for x in lines if x["step"] in ("players", "stalled")]
+    rows: list[str] = []
+    if cost_lines:
+        rows += [
+            "| players | daemon CPU s/s | vs 1 | serving vs 1 | encoder CPU s/s | RSS MB start / "
+            "max / end | MB/s served | requests/s | parts per player | part latency p50 / p99 s | "
+            "listed p50 / p99 s | errors | players' CPU s/s | others' cores | load |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+    for x in cost_lines:
         rss, lat, pp = x["rss_mb"], x["part_latency_s"], x["parts_per_player"] or {}
+        told = x.get("listed_latency_s") or {}
         errors = sum(x["errors"]["statuses"].values()) + sum(x["errors"]["failures"].values())
         who = f"{x['players']}" + (" + 1 stalled" if x["step"] == "stalled" else "")
         rows.append(
             f"| {who} | {x['daemon_cpu_per_s']:.3f} | {x.get('cpu_ratio_to_1', '-')} | "
             f"{x.get('serving_ratio_to_1', '-')} | {x['encoder_cpu_per_s']:.3f} | "
             f"{rss['start']} / {rss['max']} / {rss['end']} | {x['bytes_per_s'] / MB:.2f} | "
-            f"{x['requests_per_s']} | {pp.get('min', '-')}-{pp.get('max', '-')} | "
-            f"{lat['p50']} / {lat['p99']} | {errors} | {x['players_cpu_per_s']} | "
-            f"{x['load_avg_start'][0]}-{x['load_avg_end'][0]} |"
+            f"{x['requests_per_s']} | {_span(pp.get('min'), pp.get('max'))} | "
+            f"{_dash(lat['p50'])} / {_dash(lat['p99'])} | {_dash(told.get('p50'))} / "
+            f"{_dash(told.get('p99'))} | {errors} | {x['players_cpu_per_s']} | "
+            f"{x['others_cores']} | {_loads(x)} |"
+        )
+    browser = [x for x in lines if x["step"] == "glass-to-glass"]
+    if browser:
+        rows += [
+            *([""] if rows else []),
+            "| player | config | frames shown / sent | latency p50 / p90 / max s | hls.latency "
+            "p50 (min-max) s | target s | longest gap s | player errors | load |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+    for x in browser:
+        if "latency_s" not in x:
+            rows.append(f"| {x['player']} | - | {x.get('error')} | | | | | | |")
+            continue
+        lat, hl = x["latency_s"], x["hls_latency_s"]
+        rows.append(
+            f"| {x['player']} {x.get('hls_js', '')} | {json.dumps(x.get('hls_config', {}))} | "
+            f"{x['frames_shown']} / {x['frames_sent_meanwhile']} | {lat['p50']} / {lat['p90']} "
+            f"/ {lat['max']} | {_dash(hl['p50'])} ({_dash(hl['min'])}-{_dash(hl['max'])}) | "
+            f"{_dash(x['hls_target_latency_s'])} | {x['longest_gap_s']} | "
+            f"{x['player_errors_total']} | {_loads(x)} |"
         )
     return "\n".join(rows)
 
@@ -1201,6 +1239,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "'{\"maxLiveSyncPlaybackRate\": 1.5}'")  # fmt: skip
     p.add_argument("--daemon-args", default="", help="appended to the daemon's command")
     p.add_argument("--keep", type=Path, help="work in this directory and keep it (daemon.log)")
+    p.add_argument("--table", type=Path, help="only print the tables of these JSON lines")
     args = p.parse_args(argv)
     args.counts = [int(x) for x in args.players.split(",") if x.strip()]
     return args
@@ -1208,6 +1247,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.table is not None:
+        print(markdown([json.loads(x) for x in args.table.read_text().splitlines() if x.strip()]))
+        return
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
         workdir = Path(tempfile.mkdtemp(prefix="bench-hls-", dir=args.keep))
