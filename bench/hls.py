@@ -62,7 +62,9 @@ Run it from the checkout with the project's venv::
 
     python -m bench.hls                                  # about 3 minutes
     python -m bench.hls --players 0,1,10 --seconds 10 --skip-browser
+    python -m bench.hls --skip-cost --browser-runs 3 --hls-config '{"maxLiveSyncPlaybackRate": 1.5}'
     python -m bench.hls --skip-cost --player page        # the page's player (branch page15)
+    python -m bench.hls --table lines.jsonl              # the tables of saved lines
 
 One JSON line per step on stdout; progress and a Markdown table on stderr.
 """
@@ -733,7 +735,7 @@ async def cost_step(
     warmup: float,
     seconds: float,
     stalled: bool = False,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """N players (and the stalled one) on the sender's session: the figures of one window."""
     name = sender.recording
     start = time.time()
@@ -755,8 +757,8 @@ async def cost_step(
     for task in late:
         task.cancel()
     for task in done:
-        if task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
+        if (error := task.exception()) is not None:
+            raise error
     rss_after = None
     if stalled:
         await asyncio.sleep(3)  # the stalled socket is closed: what the daemon gives back
@@ -789,7 +791,7 @@ def _figures(
     rss_before: int,
     load_start: list[float],
     load_end: list[float],
-) -> dict[str, object]:
+) -> dict[str, Any]:
     answers = [x for log in logs for x in log.answers if a.t <= x[0] <= b.t]
     parts = [p for log in logs for p in log.parts if a.t <= p.arrived_at <= b.t]
     times = sender.times
@@ -860,9 +862,9 @@ async def cost(
     warmup: float,
     seconds: float,
     stalled_with: int,
-) -> list[dict[str, object]]:
+) -> list[dict[str, Any]]:
     await asyncio.sleep(2.0)  # the encoder's first segment
-    lines = []
+    lines: list[dict[str, Any]] = []
     for n in counts:
         progress(f"{n} players: {warmup:g} s warm-up, {seconds:g} s window (load {load_average()})")
         line = await cost_step(daemon, sender, n, warmup, seconds)
@@ -873,18 +875,21 @@ async def cost(
         line = await cost_step(daemon, sender, stalled_with, warmup, seconds, stalled=True)
         progress(_short(line))
         lines.append(line)
-    one = next((x for x in lines if x["players"] == 1 and x["step"] == "players"), None)
-    zero = next((x for x in lines if x["players"] == 0 and x["step"] == "players"), None)
-    for line in lines:
-        cpu = float(line["daemon_cpu_per_s"])  # type: ignore[arg-type]
-        if one is not None and float(one["daemon_cpu_per_s"]) > 0:  # type: ignore[arg-type]
-            line["cpu_ratio_to_1"] = round(cpu / float(one["daemon_cpu_per_s"]), 2)  # type: ignore[arg-type]
-        if one is not None and zero is not None:
-            base = float(zero["daemon_cpu_per_s"])  # type: ignore[arg-type]
-            served = float(one["daemon_cpu_per_s"]) - base  # type: ignore[arg-type]
-            if served > 0:
-                line["serving_ratio_to_1"] = round((cpu - base) / served, 2)
+    add_ratios(lines)
     return lines
+
+
+def add_ratios(lines: Sequence[dict[str, Any]]) -> None:
+    """``cpu_ratio_to_1``: the daemon's CPU (its children left out) over that of N = 1 in the
+    same run; ``serving_ratio_to_1``: the same for what the players add to N = 0."""
+    plain = {x["players"]: float(x["daemon_cpu_per_s"]) for x in lines if x["step"] == "players"}
+    one, zero = plain.get(1), plain.get(0)
+    for line in lines:
+        cpu = float(line["daemon_cpu_per_s"])
+        if one:
+            line["cpu_ratio_to_1"] = round(cpu / one, 2)
+        if one is not None and zero is not None and one > zero:
+            line["serving_ratio_to_1"] = round((cpu - zero) / (one - zero), 2)
 
 
 def _short(line: dict[str, Any]) -> str:
