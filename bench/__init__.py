@@ -36,6 +36,11 @@ A package, so that its modules import each other and ``livestream`` without edit
     the soak (issue 14): clients of every kind for a set time while encoders are killed and
     stopped, the disk filled and the daemon killed; every frame and sample accounted for
     against the bounds of each fault, the daemon's memory watched. ``soakclient`` its clients.
+``numbered``
+    frames that show their number as bars, read back from ffmpeg's decode or a page's canvas.
+``hls``
+    live LL-HLS (issue 15): the daemon's cost with 0, 1, 10, 50 players of our own on one
+    session, a stalled player, and glass-to-glass latency in Chromium with hls.js (or the page).
 
 Not part of the installed project: bench/ is run from a checkout, never imported by livestream.
 """
