@@ -635,6 +635,8 @@ class StalledLog:
     # daemon has not read.
     daemon_send_queue: int | None = None
     daemon_receive_queue: int | None = None
+    # When the daemon dropped the connection (seconds after the stalled player began), if it did.
+    dropped_after: float | None = None
     playlists: PlayerLog = field(default_factory=PlayerLog)
 
 
@@ -660,6 +662,7 @@ async def stalled_player(port: int, recording: str, until: float, log: StalledLo
     conn = Connection(port)
     base = f"/live/{quote(recording)}/"
     pending = b""
+    began = time.time()
     try:
         await asyncio.wait_for(loop.sock_connect(sock, (HOST, port)), 5)
         variant = "video.m3u8"
@@ -685,6 +688,9 @@ async def stalled_player(port: int, recording: str, until: float, log: StalledLo
                 sent = sock.send(pending)
             except BlockingIOError:
                 sent = 0
+            except (ConnectionResetError, BrokenPipeError):
+                log.dropped_after = time.time() - began
+                break
             log.bytes_accepted += sent
             pending = pending[sent:]
             path = f"{base}{variant}?_HLS_msn={playlist.next_msn}&_HLS_part={playlist.next_part}"
@@ -772,6 +778,7 @@ async def cost_step(
             "requests": stalled_log.requests,
             "request_bytes_accepted": stalled_log.bytes_accepted,
             "request_bytes_refused": stalled_log.bytes_refused,
+            "dropped_by_daemon_after_s": stalled_log.dropped_after,
             "playlist_failures": len(stalled_log.playlists.failures),
             "daemon_send_queue_bytes": stalled_log.daemon_send_queue,
             "daemon_receive_queue_bytes": stalled_log.daemon_receive_queue,
