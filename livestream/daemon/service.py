@@ -70,7 +70,10 @@ def build(config: Config, reactor) -> MultiService:
     webhooks = _webhooks(config, reactor, tree, events)
     bucket = _bucket(config, reactor, tree, index, events)
     stalls = StallMonitor(reactor)
-    site = _site(config, reactor, tree, index, events, registry, webhooks, bucket, stalls)
+    live = LiveStreams(
+        reactor, lambda: registry.sessions, HlsSettings(config.fps, config.fps * KEYFRAME_SECONDS)
+    )
+    site = _site(config, reactor, tree, index, events, registry, webhooks, bucket, stalls, live)
 
     top = _InOrder()
     # First: it measures the event loop through recovery, the sessions and the stop.
@@ -91,6 +94,8 @@ def build(config: Config, reactor) -> MultiService:
         _add(top, "bucketsync", bucket.sync)
     Recovery(reactor, tree, config.ffmpeg, events, mux_audio=config.mux_audio).setServiceParent(top)
     _add(top, "retention", _retention(config, reactor, tree, index, registry, bucket))
+    # Before the sessions: stopped after them, it closes the streams their end published.
+    _add(top, "live", live)
     _add(top, "sessions", registry)
     for description in config.listen:
         _Listener(description, _endpoint(reactor, description), site).setServiceParent(top)
@@ -184,6 +189,7 @@ def _site(
     webhooks: Webhooks | None,
     bucket: _Bucket | None,
     stalls: StallMonitor,
+    live: LiveStreams,
 ) -> Site:
     """The one Site every listener serves: the recording WebSocket, the page, the recordings,
     health and metrics."""
@@ -193,9 +199,6 @@ def _site(
     factory = RecordingFactory(reactor, registry, limits, config.access)
     health = Health(tree, config.ffmpeg, limits.min_free_bytes, watch, index, registry.storage)
     page = Page(lambda: registry.sessions, config.access, config.fps, config.resume_grace)
-    live = LiveStreams(
-        reactor, lambda: registry.sessions, HlsSettings(config.fps, config.fps * KEYFRAME_SECONDS)
-    )
     return make_site(
         tree, factory, page, config.access, limits.handshake_timeout, index=index,
         registry=registry,

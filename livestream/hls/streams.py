@@ -15,6 +15,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from twisted.application.service import Service
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -82,6 +84,7 @@ class LiveStream:
             reactor, f"{self.name} audio", lambda: session.live_files()[1], audio_part, target
         )
         self.published: Outcome | None = None
+        self._linger: IDelayedCall | None = None
         self._asked = reactor.seconds()
         self._poller = LoopingCall(self.poll)
         self._poller.clock = reactor
@@ -135,9 +138,11 @@ class LiveStream:
         self.published = outcome
         if not self.ended:
             self._media_ended(None)
-        self._reactor.callLater(LINGER, self.close)
+        self._linger = self._reactor.callLater(LINGER, self.close)
 
     def close(self) -> None:
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
         if self._poller.running:
             self._poller.stop()
         for track in self.tracks:
@@ -146,8 +151,9 @@ class LiveStream:
         self._gone(self.name)
 
 
-class LiveStreams:
-    """The streams players asked for, by recording name."""
+class LiveStreams(Service):
+    """The streams players asked for, by recording name. Stopped after the sessions (whose end
+    publishes their recordings): the streams still kept for players are closed then."""
 
     def __init__(
         self, reactor, sessions: Callable[[], tuple[Session, ...]], settings: HlsSettings
@@ -176,6 +182,11 @@ class LiveStreams:
 
     def _forget(self, name: str) -> None:
         self._streams.pop(name, None)
+
+    def stopService(self) -> None:
+        super().stopService()
+        for stream in list(self._streams.values()):
+            stream.close()
 
     def waiting(self) -> int:
         """Requests held by every stream now."""
