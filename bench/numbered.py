@@ -41,6 +41,23 @@ def jpeg_frames(ffmpeg: str, count: int, start: int = 0) -> list[bytes]:
         return [p.read_bytes() for p in sorted(Path(tmp).iterdir())]
 
 
+def h264_units(ffmpeg: str, count: int, start: int = 0, gop: int = 15) -> list[bytes]:
+    """H.264 access units (Annex B, an access unit delimiter each) of frames ``start`` to
+    ``start + count - 1``, as a live encoder makes them: libx264 constrained baseline, no
+    B-frames, a keyframe with SPS and PPS every ``gop`` frames."""
+    raw = b"".join(gray_frame(n) for n in range(start, start + count))
+    data = subprocess.run(
+        [ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "gray",
+         "-s", f"{WIDTH}x{HEIGHT}", "-r", "15", "-i", "pipe:0", "-c:v", "libx264",
+         "-profile:v", "baseline", "-pix_fmt", "yuv420p", "-preset", "ultrafast",
+         "-tune", "zerolatency", "-g", str(gop), "-bsf:v", "h264_metadata=aud=insert",
+         "-f", "h264", "pipe:1"],
+        input=raw, capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    delimiter = b"\x00\x00\x00\x01\x09"
+    return [delimiter + unit for unit in data.split(delimiter)[1:]]
+
+
 def read_number(gray: bytes, width: int, height: int) -> int:
     """The number a decoded gray (or Y plane) picture shows, read at its middle row."""
     row = (height // 2) * width
