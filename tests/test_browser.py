@@ -23,6 +23,9 @@ from twisted.trial.unittest import TestCase
 from bench import numbered
 from livestream.auth.access import Access
 from livestream.auth.tokens import Verifier, mint
+from livestream.hls import playlist
+from livestream.hls.fmp4 import FragmentInfo, TrackInfo
+from livestream.hls.segments import Chunk, Segmenter
 from livestream.sessions.outcome import DISCONNECT
 from tests.support.chromium import SKIP, browser
 from tests.support.daemon import ROOT
@@ -615,6 +618,69 @@ class BrowserTests(TestCase):
         self.assertWithin(statistics.median(readouts), statistics.median(glass), delta=150)
         self.assertGreater(seen["sound"], 0)
         self.assertEqual(seen["sockets"], [])
+
+    async def test_the_page_reads_the_playlists_the_daemon_writes(self) -> None:
+        """The page's playlist reader (m3u8.js) on the daemon's playlist text: the tracks and
+        their MSE types, every part with its URL (the token kept on), whether a picture can start
+        there and when it was live, the preload hint, and the part a blocking reload asks for
+        next (the next of its segment, or the first of the next once its own is complete)."""
+        port = await self.serve()
+        segmenter = Segmenter(1000, 0.2, 1, video=True)
+        for n, mark in enumerate("KddddKdd"):
+            info = FragmentInfo(n * 200, 200, mark == "K", 1, 0, 8)
+            segmenter.add(Chunk(0, n * 100, 100, n * 200, 200, mark == "K", 0, info), 0)
+        origin = 1_800_000_000.0
+        live = playlist.media(segmenter, "video", "?token=a%2Fb", origin)
+        segmenter.end()
+        ended = playlist.media(segmenter, "video", "?token=a%2Fb", origin, ended=True)
+        tracks = playlist.multivariant(
+            TrackInfo(90000, "vide", "avc1.42c01e", 320, 240), TrackInfo(48000, "soun", "opus"),
+            1000, "?token=a%2Fb",
+        )  # fmt: skip
+
+        def read(url: str) -> dict:
+            with browser() as page:
+                open_page(page, url)
+                return page.evaluate(
+                    """async ([live, ended, tracks]) => {
+                        const m3u8 = await import("/static/m3u8.js");
+                        const base = `${location.origin}/live/x/index.m3u8?token=a%2Fb`;
+                        const media = new URL("video.m3u8?token=a%2Fb", base).href;
+                        const read = (text) => {
+                            const p = m3u8.readMedia(text, media);
+                            return { parts: p.parts, complete: [...p.complete], hint: p.hint,
+                                     ended: p.ended, next: m3u8.nextPart(p, p.parts.at(-1)),
+                                     start: m3u8.newestIndependent(p).url };
+                        };
+                        return { live: read(live), ended: read(ended),
+                                 tracks: m3u8.readMultivariant(tracks, base) };
+                    }""",
+                    [live, ended, tracks],
+                )
+
+        seen = await deferToThread(read, f"http://127.0.0.1:{port}/")
+        at = f"http://127.0.0.1:{port}/live/x"
+        self.assertEqual(
+            [(t["kind"], t["url"], t["type"]) for t in seen["tracks"]],
+            [("video", f"{at}/video.m3u8?token=a%2Fb", 'video/mp4; codecs="avc1.42c01e"'),
+             ("audio", f"{at}/audio.m3u8?token=a%2Fb", 'audio/mp4; codecs="opus"')],
+        )  # fmt: skip
+        live = seen["live"]
+        init = f"{at}/video/init0.mp4?token=a%2Fb"
+        self.assertEqual(
+            [(p["msn"], p["index"], p["url"], p["map"], p["independent"]) for p in live["parts"]],
+            [(n // 5, n % 5, f"{at}/video/p{n}.m4s?token=a%2Fb", init, n in (0, 5))
+             for n in range(8)],
+        )  # fmt: skip
+        self.assertEqual([p["date"] for p in live["parts"]],
+                         [origin * 1000 + n * 200 for n in range(8)])  # fmt: skip
+        self.assertEqual((live["complete"], live["ended"]), ([0], False))
+        self.assertEqual(live["hint"], f"{at}/video/p8.m4s?token=a%2Fb")
+        self.assertEqual(live["start"], f"{at}/video/p5.m4s?token=a%2Fb")
+        self.assertEqual(live["next"], [1, 3])
+        ended = seen["ended"]
+        self.assertEqual((ended["complete"], ended["ended"], ended["hint"]), ([0, 1], True, None))
+        self.assertEqual(ended["next"], [2, 0])
 
     async def test_recordings_listed_and_playable(self) -> None:
         """Needs GET /api/recordings and the Range-capable download routes. Saves a screenshot
