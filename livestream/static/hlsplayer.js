@@ -118,7 +118,6 @@ class Track {
     this.playlist = null;
     this.last = null; // the part appended last
     this.hinted = null; // {url, data}: the preload hint asked for
-    this.appended = 0; // bytes
     this.scale = null;
     this.caughtUp = false; // once every part the playlist listed is appended
   }
@@ -191,7 +190,6 @@ class Track {
 
   async append(data) {
     await update(this.buffer, () => this.buffer.appendBuffer(data));
-    this.appended += data.byteLength;
     const shown = this.player.video.currentTime;
     const buffered = this.buffer.buffered;
     if (buffered.length && shown - buffered.start(0) > 2 * KEEP) {
@@ -203,6 +201,7 @@ class Track {
   async run(first) {
     let part = first;
     let map = null;
+    let misses = 0; // parts listed yet not there, in a row
     while (!this.player.closed) {
       if (part === null) {
         this.caughtUp = true;
@@ -226,6 +225,7 @@ class Track {
       const data = await this.partBytes(part.url);
       if (data === null) {
         // Gone past, or never completed: the playlist again, and on from where it stands.
+        if (++misses > RETRIES) throw new Refused(404, part.url);
         await this.load();
         part = this.following();
         continue;
@@ -233,6 +233,7 @@ class Track {
       const ticks = decodeTime(data);
       if (ticks !== null && this.scale) this.player.timed(this.kind, ticks / this.scale, part.date);
       await this.append(data);
+      misses = 0;
       this.last = part;
       part = this.following();
     }
@@ -252,7 +253,6 @@ export class HlsPlayer {
     this.closed = false;
     this.aborter = new AbortController();
     this.tracks = [];
-    this.jumps = 0;
     // Media time -> wall clock: [media seconds, ms since the epoch] of the newest part placed.
     this.clock = null;
   }
@@ -335,7 +335,6 @@ export class HlsPlayer {
     const ended = this.source.readyState === "ended";
     if (!ended && (video.currentTime < start || behind > JUMP)) {
       video.currentTime = Math.max(start, end - HOLD);
-      this.jumps++;
     }
     const late = behind - HOLD;
     video.playbackRate = !ended && late > SLACK ? Math.min(MAX_RATE, 1 + late / 2) : 1;
@@ -357,11 +356,6 @@ export class HlsPlayer {
     } finally {
       this.starting = false;
     }
-  }
-
-  /** Bytes given to each track's SourceBuffer so far, by kind. */
-  appended() {
-    return Object.fromEntries(this.tracks.map((t) => [t.kind, t.appended]));
   }
 
   close() {
