@@ -41,14 +41,14 @@ def jpeg_frames(ffmpeg: str, count: int, start: int = 0) -> list[bytes]:
         return [p.read_bytes() for p in sorted(Path(tmp).iterdir())]
 
 
-def h264_access_units(ffmpeg: str, count: int, gop: int, fps: int = 15) -> list[bytes]:
-    """Frames ``0`` to ``count - 1`` as H.264 access units (Annex B, an access unit delimiter
-    first, SPS and PPS with each keyframe), a keyframe every ``gop`` frames, no B-frames: what
-    a WebCodecs or libx264 client sends."""
-    raw = b"".join(gray_frame(n) for n in range(count))
+def h264_units(ffmpeg: str, count: int, start: int = 0, gop: int = 15) -> list[bytes]:
+    """H.264 access units (Annex B, an access unit delimiter each) of frames ``start`` to
+    ``start + count - 1``, as a live encoder makes them: libx264 constrained baseline, no
+    B-frames, a keyframe with SPS and PPS every ``gop`` frames."""
+    raw = b"".join(gray_frame(n) for n in range(start, start + count))
     data = subprocess.run(
         [ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "gray",
-         "-s", f"{WIDTH}x{HEIGHT}", "-r", str(fps), "-i", "pipe:0", "-c:v", "libx264",
+         "-s", f"{WIDTH}x{HEIGHT}", "-r", "15", "-i", "pipe:0", "-c:v", "libx264",
          "-profile:v", "baseline", "-pix_fmt", "yuv420p", "-preset", "ultrafast",
          "-tune", "zerolatency", "-g", str(gop), "-bsf:v", "h264_metadata=aud=insert",
          "-f", "h264", "pipe:1"],

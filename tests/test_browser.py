@@ -1,6 +1,6 @@
-"""The page in a real browser: Debian's Chromium driven by Playwright, with Chromium's fake camera
-(a moving test pattern) and fake microphone (a beep). ``./manage test`` installs Chromium; without
-it (or without Playwright) these tests skip and say why.
+"""The page in a real browser: Debian's Chromium driven by Playwright (tests.support.chromium),
+with Chromium's fake camera (a moving test pattern) and fake microphone (a beep). ``./manage
+test`` installs Chromium; without it (or without Playwright) these tests skip and say why.
 
 Playwright's sync API runs in a thread (``deferToThread``) while the daemon runs in this process's
 reactor; every wait in the browser is bounded, and the browser is closed whatever happens.
@@ -8,82 +8,50 @@ reactor; every wait in the browser is bounded, and the browser is closed whateve
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import shutil
-import struct
-import tempfile
+import statistics
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 from twisted.internet import reactor
-from twisted.internet.task import LoopingCall
 from twisted.internet.threads import blockingCallFromThread, deferToThread
 from twisted.trial.unittest import TestCase
 
+from bench import numbered
 from livestream.auth.access import Access
 from livestream.auth.tokens import Verifier, mint
+from livestream.hls import playlist
+from livestream.hls.fmp4 import FragmentInfo, TrackInfo
+from livestream.hls.segments import Chunk, Segmenter
 from livestream.sessions.outcome import DISCONNECT
+from tests.support.chromium import SKIP, browser
 from tests.support.daemon import ROOT
+from tests.support.feeders import FPS, feed_h264, feed_jpeg
 from tests.support.http import get_json
 from tests.support.media import (
+    ffmpeg_exe,
     h264_access_units,
-    is_keyframe,
     jpeg_frames,
-    opus_packets,
     pcm,
     video_facts,
     wav_facts,
 )
 from tests.support.server import start_server
-from tests.support.websocket import CLOSE_MSG, Client, connect_msg, open_client, record
+from tests.support.waiting import until
+from tests.support.websocket import CLOSE_MSG, connect_msg, open_client, record
 
-try:
-    from playwright.sync_api import Page, sync_playwright
-except ImportError:
-    sync_playwright = None
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
-CHROMIUM = os.environ.get("LIVESTREAM_CHROMIUM") or shutil.which("chromium")
-SKIP = (
-    "Playwright is not installed (pip install -e '.[test]')" if sync_playwright is None
-    else "no Chromium: install Debian's chromium package (./manage test does, as root)"
-    if CHROMIUM is None else None
-)  # fmt: skip
-ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-]  # fmt: skip
-# A phone's viewport: the page must read well there.
-PHONE = {"width": 412, "height": 915}
 SCREENSHOT = ROOT / "build" / "screenshots" / "page.png"
 RECONNECTING = ROOT / "build" / "screenshots" / "reconnecting.png"
 NOT_RESUMED = ROOT / "build" / "screenshots" / "not-resumed.png"
-WAIT_MS = 20_000
+WATCHING = ROOT / "build" / "screenshots" / "watching.png"
 LISTED = "#recording-list li[data-stem]"
-FPS = 15
 SECRET = b"0123456789abcdef0123456789abcdef-browser"
-
-
-@contextmanager
-def browser(viewport: dict = PHONE) -> Iterator[Page]:
-    """A fresh Chromium profile and page; page errors fail the test that reads ``page.errors``."""
-    with sync_playwright() as playwright, tempfile.TemporaryDirectory() as profile:
-        context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=ARGS, viewport=viewport
-        )
-        try:
-            page = context.new_page()
-            page.set_default_timeout(WAIT_MS)
-            page.errors = []
-            page.on("pageerror", lambda error: page.errors.append(str(error)))
-            yield page
-        finally:
-            context.close()
 
 
 def open_page(page: Page, url: str) -> None:
@@ -150,30 +118,114 @@ def go_live(
         }  # fmt: skip
 
 
+# What the page's Watch shows now: frames presented (the page's own count, from
+# requestVideoFrameCallback, and the video element's), its latency readout (ms), the sound
+# decoded (bytes) and the picture's width.
+SHOWN = """() => {
+    const viewer = document.querySelector("#viewer");
+    const video = document.querySelector("#viewer-video");
+    return {
+        frames: Number(viewer.dataset.frames),
+        presented: video.getVideoPlaybackQuality().totalVideoFrames,
+        latency: viewer.dataset.latencyMs ? Number(viewer.dataset.latencyMs) : null,
+        sound: video.webkitAudioDecodedByteCount,
+        width: video.videoWidth,
+    };
+}"""
+# A second of frames shown: the start (at the live edge) is over.
+SHOWING = "Number(document.querySelector('#viewer').dataset.frames) >= 15"
+
+
+def watched_live(page: Page) -> Callable[[], dict]:
+    """Keep the URLs of the live routes the page asks for and the WebSockets it opens, from
+    now on; what returns them, with what the viewer panel says."""
+    asked: list[str] = []
+    sockets: list[str] = []
+    page.on("request", lambda r: "/live/" in r.url and asked.append(r.url))
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+
+    def seen() -> dict:
+        viewer = page.locator("#viewer")
+        return {
+            "asked": list(asked),
+            "sockets": list(sockets),
+            "player": viewer.get_attribute("data-player"),
+            "codec": viewer.get_attribute("data-video-codec"),
+            "audio_codec": viewer.get_attribute("data-audio-codec"),
+            "status": page.text_content("#viewer-status"),
+            "readout": page.text_content("#viewer-latency"),
+        }
+
+    return seen
+
+
 def watch(url: str, start: Callable[[Page], None]) -> dict:
-    """Open the page, start watching with ``start``, and count the frames that arrive in 2 s."""
-    frames = "Number(document.querySelector('#viewer').dataset.frames)"
-    decoded = "Number(document.querySelector('#viewer').dataset.decoded)"
+    """Open the page, start watching with ``start``, and see what the Watch shows over the 2 s
+    after its first second: frames, the latency readout (every 0.25 s), the sound."""
     with browser() as page:
+        live = watched_live(page)
         open_page(page, url)
         start(page)
-        page.wait_for_function(f"{decoded} >= 5")
-        first, first_decoded = page.evaluate(f"[{frames}, {decoded}]")
-        time.sleep(2)
-        now, now_decoded = page.evaluate(f"[{frames}, {decoded}]")
+        page.wait_for_function(SHOWING)
+        first = page.evaluate(SHOWN)
+        latencies = []
+        for _ in range(8):
+            time.sleep(0.25)
+            latencies.append(page.evaluate(SHOWN)["latency"])
+        now = page.evaluate(SHOWN)
         return {
-            "frames": now - first,
-            "decoded": now_decoded - first_decoded,
-            "codec": page.get_attribute("#viewer", "data-video-codec"),
-            "audio": page.evaluate("Number(document.querySelector('#viewer').dataset.audioBytes)"),
-            "audio_decoded": page.evaluate(
-                "Number(document.querySelector('#viewer').dataset.audioDecoded)"
-            ),
-            "width": page.evaluate("document.querySelector('#viewer-canvas').width"),
-            "status": page.text_content("#viewer-status"),
+            **live(),
+            "frames": now["frames"] - first["frames"],
+            "presented": now["presented"] - first["presented"],
+            "latencies": latencies,
+            "sound": now["sound"] - first["sound"],
+            "width": now["width"],
             "address": page.evaluate("location.href"),
             "errors": page.errors,
         }
+
+
+# Reads the number of each frame the Watch shows off a canvas, as it is shown: [number, the
+# wall clock then (ms), the page's latency readout then (ms), frames presented so far (a
+# callback may come for two frames shown together: only the second is read)].
+READ_NUMBERS = (
+    numbered.JS_READER
+    + """
+window.numbers = [];
+(() => {
+    const video = document.querySelector("#viewer-video");
+    const canvas = document.createElement("canvas");
+    const context = canvas.getContext("2d", { willReadFrequently: true });
+    const shown = (_, metadata) => {
+        canvas.width = video.videoWidth;
+        canvas.height = video.videoHeight;
+        context.drawImage(video, 0, 0);
+        const readout = Number(document.querySelector("#viewer").dataset.latencyMs);
+        window.numbers.push([readNumber(context, canvas.width, canvas.height),
+                             performance.timeOrigin + performance.now(), readout,
+                             metadata.presentedFrames]);
+        video.requestVideoFrameCallback(shown);
+    };
+    video.requestVideoFrameCallback(shown);
+})();
+"""
+)
+
+
+def watch_to_the_end(url: str, name: str, seconds: float) -> dict:
+    """Open the page on the live view of ``name``, read the number of every frame it shows
+    until the session ends (within ``seconds``), and wait for its recording in the list."""
+    with browser() as page:
+        live = watched_live(page)
+        open_page(page, url)
+        page.add_script_tag(content=READ_NUMBERS)
+        page.wait_for_function("window.numbers.length >= 3 * 15")
+        WATCHING.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(WATCHING), full_page=True)
+        page.wait_for_selector("#viewer[data-phase=ended]", timeout=seconds * 1000)
+        page.wait_for_selector(f"#recording-list li[data-stem='{name}']")
+        return {**live(), "numbers": page.evaluate("window.numbers"),
+                "sound": page.evaluate(SHOWN)["sound"], "errors": page.errors}  # fmt: skip
 
 
 def give_token(page: Page, token: str) -> None:
@@ -305,27 +357,28 @@ class BrowserTests(TestCase):
 
     async def test_go_live_from_the_page(self) -> None:
         """Chromium encodes H.264 and Opus here: the page sends them, and the daemon records
-        them as they came. Meanwhile the page watches its own session live: the viewer joins
-        mid-GOP, the server asks the page for a keyframe (reason "viewer"), and the viewer
-        decodes H.264 from it on."""
+        them as they came. Meanwhile the page watches its own session live, through HLS (no
+        viewer WebSocket): the picture as the page encoded it, and its Opus."""
         port = await self.serve()
         watched: dict = {}
-        decoded = "Number(document.querySelector('#viewer').dataset.decoded)"
 
         def watch_itself(page: Page) -> None:
+            live = watched_live(page)
             page.click("#sessions li[data-recording] button.watch")
-            page.wait_for_function(f"{decoded} >= 10")
-            watched["decoded"] = page.evaluate(decoded)
-            watched["codec"] = page.get_attribute("#viewer", "data-video-codec")
-            watched["width"] = page.evaluate("document.querySelector('#viewer-canvas').width")
-            watched["status"] = page.text_content("#viewer-status")
+            page.wait_for_function("Number(document.querySelector('#viewer').dataset.frames) >= 10")
+            watched.update(page.evaluate(SHOWN), **live())
 
         seen = await deferToThread(go_live, f"http://127.0.0.1:{port}/", 4, watch_itself)
         self.check_recording(seen)
-        self.assertGreaterEqual(seen["keyframe_requests"].get("viewer", 0), 1)
+        self.assertNotIn("viewer", seen["keyframe_requests"])
+        self.assertEqual(watched["sockets"], [])
+        self.assertEqual(watched["player"], "mse")
         self.assertTrue(watched["codec"].startswith("avc1.42"), watched)
+        self.assertEqual(watched["audio_codec"], "opus")
         self.assertEqual(watched["width"], 640)
         self.assertIn("H.264", watched["status"])
+        # The page encodes and sends while it plays: a loaded machine shows it.
+        self.assertLessEqual(watched["latency"], 2000)
 
     async def test_go_live_with_jpeg_when_asked(self) -> None:
         """``?codec=jpeg``: the page sends JPEG frames and PCM, as a browser without WebCodecs
@@ -466,101 +519,61 @@ class BrowserTests(TestCase):
         self.assertEqual(listing, {"video": [seen["video"]], "audio": [seen["audio"]]})
         self.assertGreater(video_facts(self.media / "video" / seen["video"]).frames, 10)
 
-    def keep_sending(self, publisher: Client, send: Callable[[], None]) -> None:
-        """Call ``send`` at the server's rate until the test ends, then CLOSE and wait for
-        CLOSED."""
-        loop = LoopingCall(send)
-        loop.clock = reactor
-        loop.start(1 / FPS)
-
-        async def stop() -> None:
-            loop.stop()
-            publisher.send(CLOSE_MSG)
-            await publisher.event("CLOSED")
-
-        self.addCleanup(stop)
-
     async def feed(self, port: int, token: str | None = None) -> str:
-        """A session fed by another client at the server's rate; stopped when the test ends.
-        ``token`` goes in the WebSocket's URL, as a client of a server with authentication on
-        would send it."""
-        publisher = await open_client(port, f"/?token={token}" if token else "/")
-        publisher.send(connect_msg("camera"))
-        name = (await publisher.event("CONNECTED"))["recording"]
-        frames = jpeg_frames(FPS)
-        sent = iter(range(10**6))
+        """A session of JPEG frames (a moving test picture) and PCM fed by another client at
+        the server's rate, until the test ends; its recording's name."""
+        return (await feed_jpeg(self, port, jpeg_frames(FPS), token=token)).name
 
-        def send() -> None:
-            i = next(sent)
-            publisher.send_binary(b"\x01" + frames[i % len(frames)])
-            publisher.send_binary(b"\x02" + pcm(44100 // FPS, seed=i))
-
-        self.keep_sending(publisher, send)
-        return name
-
-    async def feed_h264(self, port: int) -> str:
-        """A session fed H.264 (libx264, a keyframe every second) and Opus by another client at
-        the server's rate, as a client that cannot answer keyframe requests; stopped when the
-        test ends."""
-        publisher = await open_client(port)
-        head, packets = opus_packets(2)
-        publisher.send(json.dumps({
-            "eventType": "CONNECT", "id": "encoder", "videoCodec": "h264", "audioCodec": "opus",
-            "opusHead": base64.b64encode(head).decode("ascii"),
-        }))  # fmt: skip
-        name = (await publisher.event("CONNECTED"))["recording"]
-        units = h264_access_units(2 * FPS)
-        sent = {"video": 0, "audio": 0}
-        frame_us, packet_us = 1_000_000 // FPS, 20_000
-
-        def send() -> None:
-            n = sent["video"]
-            unit = units[n % len(units)]
-            publisher.send_binary(
-                struct.pack(">BBIq", 0x21, int(is_keyframe(unit)), n, n * frame_us) + unit
-            )
-            sent["video"] += 1
-            while sent["audio"] * packet_us < sent["video"] * frame_us:
-                a = sent["audio"]
-                packet = packets[a % len(packets)]
-                publisher.send_binary(struct.pack(">BBIq", 0x22, 0, a, a * packet_us) + packet)
-                sent["audio"] += 1
-
-        self.keep_sending(publisher, send)
-        return name
-
-    async def test_watch_a_live_h264_session(self) -> None:
-        """The viewer gets the session's H.264 and Opus as the client sent them, starts at a
-        keyframe, and decodes them with WebCodecs: every frame that arrives is drawn."""
-        port = await self.serve()
-        name = await self.feed_h264(port)
-        seen = await deferToThread(watch, f"http://127.0.0.1:{port}/#watch={name}", lambda _: None)
-        self.check_watched(seen)
-        self.assertIn("H.264", seen["status"])
-        self.assertTrue(seen["codec"].startswith("avc1.42"), seen["codec"])
-        # Decoded as they arrive: at most the one or two in the decoder are not drawn yet.
-        self.assertWithin(seen["decoded"], seen["frames"], delta=3)
-        self.assertGreater(seen["audio_decoded"], 48000 // 2)  # Opus decoded too: over 0.5 s
-
-    def check_watched(self, seen: dict) -> None:
+    def check_watched(self, seen: dict, audio_codec: str = "mp4a.40.2") -> None:
+        """The page watched through HLS with its own MSE player, at the live edge: frames
+        shown as they come (2 s of them at 15 fps), a latency readout under a second all along,
+        the sound rendition decoded; blocking reloads and parts asked for, no viewer WebSocket
+        opened."""
         self.assertEqual(seen["errors"], [])
         self.assertIn("live", seen["status"])
-        self.assertEqual(seen["width"], 320)  # the fed frames were drawn
-        # Two seconds at 15 fps, as they arrive (not in a burst at the end): allow for a loaded
-        # machine, but far from none and far from all at once.
+        self.assertEqual(seen["player"], "mse")
+        self.assertEqual(seen["audio_codec"], audio_codec)
+        self.assertEqual(seen["width"], 320)  # the fed frames are shown
+        # Two seconds at 15 fps, as they come (not in a burst at the end): allow for a loaded
+        # machine, and for catching up (at most 1.25 times as fast), but far from none and far
+        # from all at once.
         self.assertGreaterEqual(seen["frames"], 20)
-        self.assertLessEqual(seen["frames"], 36)
-        self.assertGreater(seen["audio"], 0)
+        self.assertLessEqual(seen["frames"], 40)
+        # The page's count is the browser's own (which may count one or two that a vsync
+        # showed together).
+        self.assertWithin(seen["presented"], seen["frames"], delta=4)
+        self.assertNotIn(None, seen["latencies"])
+        self.assertLessEqual(statistics.median(seen["latencies"]), 1000, seen["latencies"])
+        self.assertLessEqual(max(seen["latencies"]), 1500, seen["latencies"])
+        self.assertIn("s behind live", seen["readout"])
+        self.assertGreater(seen["sound"], 0)
+        paths = [urlsplit(url) for url in seen["asked"]]
+        self.assertTrue(any(p.path.endswith("/index.m3u8") for p in paths))
+        self.assertTrue(any("_HLS_msn" in parse_qs(p.query) and "_HLS_part" in parse_qs(p.query)
+                            for p in paths if p.path.endswith("/video.m3u8")), paths)  # fmt: skip
+        self.assertTrue(any("/video/p" in p.path for p in paths))
+        self.assertTrue(any("/audio/p" in p.path for p in paths))
+        self.assertEqual(seen["sockets"], [])
+
+    async def test_watch_a_live_h264_session(self) -> None:
+        """A session whose client sends H.264 and Opus is watched as it came: the HLS names
+        both (H.264 stream-copied, Opus in its own rendition) and the page plays them."""
+        port = await self.serve()
+        name = (await feed_h264(self, port, h264_access_units(2 * FPS))).name
+        seen = await deferToThread(watch, f"http://127.0.0.1:{port}/#watch={name}", lambda _: None)
+        self.check_watched(seen, audio_codec="opus")
+        self.assertIn("H.264", seen["status"])
+        self.assertTrue(seen["codec"].startswith("avc1.42"), seen["codec"])
 
     async def test_watch_a_live_session_by_its_link(self) -> None:
-        port = await self.serve()
+        port = await self.serve(mux_audio=True)
         name = await self.feed(port)
         seen = await deferToThread(watch, f"http://127.0.0.1:{port}/#watch={name}", lambda _: None)
         self.check_watched(seen)
 
     async def test_watch_a_live_session_from_the_list(self) -> None:
         """Needs GET /api/sessions."""
-        port = await self.serve()
+        port = await self.serve(mux_audio=True)
         name = await self.feed(port)
 
         def click_watch(page: Page) -> None:
@@ -568,6 +581,106 @@ class BrowserTests(TestCase):
 
         seen = await deferToThread(watch, f"http://127.0.0.1:{port}/", click_watch)
         self.check_watched(seen)
+
+    async def test_watch_numbered_frames_to_the_end(self) -> None:
+        """A JPEG session fed frames that show their number (bench.numbered), with its sound
+        (--mux-audio): the page's Watch shows them in order, under a second after they were
+        sent, by the page's own latency readout and by the numbers read off the picture (the
+        test knows when it sent each); when the session ends the Watch plays out to its last
+        frame, says the session ended, and the page lists the recording. Saves a screenshot
+        of the page watching: build/screenshots/watching.png."""
+        port = await self.serve(mux_audio=True)
+        count = 10 * FPS
+        feeder = await feed_jpeg(self, port, numbered.jpeg_frames(ffmpeg_exe(), count), count=count)
+        # The session's clock starts when its first frame comes: before the browser starts
+        # (which keeps this process busy a while).
+        sessions = self.service.getServiceNamed("sessions")
+        await until(lambda: sessions.sessions[0].first_chunk_at is not None, 5, "the first frame")
+        url = f"http://127.0.0.1:{port}/#watch={feeder.name}"
+        seen = await deferToThread(watch_to_the_end, url, feeder.name, count / FPS + 10)
+        self.assertEqual(seen["errors"], [])
+        numbers = [n for n, _, _, _ in seen["numbers"]]
+        self.assertEqual(numbers, sorted(set(numbers)), "not in order, or one shown twice")
+        self.assertEqual(numbers[-1], count - 1, "not played to the end")
+        # From the first shown on, few skipped (catching up skips some at most); the browser's
+        # count, as one read may come for two frames shown together.
+        presented = seen["numbers"][-1][3] - seen["numbers"][0][3]
+        self.assertGreaterEqual(presented, 0.9 * (numbers[-1] - numbers[0]))
+        # Once the first second is played (the start settles at the live edge).
+        settled = [row[:3] for row in seen["numbers"] if row[0] >= numbers[0] + FPS]
+        glass = [at - feeder.sent_at[n] * 1000 for n, at, _ in settled]
+        readouts = [readout for _, _, readout in settled]
+        late = statistics.quantiles(glass, n=20)[-1]  # 95th percentile
+        self.assertLessEqual(late, 1000, f"frames shown {late:.0f} ms after they were sent")
+        self.assertLessEqual(statistics.quantiles(readouts, n=20)[-1], 1000, readouts)
+        # The readout tells what the numbers tell (the server's clock starts at the first
+        # frame's arrival, a few ms after it was sent).
+        self.assertWithin(statistics.median(readouts), statistics.median(glass), delta=150)
+        self.assertGreater(seen["sound"], 0)
+        self.assertEqual(seen["sockets"], [])
+
+    async def test_the_page_reads_the_playlists_the_daemon_writes(self) -> None:
+        """The page's playlist reader (m3u8.js) on the daemon's playlist text: the tracks and
+        their MSE types, every part with its URL (the token kept on), whether a picture can start
+        there and when it was live, the preload hint, and the part a blocking reload asks for
+        next (the next of its segment, or the first of the next once its own is complete)."""
+        port = await self.serve()
+        segmenter = Segmenter(1000, 0.2, 1, video=True)
+        for n, mark in enumerate("KddddKdd"):
+            info = FragmentInfo(n * 200, 200, mark == "K", 1, 0, 8)
+            segmenter.add(Chunk(0, n * 100, 100, n * 200, 200, mark == "K", 0, info), 0)
+        origin = 1_800_000_000.0
+        live = playlist.media(segmenter, "video", "?token=a%2Fb", origin)
+        segmenter.end()
+        ended = playlist.media(segmenter, "video", "?token=a%2Fb", origin, ended=True)
+        tracks = playlist.multivariant(
+            TrackInfo(90000, "vide", "avc1.42c01e", 320, 240), TrackInfo(48000, "soun", "opus"),
+            1000, "?token=a%2Fb",
+        )  # fmt: skip
+
+        def read(url: str) -> dict:
+            with browser() as page:
+                open_page(page, url)
+                return page.evaluate(
+                    """async ([live, ended, tracks]) => {
+                        const m3u8 = await import("/static/m3u8.js");
+                        const base = `${location.origin}/live/x/index.m3u8?token=a%2Fb`;
+                        const media = new URL("video.m3u8?token=a%2Fb", base).href;
+                        const read = (text) => {
+                            const p = m3u8.readMedia(text, media);
+                            return { parts: p.parts, complete: [...p.complete], hint: p.hint,
+                                     ended: p.ended, next: m3u8.nextPart(p, p.parts.at(-1)),
+                                     start: m3u8.newestIndependent(p).url };
+                        };
+                        return { live: read(live), ended: read(ended),
+                                 tracks: m3u8.readMultivariant(tracks, base) };
+                    }""",
+                    [live, ended, tracks],
+                )
+
+        seen = await deferToThread(read, f"http://127.0.0.1:{port}/")
+        at = f"http://127.0.0.1:{port}/live/x"
+        self.assertEqual(
+            [(t["kind"], t["url"], t["type"]) for t in seen["tracks"]],
+            [("video", f"{at}/video.m3u8?token=a%2Fb", 'video/mp4; codecs="avc1.42c01e"'),
+             ("audio", f"{at}/audio.m3u8?token=a%2Fb", 'audio/mp4; codecs="opus"')],
+        )  # fmt: skip
+        live = seen["live"]
+        init = f"{at}/video/init0.mp4?token=a%2Fb"
+        self.assertEqual(
+            [(p["msn"], p["index"], p["url"], p["map"], p["independent"]) for p in live["parts"]],
+            [(n // 5, n % 5, f"{at}/video/p{n}.m4s?token=a%2Fb", init, n in (0, 5))
+             for n in range(8)],
+        )  # fmt: skip
+        self.assertEqual([p["date"] for p in live["parts"]],
+                         [origin * 1000 + n * 200 for n in range(8)])  # fmt: skip
+        self.assertEqual((live["complete"], live["ended"]), ([0], False))
+        self.assertEqual(live["hint"], f"{at}/video/p8.m4s?token=a%2Fb")
+        self.assertEqual(live["start"], f"{at}/video/p5.m4s?token=a%2Fb")
+        self.assertEqual(live["next"], [1, 3])
+        ended = seen["ended"]
+        self.assertEqual((ended["complete"], ended["ended"], ended["hint"]), ([0, 1], True, None))
+        self.assertEqual(ended["next"], [2, 0])
 
     async def test_recordings_listed_and_playable(self) -> None:
         """Needs GET /api/recordings and the Range-capable download routes. Saves a screenshot
@@ -843,8 +956,8 @@ class BrowserTests(TestCase):
 
     async def test_watch_with_authentication_on(self) -> None:
         """The page opened as /?token=: the token leaves the address bar, and the page watches
-        a live session fed by another client."""
-        port = await self.serve(access=Access(Verifier(SECRET)))
+        a live session fed by another client, the token in every URL of its HLS."""
+        port = await self.serve(access=Access(Verifier(SECRET)), mux_audio=True)
         name = await self.feed(port, mint(SECRET, ("publish",), 300))
         token = mint(SECRET, ("read",), 300)
 
@@ -853,15 +966,23 @@ class BrowserTests(TestCase):
 
         seen = await deferToThread(watch, f"http://127.0.0.1:{port}/?token={token}", click_watch)
         self.check_watched(seen)
+        self.check_token(seen, token)
         self.assertNotIn("token", seen["address"])
         self.assertTrue(seen["address"].endswith(f"/#watch={name}"), seen["address"])
 
     async def test_watch_by_its_link_once_a_token_is_given(self) -> None:
         """A live view's link opened with authentication on and no token yet: the page asks
-        for one, and once given, the view connects with it."""
-        port = await self.serve(access=Access(Verifier(SECRET)))
+        for one, and once given, the view plays with it."""
+        port = await self.serve(access=Access(Verifier(SECRET)), mux_audio=True)
         name = await self.feed(port, mint(SECRET, ("publish",), 300))
         token = mint(SECRET, ("read",), 300)
         url = f"http://127.0.0.1:{port}/#watch={name}"
         seen = await deferToThread(watch, url, lambda page: give_token(page, token))
         self.check_watched(seen)
+        self.check_token(seen, token)
+
+    def check_token(self, seen: dict, token: str) -> None:
+        """Every request of the live HLS carried the token in its query."""
+        self.assertTrue(seen["asked"])
+        for url in seen["asked"]:
+            self.assertEqual(parse_qs(urlsplit(url).query).get("token"), [token], url)

@@ -104,7 +104,7 @@ async def h264_publisher(port: int, count: int, gop: int, close: bool = True) ->
         "opusHead": base64.b64encode(head).decode("ascii"),
     }))  # fmt: skip
     name = (await client.event("CONNECTED"))["recording"]
-    units = numbered.h264_access_units(ffmpeg_exe(), count, gop)
+    units = numbered.h264_units(ffmpeg_exe(), count, gop=gop)
     frame_us, packet_us = 1_000_000 // FPS, 20_000
     messages, sound = [], 0
     for n, unit in enumerate(units):

@@ -195,6 +195,7 @@ class SegmenterTests(SynchronousTestCase):
         parts = s.segments[0].parts
         self.assertEqual([len(p.chunks) for p in parts], [5, 5, 2])
         self.assertEqual([p.complete for p in parts], [True, True, False])
+        self.assertEqual(s.next_part, 2, "the hint names the part being filled")
 
     def test_no_keyframe_for_long(self) -> None:
         """A segment is cut before it would round past the target, keyframe or not."""

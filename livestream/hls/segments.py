@@ -102,7 +102,12 @@ class Segmenter:
 
     @property
     def next_part(self) -> int:
-        """The number the next part will have: the preload hint's."""
+        """The number of the first part not complete yet: the one being filled (fragments of
+        one frame, grouped), or else the next to be made. The preload hint names it: a hint
+        past a part being filled would skip it, and a GET of that part would not wait."""
+        segment = self.current
+        if segment is not None and segment.parts and not segment.parts[-1].complete:
+            return segment.parts[-1].number
         return self._next_part
 
     def add(self, chunk: Chunk, init: int) -> None:

@@ -1,7 +1,7 @@
 // The livestream page: go live from this browser (broadcaster.js: H.264 and Opus encoded here
 // with WebCodecs where the browser and the server can, else the seed protocol's JPEG and PCM;
-// binary STREAM forms, resumed after a dropped connection), watch live sessions (viewer.js,
-// through /live/<name>), and play or delete recordings; api.js holds the token and the calls to
+// binary STREAM forms, resumed after a dropped connection), watch live sessions (viewer.js:
+// their HLS, /live/<name>/index.m3u8), and play or delete recordings; api.js holds the token and the calls to
 // the daemon. No build step. `?codec=jpeg` in the page's URL sends JPEG and PCM whatever the
 // browser can; `?audio=pcm` sends PCM with H.264.
 

@@ -1,33 +1,19 @@
-// Watching a live session: the viewer WebSocket (/live/<recording>) drawn on a canvas and played
-// through Web Audio, and the link a live view has of its own (`/#watch=<recording>`). JPEG frames
-// are decoded by the browser's image decoder; H.264 (a session whose client encoded it) by
-// WebCodecs' VideoDecoder, and Opus by its AudioDecoder.
+// Watching a live session: its Low-Latency HLS (`/live/<recording>/index.m3u8`) in the panel's
+// <video>, and the link a live view has of its own (`/#watch=<recording>`). The page's own MSE
+// player (hlsplayer.js) plays it wherever the browser has Media Source Extensions for its
+// codecs, since it keeps to the live edge; elsewhere (an iPhone without MSE, Safari with an
+// Opus session) the browser's own HLS does, if it has one. (Chromium has an HLS of its own too
+// now, and says so to canPlayType, but is not low-latency: MSE goes first.) The panel says how
+// far behind the picture is: now minus the wall-clock time of the frame shown, from the program
+// date time of its part and how far into the part it is.
 
-import { socketUrl, withToken } from "./api.js";
+import { withToken } from "./api.js";
+import { HlsPlayer, Published, Refused, Unsupported } from "./hlsplayer.js";
 
-// The kind bytes of the viewer WebSocket's binary messages.
-const VIDEO = 0x01;
-const AUDIO = 0x02;
-const H264 = 0x21;
-const OPUS = 0x22;
-// Encoded chunks: kind, flags (bit 0: key), seq (uint32), timestamp (int64 µs), then the chunk.
-const ENCODED_HEADER = 14;
-// Past this many frames waiting in the decoder, it is behind: start again at the next keyframe
-// rather than fall further behind.
-const MAX_DECODE_QUEUE = 30;
-
-/** The RFC 6381 codec string of an Annex B access unit's SPS (``avc1.`` + profile,
- * constraints and level in hex), or null without one. */
-export function codecFromSps(unit) {
-  for (let i = 0; i + 3 < unit.length; i++) {
-    if (unit[i] === 0 && unit[i + 1] === 0 && unit[i + 2] === 1 && (unit[i + 3] & 0x1f) === 7) {
-      if (i + 6 >= unit.length) return null;
-      const hex = (byte) => byte.toString(16).padStart(2, "0");
-      return `avc1.${hex(unit[i + 4])}${hex(unit[i + 5])}${hex(unit[i + 6])}`;
-    }
-  }
-  return null;
-}
+const HLS_TYPE = "application/vnd.apple.mpegurl";
+// The latency readout's text changes at most this often (its data attribute at every frame).
+const READOUT_MS = 250;
+const CODEC_NAMES = { avc1: "H.264", avc3: "H.264", mp4a: "AAC", opus: "Opus" };
 
 /** The page's URL fragment that opens the live view of ``name``. */
 export const watchLink = (name) => `#watch=${encodeURIComponent(name)}`;
@@ -38,207 +24,141 @@ export function linkedRecording() {
   return link ? decodeURIComponent(link[1]) : null;
 }
 
-/** One live view in ``panel`` (its canvas and status line); ``onEnded`` runs when the session
- * ends, so the page can list its recording. */
+const described = (codecs) =>
+  (codecs ?? "").split(",").filter(Boolean).map((c) => CODEC_NAMES[c.split(".")[0]] ?? c).join(", ");
+
+/** One live view in ``panel`` (its video, status and latency lines); ``onEnded`` runs when the
+ * session ends, so the page can list its recording. */
 export class Viewer {
   constructor(name, panel, onEnded) {
     this.name = name;
-    this.frames = 0;
-    this.decoded = 0;
-    this.audioBytes = 0;
-    this.audioDecoded = 0; // Opus samples decoded
-    this.videoCodec = null; // from LIVE: an H.264 session's codec string ("h264" before known)
-    this.audioCodec = null;
-    this.decoder = null;
-    this.audioDecoder = null;
-    this.pending = null;
-    this.drawing = false;
     this.panel = panel;
     this.onEnded = onEnded;
-    this.canvas = panel.querySelector("#viewer-canvas");
-    this.context = this.canvas.getContext("2d");
-    this.audio = new AudioContext();
-    this.nextAudio = 0;
+    this.video = panel.querySelector("#viewer-video");
+    this.sound = panel.querySelector("#viewer-sound");
+    this.player = null;
+    this.readAt = 0;
+    this.closed = false;
+    this.finished = false;
   }
 
   start() {
     this.panel.hidden = false;
-    this.panel.dataset.frames = "0";
-    this.panel.dataset.decoded = "0";
-    this.panel.dataset.audioBytes = "0";
-    this.panel.dataset.audioDecoded = "0";
-    this.panel.dataset.videoCodec = "";
-    this.panel.dataset.recording = this.name;
+    Object.assign(this.panel.dataset, {
+      recording: this.name, phase: "connecting", player: "", frames: "0", latencyMs: "",
+      videoCodec: "", audioCodec: "",
+    });
+    this.panel.querySelector("#viewer-latency").textContent = "";
     this.status(`Connecting to ${this.name}…`);
-    this.ws = new WebSocket(socketUrl(withToken(`/live/${encodeURIComponent(this.name)}`)));
-    this.ws.binaryType = "arraybuffer";
-    this.ws.onmessage = (event) => this.received(event.data);
-    this.ws.onclose = (event) => {
-      if (!this.ended) this.status(`${this.name}: not live (${event.code}).`);
+    this.video.muted = false;
+    this.showSound();
+    this.sound.onclick = () => {
+      this.video.muted = !this.video.muted;
+      this.showSound();
     };
+    this.countFrames();
+    this.play(withToken(`/live/${encodeURIComponent(this.name)}/index.m3u8`));
   }
 
-  received(data) {
-    if (typeof data === "string") {
-      const message = JSON.parse(data);
-      if (message.eventType === "LIVE") {
-        this.videoCodec = message.videoCodec ?? null;
-        this.audioCodec = message.audioCodec ?? null;
-        this.opusHead = message.opusHead ?? null;
-        const what = this.videoCodec ? " (H.264)" : "";
-        this.status(`Watching ${message.recording} live${what}`);
-      }
-      if (message.eventType === "ENDED") {
-        this.ended = true;
-        this.status(`${this.name} ended; the recording is in the list below.`);
-        this.onEnded();
-      }
-      return;
-    }
-    const kind = new Uint8Array(data, 0, 1)[0];
-    if (kind === VIDEO) {
-      this.frames++;
-      this.panel.dataset.frames = String(this.frames);
-      this.pending = new Blob([new Uint8Array(data, 1)], { type: "image/jpeg" });
-      this.draw();
-    } else if (kind === AUDIO) {
-      this.audioBytes += data.byteLength - 1;
-      this.panel.dataset.audioBytes = String(this.audioBytes);
-      this.play(new DataView(data, 1));
-    } else if (kind === H264) {
-      this.frames++;
-      this.panel.dataset.frames = String(this.frames);
-      this.decodeVideo(data);
-    } else if (kind === OPUS) {
-      this.audioBytes += data.byteLength - ENCODED_HEADER;
-      this.panel.dataset.audioBytes = String(this.audioBytes);
-      this.decodeAudio(data);
-    }
-  }
-
-  /** One H.264 access unit (Annex B): decoded from a keyframe on, drawn as it comes out. After
-   * a decoder error, or a decoder too far behind, it waits for the next keyframe. */
-  decodeVideo(data) {
-    const view = new DataView(data);
-    const key = (view.getUint8(1) & 1) === 1;
-    const timestamp = Number(view.getBigInt64(6));
-    const unit = new Uint8Array(data, ENCODED_HEADER);
-    if (this.decoder?.state === "configured" && this.decoder.decodeQueueSize > MAX_DECODE_QUEUE) {
-      this.decoder.close();
-      this.decoder = null;
-    }
-    if (!this.decoder || this.decoder.state !== "configured") {
-      if (!key || typeof VideoDecoder === "undefined") return;
-      const known = this.videoCodec?.startsWith("avc1.") ? this.videoCodec : null;
-      const codec = known ?? codecFromSps(unit);
-      if (!codec) return;
-      this.decoder = new VideoDecoder({
-        output: (frame) => this.show(frame),
-        error: () => {}, // closed: the next keyframe starts a new one
-      });
-      // No description: the access units are Annex B, their SPS and PPS in-band.
-      this.decoder.configure({ codec, optimizeForLatency: true });
-      this.panel.dataset.videoCodec = codec;
-    }
+  async play(url) {
+    this.player = new HlsPlayer(this.video, url, {
+      onEnded: () => this.ended(),
+      onPlaying: () => this.playing(),
+      onError: (error) => this.failed(error),
+    });
     try {
-      const type = key ? "key" : "delta";
-      this.decoder.decode(new EncodedVideoChunk({ type, timestamp, data: unit }));
-    } catch {
-      this.decoder = null;
+      await this.player.start();
+      this.panel.dataset.player = "mse";
+      this.panel.dataset.videoCodec = this.player.codecs.video ?? "";
+      this.panel.dataset.audioCodec = this.player.codecs.audio ?? "";
+    } catch (error) {
+      if (this.closed) return;
+      this.player.close();
+      this.player = null;
+      if (error instanceof Unsupported && this.video.canPlayType(HLS_TYPE)) this.playNatively(url);
+      else if (error instanceof Published) this.ended();
+      else if (error instanceof Refused) this.notLive(`${error.status}`);
+      else this.failed(error);
     }
   }
 
-  show(frame) {
-    if (this.canvas.width !== frame.displayWidth) this.canvas.width = frame.displayWidth;
-    if (this.canvas.height !== frame.displayHeight) this.canvas.height = frame.displayHeight;
-    this.context.drawImage(frame, 0, 0);
-    frame.close();
-    this.decoded++;
-    this.panel.dataset.decoded = String(this.decoded);
+  /** The browser's own HLS: it finds the live edge itself. */
+  playNatively(url) {
+    this.panel.dataset.player = "native";
+    this.video.onended = () => this.ended();
+    this.video.onplaying = () => this.playing();
+    this.video.onerror = () => this.failed(new Error(this.video.error?.message || "cannot play"));
+    this.video.src = url;
+    this.video.play().catch(() => {
+      this.video.muted = true;
+      this.showSound();
+      return this.video.play().catch(() => {});
+    });
   }
 
-  /** One Opus packet, decoded and played as the PCM is. */
-  decodeAudio(data) {
-    if (typeof AudioDecoder === "undefined" || this.audio.state === "closed") return;
-    const view = new DataView(data);
-    const timestamp = Number(view.getBigInt64(6));
-    if (!this.audioDecoder || this.audioDecoder.state !== "configured") {
-      const head = this.opusHead ? Uint8Array.from(atob(this.opusHead), (c) => c.charCodeAt(0)) : null;
-      const channels = head?.[9] ?? 1;
-      this.audioDecoder = new AudioDecoder({
-        output: (audio) => this.playDecoded(audio),
-        error: () => {}, // closed: the next packet starts a new one
-      });
-      const config = { codec: "opus", sampleRate: 48000, numberOfChannels: channels };
-      this.audioDecoder.configure(head ? { ...config, description: head } : config);
-    }
-    try {
-      const packet = new Uint8Array(data, ENCODED_HEADER);
-      this.audioDecoder.decode(new EncodedAudioChunk({ type: "key", timestamp, data: packet }));
-    } catch {
-      this.audioDecoder = null;
-    }
+  playing() {
+    if (this.closed || this.finished) return;
+    this.panel.dataset.phase = "playing";
+    const codecs = [this.panel.dataset.videoCodec, this.panel.dataset.audioCodec].map(described);
+    const what = codecs.filter(Boolean).join(" + ");
+    this.status(`Watching ${this.name} live${what ? ` (${what})` : ""}`);
+    this.showSound();
   }
 
-  playDecoded(audio) {
-    const samples = audio.numberOfFrames;
-    this.audioDecoded += samples;
-    this.panel.dataset.audioDecoded = String(this.audioDecoded);
-    if (samples === 0 || this.audio.state === "closed") {
-      audio.close();
-      return;
-    }
-    const buffer = this.audio.createBuffer(audio.numberOfChannels, samples, audio.sampleRate);
-    for (let c = 0; c < audio.numberOfChannels; c++) {
-      const plane = new Float32Array(samples);
-      audio.copyTo(plane, { planeIndex: c, format: "f32-planar" });
-      buffer.copyToChannel(plane, c);
-    }
-    audio.close();
-    this.schedule(buffer);
-  }
-
-  // Only the latest frame is decoded: frames that arrive while one is decoding are skipped.
-  async draw() {
-    if (this.drawing || !this.pending) return;
-    this.drawing = true;
-    const blob = this.pending;
-    this.pending = null;
-    try {
-      const bitmap = await createImageBitmap(blob);
-      if (this.canvas.width !== bitmap.width) this.canvas.width = bitmap.width;
-      if (this.canvas.height !== bitmap.height) this.canvas.height = bitmap.height;
-      this.context.drawImage(bitmap, 0, 0);
-      bitmap.close();
-      this.decoded++;
-      this.panel.dataset.decoded = String(this.decoded);
-    } catch {
-      // a frame the browser cannot decode is skipped; the next one replaces it
-    } finally {
-      this.drawing = false;
-      this.draw();
+  /** Count the frames shown and say how late each is; where the browser cannot tell frames
+   * apart (no requestVideoFrameCallback), the latency from the playing position. */
+  countFrames() {
+    if ("requestVideoFrameCallback" in this.video) {
+      const shown = (_, metadata) => {
+        if (this.closed) return;
+        // As the browser counts them: a callback may come for two frames shown at once.
+        this.panel.dataset.frames = String(metadata.presentedFrames);
+        this.readout(metadata.mediaTime);
+        this.callback = this.video.requestVideoFrameCallback(shown);
+      };
+      this.callback = this.video.requestVideoFrameCallback(shown);
+    } else {
+      this.video.ontimeupdate = () => this.readout(this.video.currentTime);
     }
   }
 
-  play(view) {
-    const samples = view.byteLength >> 1;
-    if (samples === 0 || this.audio.state === "closed") return;
-    const buffer = this.audio.createBuffer(1, samples, 44100);
-    const channel = buffer.getChannelData(0);
-    for (let i = 0; i < samples; i++) channel[i] = view.getInt16(i * 2, true) / 32768;
-    this.schedule(buffer);
+  /** Now minus the wall-clock time of the media at ``mediaTime`` seconds. */
+  readout(mediaTime) {
+    let wall = NaN;
+    if (this.player) wall = this.player.wallClock(mediaTime);
+    else if (this.video.getStartDate) wall = this.video.getStartDate().getTime() + mediaTime * 1000;
+    if (!Number.isFinite(wall)) return;
+    const latency = Date.now() - wall;
+    this.panel.dataset.latencyMs = String(Math.round(latency));
+    if (performance.now() - this.readAt < READOUT_MS) return;
+    this.readAt = performance.now();
+    this.panel.querySelector("#viewer-latency").textContent = `${(latency / 1000).toFixed(1)} s behind live`;
   }
 
-  schedule(buffer) {
-    const now = this.audio.currentTime;
-    // Keep the delay small: start 100 ms ahead, and drop audio that would play over 0.5 s late.
-    if (this.nextAudio < now) this.nextAudio = now + 0.1;
-    if (this.nextAudio > now + 0.5) return;
-    const source = this.audio.createBufferSource();
-    source.buffer = buffer;
-    source.connect(this.audio.destination);
-    source.start(this.nextAudio);
-    this.nextAudio += buffer.duration;
+  showSound() {
+    this.sound.hidden = this.panel.dataset.phase !== "playing";
+    this.sound.textContent = this.video.muted ? "Unmute" : "Mute";
+  }
+
+  ended() {
+    if (this.closed || this.finished) return;
+    this.finished = true;
+    this.panel.dataset.phase = "ended";
+    this.status(`${this.name} ended; the recording is in the list below.`);
+    this.panel.querySelector("#viewer-latency").textContent = "";
+    this.showSound();
+    this.onEnded();
+  }
+
+  notLive(why) {
+    this.panel.dataset.phase = "not-live";
+    this.status(`${this.name}: not live (${why}).`);
+  }
+
+  failed(error) {
+    if (this.closed || this.finished) return;
+    this.panel.dataset.phase = "error";
+    this.status(`${this.name}: cannot play it here (${error.message}).`);
   }
 
   status(text) {
@@ -246,12 +166,14 @@ export class Viewer {
   }
 
   close() {
-    this.ended = true;
-    this.ws?.close();
-    for (const decoder of [this.decoder, this.audioDecoder]) {
-      if (decoder && decoder.state !== "closed") decoder.close();
+    this.closed = true;
+    if (this.callback !== undefined) this.video.cancelVideoFrameCallback(this.callback);
+    this.video.onended = this.video.onplaying = this.video.onerror = this.video.ontimeupdate = null;
+    if (this.player) this.player.close();
+    else {
+      this.video.removeAttribute("src");
+      this.video.load();
     }
-    this.audio.close();
     this.panel.hidden = true;
   }
 }

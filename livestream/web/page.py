@@ -1,5 +1,7 @@
 """The web page: its files (shipped in the package, no build step), what it must know about the
-daemon, and the live view it watches sessions through. ``web.app`` mounts these on its routes."""
+daemon, and the viewer WebSocket of a live session (which the page watched through before it
+played the session's HLS, kept for the clients written for it). ``web.app`` mounts these on its
+routes."""
 
 from __future__ import annotations
 

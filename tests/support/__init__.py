@@ -6,6 +6,9 @@
 - ``http``: requests to a daemon, through treq and byte for byte
 - ``metrics``: ``GET /metrics`` read into samples
 - ``media``: real frames and samples to send; decoded checks of the recordings
+- ``feeders``: live sessions fed at the server's rate by another client, each frame's send time
+  kept
+- ``chromium``: Debian's Chromium driven by Playwright, or why the tests that need it skip
 - ``daemon``: a real ``twistd -n livestream`` in a child process, started, stopped and killed;
   ``DaemonCase``, a test with daemons of its own
 - ``processes``: the daemon's encoders, found, killed and waited for through /proc
