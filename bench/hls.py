@@ -49,14 +49,14 @@ played by a real browser: Debian's Chromium (``/usr/bin/chromium``, headless) th
 Playwright. ``--player hls.js`` (the default) serves a tiny page and hls.js 1 (installed once
 with npm into ``build/npm/``) from a second HTTP server of the bench, on its own port (so the
 daemon's CORS answers are used), with ``new Hls({lowLatencyMode: true})``; ``--player page``
-opens the daemon's own page at ``/#watch=<recording>`` and reads its ``<video>`` the same way
-(the page plays live video in a ``<video>`` only with the MSE player of branch ``page15``;
-before it, this says that no ``<video>`` played). Each frame the ``<video>`` presents
-(``requestVideoFrameCallback``) is drawn to a canvas and its number read (``JS_READER``), with
-the wall time ``performance.timeOrigin + performance.now()`` in the callback: latency = that
-time minus the frame's sent time. After the first frame shown and ``--warmup`` s, over
-``--browser-seconds`` s: p50/p90/max, the frames shown against those sent, the longest gap
-between two frames shown, and hls.js's own ``hls.latency`` (sampled every 0.5 s).
+opens the daemon's own page at ``/#watch=<recording>`` and reads its Watch ``<video>`` the same
+way (the page's own MSE player, ``livestream/static/hlsplayer.js``). Each frame the ``<video>``
+presents (``requestVideoFrameCallback``) is drawn to a canvas and its number read
+(``JS_READER``), with the wall time ``performance.timeOrigin + performance.now()`` in the
+callback: latency = that time minus the frame's sent time. After the first frame shown and
+``--warmup`` s, over ``--browser-seconds`` s: p50/p90/max, the frames shown against those sent,
+the longest gap between two frames shown, and hls.js's own ``hls.latency`` (sampled every 0.5
+s).
 
 Run it from the checkout with the project's venv::
 
@@ -1061,18 +1061,15 @@ def glass_to_glass(
                     page.goto(f"http://{HOST}:{daemon.port}/#watch={quote(name, safe='')}")
                     try:
                         page.wait_for_function(
-                            "() => { const v = document.querySelector('video');"
+                            "() => { const v = document.querySelector('#viewer-video');"
                             " return v !== null && v.videoWidth > 0; }",
                             timeout=20_000,
                         )
                     except PlaywrightError:
-                        line["error"] = (
-                            "no <video> played in the page within 20 s: the page's MSE player "
-                            "is on branch page15"
-                        )
+                        line["error"] = "the page's Watch showed no picture within 20 s"
                         return line
                     page.add_script_tag(content=HOOK_JS)
-                    page.evaluate("benchHook(document.querySelector('video'))")
+                    page.evaluate("benchHook(document.querySelector('#viewer-video'))")
                 polls = _watch(page, warmup, seconds)
             finally:
                 browser.close()
