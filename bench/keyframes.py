@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import statistics
 import struct
 import subprocess
@@ -41,7 +40,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
-from bench.presets import frames_size, make_frames, ssim
+from bench.presets import encoder_cpu, frames_size, make_frames, ssim
 from livestream.daemon.options import Options
 from livestream.library import bmff
 from livestream.recording import ffmpeg, fragments
@@ -92,20 +91,6 @@ def with_gop(args: list[str], frames: int | None) -> list[str]:
     else:
         args[at + 1] = str(frames)
     return args
-
-
-def encode(exe: str, args: list[str], frames: list[Path]) -> float:
-    """CPU seconds (user + system) the encoder spent on ``frames``."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.Popen([exe, *ffmpeg.COMMON_ARGS, *args], stdin=subprocess.PIPE)
-    assert proc.stdin is not None
-    for frame in frames:
-        proc.stdin.write(frame.read_bytes())
-    proc.stdin.close()
-    if proc.wait() != 0:
-        raise RuntimeError(f"encoder failed: {args}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 @dataclass(frozen=True)
@@ -256,7 +241,7 @@ def main() -> None:
             for name, gop in CANDIDATES[shift:] + CANDIDATES[:shift]:
                 settings = EncoderSettings(exe, fps, options.preset)
                 args = encoder_args(settings, width, height, os.fspath(outs[name]))
-                cpu[name].append(encode(exe, with_gop(args, gop_frames(fps, gop)), frames))
+                cpu[name].append(encoder_cpu(exe, with_gop(args, gop_frames(fps, gop)), frames))
                 size[name].append(outs[name].stat().st_size)
         kbps = {name: statistics.median(size[name]) * 8 / seconds / 1000 for name in size}
         cpu_min = {name: statistics.median(cpu[name]) / (seconds / 60) for name in cpu}

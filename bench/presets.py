@@ -54,13 +54,19 @@ def encode(exe: str, frames: list[Path], preset: str, extra: list[str], out: Pat
     width, height = (int(v) for v in re.findall(r"\d+", frames_size(exe, frames[0])))
     args = encoder_args(EncoderSettings(exe, FPS, preset), width, height, os.fspath(out))
     args[-3:-3] = extra  # before "-f mp4 OUT"
+    return encoder_cpu(exe, args, frames)
+
+
+def encoder_cpu(exe: str, args: list[str], frames: list[Path]) -> float:
+    """CPU seconds (user + system) an ffmpeg run with ``args`` spent on ``frames`` (its stdin)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen([exe, *ffmpeg.COMMON_ARGS, *args], stdin=subprocess.PIPE)
+    assert proc.stdin is not None
     for frame in frames:
         proc.stdin.write(frame.read_bytes())
     proc.stdin.close()
     if proc.wait() != 0:
-        raise RuntimeError(f"encoder failed for {preset} {extra}")
+        raise RuntimeError(f"encoder failed: {args}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
