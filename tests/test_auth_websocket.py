@@ -12,12 +12,12 @@ from pathlib import Path
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from livestream.auth.access import Access, origin_key
 from livestream.auth.tokens import Verifier, mint
 from tests.support.http import get, get_json
+from tests.support.logs import Logged
 from tests.support.media import jpeg_frames, video_facts
 from tests.support.server import start_server
 from tests.support.websocket import (
@@ -44,21 +44,6 @@ def alg_none() -> str:
     head = jwt.utils.base64url_encode(b'{"alg":"none","typ":"JWT"}').decode()
     body = {"aud": "livestream", "exp": int(time.time()) + 300, "scope": "publish"}
     return f"{head}.{jwt.utils.base64url_encode(json.dumps(body).encode()).decode()}."
-
-
-class Logged:
-    """The log lines of a test, as text."""
-
-    def __init__(self, testcase: TestCase) -> None:
-        self.lines: list[str] = []
-        globalLogPublisher.addObserver(self._observe)
-        testcase.addCleanup(globalLogPublisher.removeObserver, self._observe)
-
-    def _observe(self, event: dict) -> None:
-        self.lines.append(formatEvent(event))
-
-    def matching(self, *parts: str) -> list[str]:
-        return [line for line in self.lines if all(part in line for part in parts)]
 
 
 class AuthTestCase(TestCase):

@@ -3,24 +3,22 @@ the playlist while the session records, and the frames it decodes are the number
 sent (bench.numbered), in order, to the last. Then the LL-HLS rules over real HTTP: blocking
 reloads and preload hints, their bounds, the end of a session, tokens, Origins and CORS.
 
-Players reading the playlist run ffmpeg in a thread (a bounded subprocess); the publisher sends
+Players reading the playlist run ffmpeg in a thread (a bounded subprocess); a feeder sends
 its frames at the daemon's rate from the reactor, so the session is live while it is read.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
 import socket
-import struct
 import time
 from pathlib import Path
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.task import LoopingCall, deferLater
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
@@ -28,93 +26,17 @@ from bench import numbered
 from bench.presets import make_frames
 from livestream.auth.access import Access
 from livestream.auth.tokens import Verifier, mint
+from tests.support.feeders import FPS, Feeder, feed_h264, feed_jpeg
 from tests.support.http import get, raw
-from tests.support.media import ffmpeg_exe, opus_packets, pcm, video_facts
+from tests.support.logs import Logged
+from tests.support.media import ffmpeg_exe, video_facts
 from tests.support.metrics import scrape
 from tests.support.processes import children, kill
 from tests.support.server import start_server
-from tests.support.websocket import CLOSE_MSG, Client, connect_msg, open_client
-from tests.test_auth_websocket import Logged
+from tests.support.websocket import CLOSE_MSG, connect_msg, open_client
 
-FPS = 15
 SECRET = b"0123456789abcdef0123456789abcdef-hls"
 PLAYLIST = "application/vnd.apple.mpegurl"
-
-
-class Publisher:
-    """A client sending numbered frames at the daemon's rate (and sound with each), keeping the
-    wall-clock time each frame went; ``done`` fires once the last went (then CLOSE, if asked)."""
-
-    def __init__(self, client: Client, name: str, messages: list[list[bytes]], close: bool):
-        self.client = client
-        self.name = name
-        self._messages = messages
-        self._close = close
-        self.sent_at: list[float] = []
-        self.done: Deferred[None] = Deferred()
-        self._loop = LoopingCall(self._send)
-
-    def start(self) -> None:
-        self._loop.start(1 / FPS, now=True)
-
-    def stop(self) -> None:
-        if self._loop.running:
-            self._loop.stop()
-
-    def _send(self) -> None:
-        i = len(self.sent_at)
-        if i == len(self._messages):
-            self.stop()
-            if self._close:
-                self.client.send(CLOSE_MSG)
-            self.done.callback(None)
-            return
-        for message in self._messages[i]:
-            self.client.send_binary(message)
-        self.sent_at.append(time.time())
-
-
-async def jpeg_publisher(
-    port: int,
-    count: int,
-    *,
-    sound: bool = False,
-    close: bool = True,
-    path: str = "/",
-    frames: tuple[bytes, ...] | None = None,
-) -> Publisher:
-    """Numbered frames, unless ``frames`` are given."""
-    client = await open_client(port, path)
-    client.send(connect_msg("camera"))
-    name = (await client.event("CONNECTED"))["recording"]
-    frames = frames or tuple(numbered.jpeg_frames(ffmpeg_exe(), count))
-    messages = [
-        [b"\x01" + frame] + ([b"\x02" + pcm(44100 // FPS, seed=i)] if sound else [])
-        for i, frame in enumerate(frames)
-    ]
-    return Publisher(client, name, messages, close)
-
-
-async def h264_publisher(port: int, count: int, gop: int, close: bool = True) -> Publisher:
-    """H.264 (numbered frames, a keyframe every ``gop``) and Opus, as a WebCodecs client."""
-    client = await open_client(port)
-    head, packets = opus_packets(count / FPS + 1)
-    client.send(json.dumps({
-        "eventType": "CONNECT", "id": "encoder", "videoCodec": "h264", "audioCodec": "opus",
-        "opusHead": base64.b64encode(head).decode("ascii"),
-    }))  # fmt: skip
-    name = (await client.event("CONNECTED"))["recording"]
-    units = numbered.h264_units(ffmpeg_exe(), count, gop=gop)
-    frame_us, packet_us = 1_000_000 // FPS, 20_000
-    messages, sound = [], 0
-    for n, unit in enumerate(units):
-        key = unit.find(b"\x00\x00\x00\x01\x65") >= 0 or unit.find(b"\x00\x00\x01\x65") >= 0
-        frame = [struct.pack(">BBIq", 0x21, int(key), n, n * frame_us) + unit]
-        while sound * packet_us < (n + 1) * frame_us and sound < len(packets):
-            frame.append(struct.pack(">BBIq", 0x22, 0, sound, sound * packet_us) + packets[sound])
-            sound += 1
-        messages.append(frame)
-    return Publisher(client, name, messages, close)
 
 
 def play(port: int, name: str, query: str = "", seconds: float = 60) -> Deferred[list[int]]:
@@ -153,10 +75,15 @@ class HlsTestCase(TestCase):
         self.service, port = await start_server(self, self.media, fps=FPS, **kwargs)
         return port
 
-    def started(self, publisher: Publisher) -> Publisher:
-        publisher.start()
-        self.addCleanup(publisher.stop)
-        return publisher
+    async def jpeg(self, port: int, count: int, frames=None, **kwargs) -> Feeder:
+        """``count`` frames, numbered unless ``frames`` are given, then CLOSE."""
+        frames = frames or numbered.jpeg_frames(ffmpeg_exe(), count)
+        return await feed_jpeg(self, port, frames, count=count, **kwargs)
+
+    async def h264(self, port: int, count: int, gop: int) -> Feeder:
+        """``count`` numbered frames as H.264, a keyframe every ``gop``, and Opus."""
+        units = numbered.h264_units(ffmpeg_exe(), count, gop=gop)
+        return await feed_h264(self, port, units, count=count)
 
     async def playlist(self, port: int, name: str, which: str = "video.m3u8", query: str = ""):
         response = await get(port, f"/live/{name}/{which}{query}")
@@ -168,7 +95,7 @@ class PlayedByFfmpegTests(HlsTestCase):
         """Joined live a moment after the first frame: every frame from there on, in order,
         to the last one sent; the sound too (AAC, --mux-audio)."""
         port = await self.serve(mux_audio=True)
-        publisher = self.started(await jpeg_publisher(port, 6 * FPS, sound=True))
+        publisher = await self.jpeg(port, 6 * FPS)
         response, body = await self.playlist(port, publisher.name, "index.m3u8")
         self.assertEqual(response.code, 200)
         self.assertEqual(response.headers.getRawHeaders("content-type"), [PLAYLIST])
@@ -185,7 +112,7 @@ class PlayedByFfmpegTests(HlsTestCase):
     async def test_an_h264_session_as_sent(self) -> None:
         """Passthrough: the client's own frames (a keyframe each second), and its Opus."""
         port = await self.serve()
-        publisher = self.started(await h264_publisher(port, 5 * FPS, gop=FPS))
+        publisher = await self.h264(port, 5 * FPS, gop=FPS)
         _, body = await self.playlist(port, publisher.name, "index.m3u8")
         self.assertIn(',opus"', body.decode("ascii"))
         played = await play(port, publisher.name)
@@ -196,7 +123,7 @@ class PlayedByFfmpegTests(HlsTestCase):
         """The encoder is killed mid-session: its successor's piece follows in the playlist at
         its place on the timeline (moved decode times), and the player sees no break."""
         port = await self.serve()
-        publisher = self.started(await jpeg_publisher(port, 6 * FPS))
+        publisher = await self.jpeg(port, 6 * FPS)
         await self.playlist(port, publisher.name, "index.m3u8")
         playing = play(port, publisher.name)
         await deferLater(reactor, 2.0, lambda: None)
@@ -210,7 +137,7 @@ class PlayedByFfmpegTests(HlsTestCase):
 class LowLatencyTests(HlsTestCase):
     async def test_blocking_reload_and_preload_hint(self) -> None:
         port = await self.serve()
-        publisher = self.started(await jpeg_publisher(port, 8 * FPS))
+        publisher = await self.jpeg(port, 8 * FPS)
         name = publisher.name
         response, body = await self.playlist(port, name)
         playlist = lines(body)
@@ -256,7 +183,7 @@ class LowLatencyTests(HlsTestCase):
 
     async def test_what_is_refused(self) -> None:
         port = await self.serve()
-        publisher = self.started(await jpeg_publisher(port, 8 * FPS))
+        publisher = await self.jpeg(port, 8 * FPS)
         name = publisher.name
         _, body = await self.playlist(port, name)
         msn, _, _ = newest(lines(body))
@@ -286,8 +213,8 @@ class LowLatencyTests(HlsTestCase):
         target durations, not never."""
         port = await self.serve()
         # A second's frames and a few more: the first segment is whole (the next keyframe came).
-        publisher = self.started(await jpeg_publisher(port, FPS + 8, close=False))
-        await publisher.done
+        publisher = await self.jpeg(port, FPS + 8, close=False)
+        await publisher.sent
         name = publisher.name
         await deferLater(reactor, 0.5, lambda: None)
         response, body = await self.playlist(port, name)
@@ -308,11 +235,11 @@ class LowLatencyTests(HlsTestCase):
         """ENDLIST once the session ended; the multivariant URL then points to the recording,
         while the media playlists and parts still serve the players finishing them."""
         port = await self.serve()
-        publisher = self.started(await jpeg_publisher(port, 2 * FPS))
+        publisher = await self.jpeg(port, 2 * FPS)
         name = publisher.name
         _, body = await self.playlist(port, name)
         self.assertNotIn("#EXT-X-ENDLIST", lines(body))
-        closed = await publisher.client.event("CLOSED")
+        closed = await publisher.ended()
         self.assertEqual(closed["recordings"]["video"], f"{name}.mp4")
         status, headers, _ = await raw(port, "GET", f"/live/{name}/index.m3u8")
         self.assertEqual(status, 303)
@@ -346,12 +273,12 @@ class LowLatencyTests(HlsTestCase):
         """A client that sends one keyframe only: segments are cut before they would round
         past the target (and are not independent), and the client is asked for a keyframe."""
         port = await self.serve()
-        publisher = self.started(await h264_publisher(port, 6 * FPS, gop=1000))
+        publisher = await self.h264(port, 6 * FPS, gop=1000)
         name = publisher.name
         await self.playlist(port, name, "index.m3u8")
-        request = await publisher.client.event("KEYFRAME_REQUEST", timeout=10)
+        request = await publisher.publisher.event("KEYFRAME_REQUEST", timeout=10)
         self.assertEqual(request["reason"], "hls")
-        await publisher.done
+        await publisher.sent
         await deferLater(reactor, 0.5, lambda: None)
         _, body = await self.playlist(port, name)
         playlist = lines(body)
@@ -373,7 +300,7 @@ class SlowPlayerTests(HlsTestCase):
         where.mkdir()
         made = make_frames(ffmpeg_exe(), where, 6 * FPS, "640x480", "testsrc2")
         frames = tuple(p.read_bytes() for p in made)
-        publisher = self.started(await jpeg_publisher(port, 6 * FPS, frames=frames))
+        publisher = await self.jpeg(port, 6 * FPS, frames)
         name = publisher.name
         await self.playlist(port, name)
         segment = len(await (await get(port, f"/live/{name}/video/s0.m4s")).content())
@@ -393,7 +320,7 @@ class SlowPlayerTests(HlsTestCase):
         played = await play(port, name)
         # Not numbered frames: counted (from its joining to the end).
         self.assertGreaterEqual(len(played), 4 * FPS, "the other player played on")
-        closed = await publisher.client.event("CLOSED")
+        closed = await publisher.ended()
         facts = video_facts(self.media / "video" / closed["recordings"]["video"])
         self.assertEqual(facts.frames, 6 * FPS)
 
@@ -404,9 +331,7 @@ class AccessTests(HlsTestCase):
         playlists and is blanked in the access log."""
         logged = Logged(self)
         port = await self.serve(access=Access(Verifier(SECRET)))
-        publisher = self.started(await jpeg_publisher(
-            port, 6 * FPS, path=f"/?token={mint(SECRET, ('publish',), 300)}"
-        ))  # fmt: skip
+        publisher = await self.jpeg(port, 6 * FPS, token=mint(SECRET, ("publish",), 300))
         name = publisher.name
         response = await get(port, f"/live/{name}/index.m3u8")
         self.assertEqual(response.code, 401)
@@ -433,7 +358,7 @@ class AccessTests(HlsTestCase):
 
     async def test_origins_and_cors(self) -> None:
         port = await self.serve(access=Access(origins=("https://app.example.com:443",)))
-        publisher = self.started(await jpeg_publisher(port, 4 * FPS))
+        publisher = await self.jpeg(port, 4 * FPS)
         path = f"/live/{publisher.name}/video.m3u8"
         response = await get(port, path, {"Origin": "https://app.example.com"})
         self.assertEqual(response.code, 200)

@@ -18,15 +18,12 @@ from dataclasses import dataclass
 from twisted.application.service import Service
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 
 from livestream.hls.track import LiveTrack
 from livestream.recording.passthrough import HLS
 from livestream.sessions.outcome import Outcome
 from livestream.sessions.session import Session
 from livestream.wire.kinds import Codec
-
-_log = Logger()
 
 POLL = 0.05
 IDLE = 10.0

@@ -3,11 +3,10 @@ parts and segments, the bytes served of them, and the requests waiting for the n
 
 The track follows the file its recorder writes now (``source``): a replaced encoder's piece
 starts at 0 again, so its fragments are moved to where the piece starts on the session's
-timeline, and a piece with another init segment gets an EXT-X-MAP of its own. The bytes of the
-parts a playlist lists are read once, when first asked for, and kept for every player until the
-window moves past them: fifty players of a part cost one read and fifty writes of the same
-bytes object. Older segments are read from the file when asked for (a bounded read: one
-segment).
+timeline, and a piece with another init segment gets an EXT-X-MAP of its own. The bytes of a
+part are read once, when first asked for, and kept for every player until the window moves past
+it: fifty players of a part cost one read and fifty writes of the same bytes object. A segment
+is its parts' bytes, joined when asked for.
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ class LiveTrack:
         target: int,
     ) -> None:
         """``label`` names it in the log; ``source`` gives the piece being written now."""
-        self._reactor = reactor
         self._label = label
         self._source = source
         self._part_target = part_target
@@ -51,7 +49,6 @@ class LiveTrack:
         self.segmenter: Segmenter | None = None
         self.waiters = Waiters(reactor, MAX_WAITING)
         self._parts: dict[int, bytes] = {}
-        self._segments: dict[int, bytes] = {}
         self.broken = False
 
     @property
@@ -134,8 +131,6 @@ class LiveTrack:
         assert self.segmenter is not None
         for number in [n for n in self._parts if self.segmenter.part(n) is None]:
             del self._parts[number]
-        for msn in [m for m in self._segments if self.segmenter.segment(m) is None]:
-            del self._segments[msn]
 
     def _bytes(self, chunks: list[Chunk]) -> bytes:
         out = []
@@ -155,17 +150,11 @@ class LiveTrack:
         return data
 
     def segment_bytes(self, msn: int) -> bytes | None:
-        """A complete segment of the window, or None: joined from its parts' bytes."""
-        segmenter = self.segmenter
-        segment = segmenter.segment(msn) if segmenter is not None else None
-        if segmenter is None or segment is None:
+        """A complete segment of the window, or None: its parts' bytes, joined."""
+        segment = self.segmenter.segment(msn) if self.segmenter is not None else None
+        if segment is None:
             return None
-        data = self._segments.get(msn)
-        if data is None:
-            data = b"".join(self.part_bytes(p.number) or b"" for p in segment.parts)
-            if segment.msn in segmenter.listed_parts():
-                self._segments[msn] = data
-        return data
+        return b"".join(self.part_bytes(p.number) or b"" for p in segment.parts)
 
     def init_bytes(self, number: int) -> bytes | None:
         return self.inits[number] if 0 <= number < len(self.inits) else None
@@ -177,4 +166,3 @@ class LiveTrack:
         for tail, _ in self._tails:
             tail.close()
         self._parts.clear()
-        self._segments.clear()

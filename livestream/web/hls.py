@@ -22,7 +22,6 @@ from collections.abc import Callable
 from typing import Protocol, cast
 from urllib.parse import quote
 
-from twisted.internet.defer import CancelledError
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.static import NoRangeStaticProducer
@@ -143,6 +142,9 @@ class _Body(Resource):
 class LiveHls:
     """Answers the live routes from the streams players asked for."""
 
+    def __init__(self, streams: LiveStreams) -> None:
+        self._streams = streams
+
     def _answer(self, request: Request, kind: str, body: bytes, content_type: str) -> None:
         """With its length: a part is written whole, never chunked. A playlist changes with
         every part; what it names never does."""
@@ -160,9 +162,6 @@ class LiveHls:
         self._streams.timeouts += 1
         request.setHeader("retry-after", "1")
         return error_answer(request, 503, "not_ready", message)
-
-    def __init__(self, streams: LiveStreams) -> None:
-        self._streams = streams
 
     def _find(self, request: Request, name: str) -> LiveStream | bytes:
         stream = self._streams.find(name)
@@ -199,7 +198,8 @@ class LiveHls:
         if not await self._wait(track, lambda: track.playable or track.broken, FIRST_WAIT):
             return self._unavailable(request, "the session has no media of that kind yet")
         segmenter = track.segmenter
-        assert segmenter is not None
+        if segmenter is None:  # broken before its first fragment
+            return _no_stream(request)
         if msn is not None:
             if msn > segmenter.last_msn + 2:
                 return error_answer(
@@ -254,12 +254,13 @@ class LiveHls:
         elif kind == "s":
             data = track.segment_bytes(number)
         else:
-            if track.segmenter is not None and number == track.segmenter.next_part:
+            segmenter = track.segmenter
+            if segmenter is not None and number == segmenter.next_part:
                 # The preload hint's part: wait for it.
-                timeout = WAIT_TARGETS * track.segmenter.target
+                timeout = WAIT_TARGETS * segmenter.target
 
                 def whole() -> bool:
-                    return track.ended or track.part_bytes(number) is not None
+                    return track.ended or segmenter.part(number) is not None
 
                 if not await self._wait(track, whole, timeout):
                     return self._unavailable(request, "the part asked for did not come in time")
@@ -275,5 +276,3 @@ class LiveHls:
             return await track.wait(ready, timeout)
         except TooMany:
             return False
-        except CancelledError:
-            raise

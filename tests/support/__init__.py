@@ -5,6 +5,7 @@
 - ``websocket``: the seed-like WebSocket client, its messages, whole sessions
 - ``http``: requests to a daemon, through treq and byte for byte
 - ``metrics``: ``GET /metrics`` read into samples
+- ``logs``: the log lines a test's in-process daemon writes
 - ``media``: real frames and samples to send; decoded checks of the recordings
 - ``feeders``: live sessions fed at the server's rate by another client, each frame's send time
   kept

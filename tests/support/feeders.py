@@ -27,15 +27,19 @@ ENCODED = struct.Struct(">BBIq")
 class Feeder:
     """Calls ``send(n)`` for frame n = 0, 1, ... at FPS a second, frame n due ``n / FPS`` after
     frame 0 (the session's timeline, as the daemon times frames; one the reactor was late for
-    goes at once); after ``count`` frames, or at :meth:`close`, stops and sends CLOSE."""
+    goes at once); after ``count`` frames (then ``sent`` fires), or at :meth:`close`, stops
+    and sends CLOSE (after ``count`` only if ``close``: else the session stays open, idle)."""
 
     def __init__(self, publisher: Client, name: str, send: Callable[[int], None],
-                 count: int | None) -> None:  # fmt: skip
+                 count: int | None, close: bool = True) -> None:  # fmt: skip
         self.name = name
         self.sent_at: list[float] = []  # time.time() when frame n was sent
-        self._publisher = publisher
+        self.sent: Deferred[None] = Deferred()
+        # The client's connection: what else the server tells it (KEYFRAME_REQUEST).
+        self.publisher = publisher
         self._send = send
         self._count = count
+        self._close_after = close
         self._next: IDelayedCall | None = None
         self._closing = False
         self._result: object = None
@@ -49,7 +53,9 @@ class Feeder:
         due = int((now - self.sent_at[0]) * FPS) + 1 if self.sent_at else 1
         while len(self.sent_at) < due:
             if self._count is not None and len(self.sent_at) >= self._count:
-                self.close()
+                self.sent.callback(None)
+                if self._close_after:
+                    self.close()
                 return
             self.sent_at.append(time.time())
             self._send(len(self.sent_at) - 1)
@@ -63,8 +69,8 @@ class Feeder:
         self._closing = True
         if self._next is not None and self._next.active():
             self._next.cancel()
-        self._publisher.send(CLOSE_MSG)
-        self._publisher.event("CLOSED", timeout=60).addBoth(self._closed)
+        self.publisher.send(CLOSE_MSG)
+        self.publisher.event("CLOSED", timeout=60).addBoth(self._closed)
 
     def _closed(self, result: object) -> None:
         self._result = result
@@ -85,27 +91,28 @@ class Feeder:
 
 
 async def _feeder(testcase, port: int, connect: str, send: Callable[[Client, int], None],
-                  count: int | None, token: str | None) -> Feeder:  # fmt: skip
+                  count: int | None, token: str | None, close: bool = True) -> Feeder:  # fmt: skip
     publisher = await open_client(port, f"/?token={token}" if token else "/")
     publisher.send(connect)
     name = (await publisher.event("CONNECTED"))["recording"]
-    feeder = Feeder(publisher, name, lambda n: send(publisher, n), count)
+    feeder = Feeder(publisher, name, lambda n: send(publisher, n), count, close)
     feeder.start()
     testcase.addCleanup(feeder.ended)
     return feeder
 
 
 async def feed_jpeg(testcase, port: int, frames: Sequence[bytes], *, count: int | None = None,
-                    token: str | None = None) -> Feeder:  # fmt: skip
+                    token: str | None = None, close: bool = True) -> Feeder:  # fmt: skip
     """JPEG ``frames`` in turn (again from the first after the last) and a frame's worth of
     PCM with each, by client ``camera``; ``token`` in the WebSocket's URL, as a client of a
-    server with authentication on sends it. Closed when the test ends, or after ``count``."""
+    server with authentication on sends it. Closed when the test ends, or after ``count``
+    (unless not ``close``)."""
 
     def send(publisher: Client, n: int) -> None:
         publisher.send_binary(b"\x01" + frames[n % len(frames)])
         publisher.send_binary(b"\x02" + pcm(44100 // FPS, seed=n))
 
-    return await _feeder(testcase, port, connect_msg("camera"), send, count, token)
+    return await _feeder(testcase, port, connect_msg("camera"), send, count, token, close)
 
 
 async def feed_h264(testcase, port: int, units: Sequence[bytes], *,
